@@ -1,0 +1,130 @@
+"""The Python API: ``pack``, ``unpack``, ``open``, ``verify``. The CLI is a thin shell over it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from typing import Any, BinaryIO, Callable, Iterable, Mapping
+
+import numpy as np
+
+from . import dtypes, formats, planner
+from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo
+from .errors import InvalidInput, NnarIOError
+from .fsutil import atomic_output
+from .limits import DEFAULT_LIMITS, Limits
+
+PathOrFile = str | os.PathLike | BinaryIO
+Progress = Callable[[str, int, int | None], None]  # (tensor name, done, total)
+
+
+def _is_path(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+@contextlib.contextmanager
+def _input(src: PathOrFile):
+    if _is_path(src):
+        if os.fspath(src) == "-":
+            yield sys.stdin.buffer
+            return
+        try:
+            f = open(src, "rb")  # noqa: SIM115
+        except OSError as e:
+            raise NnarIOError(f"cannot open input {os.fspath(src)!r}: {e.strerror}") from e
+        with f:
+            yield f
+    else:
+        yield src
+
+
+@contextlib.contextmanager
+def _output(dst: PathOrFile, force: bool, inputs: tuple):
+    if _is_path(dst):
+        with atomic_output(dst, force=force, inputs=inputs) as f:
+            yield f
+    else:
+        yield dst
+
+
+def _model_from_mapping(tensors: Mapping[str, Any]) -> formats.Model:
+    def items():
+        for name, value in tensors.items():
+            arr = np.asarray(value)
+            yield name, arr, dtypes.dtype_name_of(arr)
+    return formats.Model("python", {}, items, len(tensors))
+
+
+def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, fmt: str | None = None,
+         level: int = planner.DEFAULT_LEVEL, metadata: Mapping[str, str] | None = None, force: bool = False,
+         progress: Progress | None = None) -> list[TensorInfo] | bytes:
+    """Pack a model (a path to .npz/.safetensors, a binary file, or a mapping name → array) into an
+    nnar archive at ``dst`` (a path, ``"-"`` for stdout, or a binary file). With no ``dst``, return
+    the archive's bytes. Lossless: every tensor comes back bit for bit."""
+    if dst is None:
+        buf = io.BytesIO()
+        pack(src, buf, fmt=fmt, level=level, metadata=metadata, progress=progress)
+        return buf.getvalue()
+    with contextlib.ExitStack() as stack:
+        if isinstance(src, Mapping):
+            model = _model_from_mapping(src)
+        else:
+            name = formats.detect(src if _is_path(src) else getattr(src, "name", None), fmt, role="input")
+            model = formats.module(name).read(stack.enter_context(_input(src)))
+        md = dict(model.metadata)
+        md.update(metadata or {})
+        out = stack.enter_context(_output(dst, force, (src,) if _is_path(src) else ()))
+        with ArchiveWriter(out, metadata=md, source_format=model.source_format, level=level) as w:
+            for i, (name, arr, dt) in enumerate(model.tensors()):
+                w.write(name, arr, dtype=dt)
+                if progress:
+                    progress(name, i + 1, model.count)
+        return w.infos
+
+
+def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | None = None, force: bool = False,
+           limits: Limits = DEFAULT_LIMITS, verify: bool = False,
+           progress: Progress | None = None) -> dict[str, np.ndarray] | list[TensorInfo]:
+    """Unpack an archive. With no ``dst``, return {name: array} (bfloat16 as uint16 bit patterns);
+    otherwise write a model file (format by extension of ``dst`` or ``to``) and return the infos."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        src = io.BytesIO(src)
+    with _input(src) as f:
+        reader = StreamReader(f, limits, verify=verify)
+        if dst is None:
+            out = {}
+            for i, (info, arr) in enumerate(reader):
+                out[info.name] = arr
+                if progress:
+                    progress(info.name, i + 1, None)
+            return out
+        fmt = formats.detect(dst if _is_path(dst) else getattr(dst, "name", None), to, role="output")
+        infos: list[TensorInfo] = []
+
+        def tensors() -> Iterable[tuple[str, np.ndarray, str]]:
+            for i, (info, arr) in enumerate(reader):
+                infos.append(info)
+                if progress:
+                    progress(info.name, i + 1, None)
+                yield info.name, arr, info.dtype
+
+        with _output(dst, force, (src,) if _is_path(src) else ()) as out:
+            formats.module(fmt).write(out, tensors(), reader.metadata)
+        return infos
+
+
+def open(src: PathOrFile, limits: Limits = DEFAULT_LIMITS) -> Archive:  # noqa: A001
+    """Open an archive for random access (a seekable file)."""
+    return Archive(src, limits)
+
+
+def verify(src: PathOrFile | bytes, limits: Limits = DEFAULT_LIMITS) -> list[TensorInfo]:
+    """Check every CRC, the layout, the index, and every tensor's digest; return the infos.
+
+    Reads in one pass, so a pipe works too. Raises the first problem found."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        src = io.BytesIO(src)
+    with _input(src) as f:
+        return [info for info, _ in StreamReader(f, limits, verify=True)]

@@ -1,0 +1,35 @@
+"""Format numbers of nnar container v1, named as in spec/FORMAT.md.
+
+This is the only place they are written down in code; ``tests/test_spec_tables.py`` checks the
+spec's tables against these values so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+# -- preamble (spec/FORMAT.md §3) ---------------------------------------------------------------
+MAGIC = b"\x89NNAR\r\n\x1a"  # PNG-style: the high byte and CR LF / ^Z catch text-mode mangling
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+PREAMBLE_SIZE = 16
+
+# -- record frame (§4) --------------------------------------------------------------------------
+FRAME_SIZE = 32
+RECORD_META = b"META"
+RECORD_TENSOR = b"TENS"
+RECORD_INDEX = b"INDX"
+KNOWN_RECORD_TYPES = (RECORD_META, RECORD_TENSOR, RECORD_INDEX)
+RECORD_FLAG_MUST_UNDERSTAND = 0x0000_0001
+RECORD_FLAGS_DEFINED = RECORD_FLAG_MUST_UNDERSTAND
+
+# Segments start at file offsets that are multiples of this, so a raw tensor can be mapped
+# straight from the file with any dtype (64 covers cache lines and AVX-512 loads).
+SEGMENT_ALIGNMENT = 64
+
+# -- trailer (§7) -------------------------------------------------------------------------------
+TRAILER_SIZE = 32
+END_MAGIC = b"NNAREND\x1a"
+
+# -- descriptors (§5) ---------------------------------------------------------------------------
+DIGEST_ALGORITHM = "sha256"
+DIGEST_SIZE = 32
+MAX_NAME_BYTES = 65535

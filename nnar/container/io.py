@@ -1,0 +1,82 @@
+"""The one bounded reader every read of an archive goes through.
+
+It tracks the absolute position (so errors can say where), never reads past what a caller
+declared, and never allocates a declared length up front unless the bytes are known to be
+there: from a seekable file it checks the file size first; from a pipe it reads in chunks, so a
+tiny stream that declares a huge body fails after reading what it really has.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+from ..errors import NnarIOError, Truncated
+
+CHUNK = 16 << 20
+
+
+class Source:
+    def __init__(self, f, *, seekable: bool | None = None):
+        self.f = f
+        self.pos = 0
+        if seekable is None:
+            try:
+                seekable = f.seekable()
+            except (AttributeError, ValueError, OSError):
+                seekable = False
+        self.seekable = seekable
+        self.base = f.tell() if seekable else 0
+        self.size: int | None = None
+        if seekable:
+            end = f.seek(0, io.SEEK_END)
+            f.seek(self.base)
+            self.size = end - self.base
+
+    def _read_into(self, buf: memoryview) -> int:
+        try:
+            return self.f.readinto(buf) or 0
+        except AttributeError:
+            data = self.f.read(len(buf))
+            buf[: len(data)] = data
+            return len(data)
+        except OSError as e:
+            raise NnarIOError(f"read failed: {e}", where=f"offset {self.pos}") from e
+
+    def read_exact(self, n: int, what: str) -> bytearray:
+        """Exactly ``n`` bytes of ``what``, or :class:`Truncated` saying how many were there."""
+        start = self.pos
+        if self.size is not None and start + n > self.size:
+            raise Truncated(f"{what}: expected {n} bytes, found {max(self.size - start, 0)} before the end of the archive",
+                            where=f"offset {start}")
+        out = bytearray(n if self.size is not None else min(n, CHUNK))
+        got = 0
+        while got < n:
+            if got == len(out):
+                out.extend(bytes(min(n - got, max(len(out), CHUNK))))  # grow only as data really arrives
+            k = self._read_into(memoryview(out)[got:])
+            if k == 0:
+                raise Truncated(f"{what}: expected {n} bytes, found {got} before the end of the archive",
+                                where=f"offset {start}")
+            got += k
+        self.pos += n
+        return out
+
+    def seek(self, pos: int) -> None:
+        if not self.seekable:
+            raise NnarIOError("random access needs a seekable file; read the stream in order instead")
+        self.f.seek(self.base + pos)
+        self.pos = pos
+
+    def at_eof(self) -> bool:
+        if self.size is not None:
+            return self.pos >= self.size
+        b = self.f.read(1)
+        return not b
+
+
+def file_size(f) -> int | None:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None

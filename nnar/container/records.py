@@ -1,0 +1,265 @@
+"""Reading and writing whole records: frame + descriptor + body (spec/FORMAT.md §4–§8).
+
+:class:`RecordWriter` writes an archive front to back in one pass (a pipe will do): preamble,
+META, one TENS per tensor, INDX, trailer. :class:`RecordReader` reads one back either in order
+from any stream, in memory bounded by one record, or at random through the index when the file
+can seek.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from .. import constants as C
+from ..errors import BadLayout, ChecksumMismatch, InvalidInput, NnarIOError, ReservedNonZero, TensorNotFound, Truncated, UnsupportedRecord, WriterStateError
+from ..limits import DEFAULT_LIMITS, Limits
+from . import framing as F
+from . import schema as S
+from .io import Source
+
+_TENS, _INDX, _META = C.RECORD_TENSOR.decode(), C.RECORD_INDEX.decode(), C.RECORD_META.decode()
+
+
+class RecordWriter:
+    """Writes records to a binary file object, which need not be seekable.
+
+    States: ``open`` (after the preamble and META are written) → ``closed`` (INDX and trailer
+    written) or ``aborted`` (nothing more is written; the output is not a valid archive).
+    """
+
+    def __init__(self, f, meta: S.Meta):
+        self._f = f
+        self._pos = 0
+        self._entries: list[S.IndexEntry] = []
+        self._names: set[str] = set()
+        self.state = "open"
+        self._write(F.pack_preamble())
+        self._write_record(C.RECORD_META, S.meta_descriptor(meta), [])
+        self.first_offset = self._pos
+
+    @property
+    def entries(self) -> list[S.IndexEntry]:
+        return list(self._entries)
+
+    def _write(self, data) -> None:
+        try:
+            self._f.write(data)
+        except OSError as e:
+            self.state = "aborted"
+            raise NnarIOError(f"write failed: {e.strerror or e}", where=f"offset {self._pos}") from e
+        self._pos += memoryview(data).nbytes
+
+    def _write_record(self, rtype: bytes, descriptor: dict, segments: list) -> tuple[int, int]:
+        desc = F.pack_descriptor(descriptor)
+        start = self._pos
+        body_start = start + C.FRAME_SIZE + len(desc)
+        # lay the body out first: the frame carries its length and CRC
+        pieces, pos, crc = [], body_start, 0
+        for seg in segments:
+            seg_start = F.segment_start(pos, not seg.codecs)
+            if seg_start > pos:
+                pad = bytes(seg_start - pos)
+                pieces.append(pad)
+                crc = F.crc32(pad, crc)
+            pieces.append(seg.data)
+            crc = F.crc32(seg.data, crc)
+            pos = seg_start + memoryview(seg.data).nbytes
+        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, C.RECORD_FLAG_MUST_UNDERSTAND))
+        self._write(desc)
+        for p in pieces:
+            self._write(p)
+        return start, self._pos - start
+
+    def write_tensor(self, name: str, descriptor: dict, segments: list) -> S.IndexEntry:
+        self._expect_open("write a tensor")
+        if name in self._names:
+            raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
+        offset, length = self._write_record(C.RECORD_TENSOR, descriptor, segments)
+        self._names.add(name)
+        entry = S.IndexEntry(_TENS, name, offset, length)
+        self._entries.append(entry)
+        return entry
+
+    def close(self) -> None:
+        self._expect_open("close")
+        index_offset, _ = self._write_record(C.RECORD_INDEX, S.index_descriptor(self._entries), [])
+        self._write(F.pack_trailer(index_offset, self._pos + C.TRAILER_SIZE))
+        self.state = "closed"
+
+    def abort(self) -> None:
+        if self.state == "open":
+            self.state = "aborted"
+
+    def _expect_open(self, action: str) -> None:
+        if self.state != "open":
+            raise WriterStateError(f"cannot {action}: expected an open writer, found it {self.state}")
+
+
+class RecordReader:
+    """Reads the records of one archive from ``f``. See the module docstring."""
+
+    def __init__(self, f, limits: Limits = DEFAULT_LIMITS):
+        self.limits = limits
+        self.src = Source(f)
+        self.minor = F.parse_preamble(self.src.read_exact(C.PREAMBLE_SIZE, "preamble"))
+        # An archive of a minor version we know must hold nothing we do not know.
+        self.strict = self.minor <= C.FORMAT_MINOR
+        frame, desc = self._read_head("META record")
+        if frame.record_type != C.RECORD_META:
+            raise BadLayout(f"first record: expected META, found {frame.type_name()!r}", where=f"offset {frame.offset}")
+        if frame.body_length:
+            raise BadLayout(f"META record: expected an empty body, found {frame.body_length} bytes", where=f"offset {frame.offset}")
+        self.meta = S.parse_meta(desc, f"META record at offset {frame.offset}", self.strict)
+        self.first_offset = frame.end
+        self._index: list[S.IndexEntry] | None = None
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _read_head(self, what: str) -> tuple[F.Frame, dict]:
+        offset = self.src.pos
+        frame = F.parse_frame(self.src.read_exact(C.FRAME_SIZE, f"{what} frame"), offset)
+        self.limits.check("descriptor_length", frame.descriptor_length, "max_descriptor_bytes", f"offset {offset + 16}")
+        # a body holds at most max_segments segments of max_tensor_bytes... but a real one holds
+        # about one tensor; padding is the only slack a valid writer adds
+        slack = self.limits.max_segments * C.SEGMENT_ALIGNMENT
+        self.limits.check("body_length", frame.body_length - slack, "max_tensor_bytes", f"offset {offset + 8}")
+        raw = bytes(self.src.read_exact(frame.descriptor_length, f"{frame.type_name()!r} descriptor"))
+        frame.check_header_crc(raw)
+        return frame, F.unpack_descriptor(raw, f"{frame.type_name()} record at offset {offset}")
+
+    def _read_body(self, frame: F.Frame) -> bytearray:
+        body = self.src.read_exact(frame.body_length, f"{frame.type_name()} record body")
+        crc = F.crc32(body)
+        if crc != frame.body_crc:
+            raise ChecksumMismatch(f"{frame.type_name()} record body: expected CRC-32 {frame.body_crc:#010x}, "
+                                   f"computed {crc:#010x}", where=f"offset {frame.body_offset}")
+        return body
+
+    def _tensor(self, frame: F.Frame, desc: dict) -> S.TensorRecord:
+        where = f"TENS record at offset {frame.offset}"
+        name, spec, digest, pipeline, segs = S.parse_tensor(desc, frame.body_offset, frame.body_length,
+                                                           self.limits, where, self.strict)
+        return S.TensorRecord(name, spec, digest, pipeline, segs, frame.offset, frame.end - frame.offset)
+
+    def _segments(self, rec: S.TensorRecord, body: bytearray, body_offset: int) -> dict:
+        """Slice the checked body into segments; the padding between them must be zero."""
+        view, out, pos = memoryview(body), {}, 0
+        for s in rec.segments:
+            a = s.offset - body_offset
+            if any(view[pos:a]):
+                raise ReservedNonZero(f"padding before segment {s.name!r}: expected zero bytes",
+                                      where=f"offset {body_offset + pos}")
+            out[s.name] = (s.codecs, s.raw_length, view[a: a + s.length])
+            pos = a + s.length
+        return out
+
+    # -- in order, from any stream -------------------------------------------------------------
+
+    def iter_tensors(self) -> Iterator[tuple[S.TensorRecord, dict]]:
+        """Yield (record, segments) for each tensor in file order, then check INDX and trailer.
+
+        ``segments`` maps stream name → (codec records, raw_length, stored bytes).
+        """
+        seen: list[S.IndexEntry] = []
+        names: set[str] = set()
+        while True:
+            frame, desc = self._read_head("record")
+            if frame.record_type == C.RECORD_INDEX:
+                break
+            if frame.record_type != C.RECORD_TENSOR:
+                self._skip_unknown(frame)
+                seen.append(S.IndexEntry(frame.type_name(), "", frame.offset, frame.end - frame.offset))
+                continue
+            self.limits.check("tensor records", len(names) + 1, "max_tensors", f"offset {frame.offset}")
+            rec = self._tensor(frame, desc)
+            if rec.name in names:
+                raise BadLayout(f"duplicate tensor name {rec.name!r}", where=f"offset {frame.offset}")
+            names.add(rec.name)
+            body = self._read_body(frame)
+            segments = self._segments(rec, body, frame.body_offset)
+            seen.append(S.IndexEntry(_TENS, rec.name, rec.offset, rec.length))
+            yield rec, segments
+        self._finish_stream(frame, desc, seen)
+
+    def _skip_unknown(self, frame: F.Frame) -> None:
+        if frame.record_type in C.KNOWN_RECORD_TYPES:
+            raise BadLayout(f"record {frame.type_name()!r} is not allowed here", where=f"offset {frame.offset}")
+        if frame.must_understand:
+            raise UnsupportedRecord(f"record type {frame.record_type!r} is marked must-understand and this nnar "
+                                    "does not know it (a newer nnar wrote it)", where=f"offset {frame.offset}")
+        self._read_body(frame)  # checked, then ignored
+
+    def _finish_stream(self, frame: F.Frame, desc: dict, seen: list[S.IndexEntry]) -> None:
+        where = f"INDX record at offset {frame.offset}"
+        if frame.body_length:
+            raise BadLayout(f"INDX record: expected an empty body, found {frame.body_length} bytes", where=where)
+        entries = S.parse_index(desc, self.first_offset, frame.offset, self.limits, where, self.strict)
+        if entries != seen:
+            raise BadLayout("index: it disagrees with the records read before it", where=where)
+        trailer_offset = self.src.pos
+        index_offset, _ = F.parse_trailer(self.src.read_exact(C.TRAILER_SIZE, "trailer"), trailer_offset)
+        if index_offset != frame.offset:
+            raise BadLayout(f"trailer: index_offset: expected {frame.offset}, found {index_offset}",
+                            where=f"offset {trailer_offset}")
+        if not self.src.at_eof():
+            raise BadLayout("expected the end of the archive after the trailer, found more bytes",
+                            where=f"offset {self.src.pos}")
+
+    # -- at random, through the index (seekable files) ------------------------------------------
+
+    def index(self) -> list[S.IndexEntry]:
+        if self._index is None:
+            self._index = self._load_index()
+        return self._index
+
+    def _load_index(self) -> list[S.IndexEntry]:
+        size = self.src.size
+        if size is None:
+            raise NnarIOError("random access needs a seekable file; read the stream in order instead")
+        if size < self.first_offset + C.FRAME_SIZE + C.TRAILER_SIZE:
+            raise Truncated(f"archive: expected at least {self.first_offset + C.FRAME_SIZE + C.TRAILER_SIZE} bytes "
+                            f"for META, INDX and trailer, found {size}", where=f"offset {size}")
+        t_off = size - C.TRAILER_SIZE
+        self.src.seek(t_off)
+        index_offset, _ = F.parse_trailer(self.src.read_exact(C.TRAILER_SIZE, "trailer"), t_off)
+        if not self.first_offset <= index_offset <= t_off - C.FRAME_SIZE:
+            raise BadLayout(f"trailer: index_offset: expected in [{self.first_offset}, {t_off - C.FRAME_SIZE}], "
+                            f"found {index_offset}", where=f"offset {t_off}")
+        self.src.seek(index_offset)
+        frame, desc = self._read_head("INDX record")
+        where = f"INDX record at offset {index_offset}"
+        if frame.record_type != C.RECORD_INDEX:
+            raise BadLayout(f"trailer points at a {frame.type_name()!r} record, expected INDX", where=where)
+        if frame.body_length or frame.end != t_off:
+            raise BadLayout(f"INDX record: expected an empty body ending at the trailer ({t_off}), found it ending at "
+                            f"{frame.end}", where=where)
+        return S.parse_index(desc, self.first_offset, index_offset, self.limits, where, self.strict)
+
+    def tensor_entries(self) -> list[S.IndexEntry]:
+        return [e for e in self.index() if e.record_type == _TENS]
+
+    def read_descriptor(self, entry: S.IndexEntry) -> S.TensorRecord:
+        """The checked descriptor of one tensor, without reading its body."""
+        self.src.seek(entry.offset)
+        frame, desc = self._read_head("TENS record")
+        where = f"TENS record at offset {entry.offset}"
+        if frame.record_type != C.RECORD_TENSOR or frame.end - frame.offset != entry.length:
+            raise BadLayout(f"index says a {entry.length}-byte TENS record, found a {frame.end - frame.offset}-byte "
+                            f"{frame.type_name()!r} record", where=where)
+        rec = self._tensor(frame, desc)
+        if rec.name != entry.name:
+            raise BadLayout(f"index names this record {entry.name!r}, its descriptor {rec.name!r}", where=where)
+        self._last_frame = frame
+        return rec
+
+    def read_tensor(self, entry: S.IndexEntry) -> tuple[S.TensorRecord, dict]:
+        rec = self.read_descriptor(entry)
+        frame = self._last_frame
+        body = self._read_body(frame)
+        return rec, self._segments(rec, body, frame.body_offset)
+
+    def find(self, name: str) -> S.IndexEntry:
+        for e in self.tensor_entries():
+            if e.name == name:
+                return e
+        raise TensorNotFound(f"tensor {name!r}: not in this archive")

@@ -1,0 +1,208 @@
+"""The three record descriptors of container v1 (spec/FORMAT.md §5), checked field by field.
+
+A descriptor from a file is hostile: every field is type- and range-checked here, and for an
+archive whose minor version this reader knows, an unknown key is corruption (a newer minor may
+add keys, which older readers then ignore). Pipeline stages stay opaque here; nnar.pipeline
+checks them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .. import constants as C
+from .. import dtypes
+from ..codecs.abc import TensorSpec
+from ..errors import BadDescriptor, BadLayout
+from ..limits import Limits
+from .framing import segment_start
+
+META_KEYS = ("nnar_version", "source_format", "metadata")
+TENSOR_KEYS = ("name", "dtype", "shape", "digest", "pipeline", "segments")
+SEGMENT_KEYS = ("name", "length", "raw_length", "codecs")
+INDEX_KEYS = ("records",)
+MAX_U63 = (1 << 63) - 1
+
+
+def _keys(d: dict, required: tuple[str, ...], what: str, where: str, strict: bool) -> None:
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise BadDescriptor(f"{what}: expected keys {list(required)}, missing {missing}", where=where)
+    if strict and len(d) != len(required):
+        raise BadDescriptor(f"{what}: unexpected keys {sorted(set(d) - set(required))}", where=where)
+
+
+def _int(v: Any, what: str, where: str, lo: int = 0, hi: int = MAX_U63) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise BadDescriptor(f"{what}: expected an integer in [{lo}, {hi}], found {v!r:.80}", where=where)
+    return v
+
+
+def _str(v: Any, what: str, where: str) -> str:
+    if not isinstance(v, str):
+        raise BadDescriptor(f"{what}: expected a string, found {type(v).__name__}", where=where)
+    return v
+
+
+def check_name(name: Any, where: str, error=BadDescriptor) -> str:
+    """Tensor names: UTF-8, 1 to 65535 bytes, no control characters (they would forge lines in
+    listings and terminals)."""
+    if not isinstance(name, str):
+        raise error(f"tensor name: expected a string, found {type(name).__name__}", where=where)
+    n = len(name.encode("utf-8", "surrogatepass"))
+    if not 1 <= n <= C.MAX_NAME_BYTES:
+        raise error(f"tensor name: expected 1 to {C.MAX_NAME_BYTES} bytes of UTF-8, found {n}", where=where)
+    bad = next((ch for ch in name if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000), None)
+    if bad is not None:
+        raise error(f"tensor name {name!r:.80}: expected no control characters, found U+{ord(bad):04X}", where=where)
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    nnar_version: str
+    source_format: str
+    metadata: dict[str, str]
+
+
+def parse_meta(d: dict, where: str, strict: bool) -> Meta:
+    _keys(d, META_KEYS, "META descriptor", where, strict)
+    md = d["metadata"]
+    if not isinstance(md, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
+        raise BadDescriptor("metadata: expected a map of strings to strings", where=where)
+    return Meta(_str(d["nnar_version"], "nnar_version", where), _str(d["source_format"], "source_format", where), md)
+
+
+def meta_descriptor(meta: Meta) -> dict:
+    return {"nnar_version": meta.nnar_version, "source_format": meta.source_format, "metadata": dict(meta.metadata)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentRef:
+    name: str
+    length: int  # stored bytes
+    raw_length: int  # bytes after its codecs are decoded
+    codecs: list  # stage records, opaque here
+    offset: int  # absolute, derived from the layout rule
+
+    @property
+    def verbatim(self) -> bool:
+        return not self.codecs
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRecord:
+    name: str
+    spec: TensorSpec
+    digest: bytes
+    pipeline: list
+    segments: tuple[SegmentRef, ...]
+    offset: int  # of the frame
+    length: int  # of the whole record
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(s.length for s in self.segments)
+
+
+def parse_tensor(d: dict, body_offset: int, body_length: int, limits: Limits, where: str, strict: bool):
+    """Check a TENS descriptor; lay out its segments from ``body_offset``; return the name, spec,
+    digest, pipeline and segments (without the record's own offset and length)."""
+    _keys(d, TENSOR_KEYS, "TENS descriptor", where, strict)
+    name = check_name(d["name"], where)
+    where = f"{where}, tensor {name!r}"
+    dtype = _str(d["dtype"], "dtype", where)
+    dtypes.storage_dtype(dtype)  # UnsupportedDtype if unknown
+    shape = d["shape"]
+    if not isinstance(shape, list):
+        raise BadDescriptor(f"shape: expected a list, found {type(shape).__name__}", where=where)
+    limits.check("tensor rank", len(shape), "max_rank", where)
+    spec = TensorSpec(dtype, tuple(_int(s, "shape dimension", where) for s in shape))
+    limits.check("tensor bytes", spec.nbytes, "max_tensor_bytes", where)
+    digest = d["digest"]
+    if not isinstance(digest, bytes) or len(digest) != C.DIGEST_SIZE:
+        raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {digest!r:.80}", where=where)
+    if not isinstance(d["pipeline"], list):
+        raise BadDescriptor("pipeline: expected a list", where=where)
+    segs = d["segments"]
+    if not isinstance(segs, list):
+        raise BadDescriptor("segments: expected a list", where=where)
+    limits.check("segments", len(segs), "max_segments", where)
+    out, pos, names = [], body_offset, set()
+    for i, s in enumerate(segs):
+        if not isinstance(s, dict):
+            raise BadDescriptor(f"segment {i}: expected a map, found {type(s).__name__}", where=where)
+        _keys(s, SEGMENT_KEYS, f"segment {i}", where, strict)
+        sname = _str(s["name"], f"segment {i} name", where)
+        if sname in names:
+            raise BadDescriptor(f"segment {i}: duplicate segment name {sname!r}", where=where)
+        names.add(sname)
+        length = _int(s["length"], f"segment {sname!r} length", where)
+        raw_length = _int(s["raw_length"], f"segment {sname!r} raw_length", where)
+        limits.check(f"segment {sname!r} raw_length", raw_length, "max_tensor_bytes", where)
+        if not isinstance(s["codecs"], list):
+            raise BadDescriptor(f"segment {sname!r} codecs: expected a list", where=where)
+        if not s["codecs"] and length != raw_length:
+            raise BadDescriptor(f"segment {sname!r}: stored verbatim, so expected length == raw_length, "
+                                f"found {length} != {raw_length}", where=where)
+        start = segment_start(pos, not s["codecs"])
+        out.append(SegmentRef(sname, length, raw_length, s["codecs"], start))
+        pos = start + length
+    if pos - body_offset != body_length:
+        raise BadLayout(f"body: segments end {pos - body_offset} bytes into the body, expected body_length "
+                        f"{body_length}", where=where)
+    return name, spec, digest, d["pipeline"], tuple(out)
+
+
+def tensor_descriptor(name: str, spec: TensorSpec, digest: bytes, pipeline: list, segments: list) -> dict:
+    return {
+        "name": name, "dtype": spec.dtype, "shape": list(spec.shape), "digest": digest, "pipeline": pipeline,
+        "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
+                      "codecs": s.codecs} for s in segments],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexEntry:
+    record_type: str
+    name: str
+    offset: int
+    length: int
+
+
+def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, where: str, strict: bool):
+    """Check an INDX descriptor: entries in file order, contiguous from the end of META to the
+    INDX record, with no hole and no overlap, and tensor names unique."""
+    _keys(d, INDEX_KEYS, "INDX descriptor", where, strict)
+    recs = d["records"]
+    if not isinstance(recs, list):
+        raise BadDescriptor("records: expected a list", where=where)
+    limits.check("records in the index", len(recs), "max_tensors", where)
+    out, pos, seen = [], first_offset, set()
+    for i, e in enumerate(recs):
+        if not (isinstance(e, list) and len(e) == 4):
+            raise BadDescriptor(f"index entry {i}: expected [record_type, name, offset, length], found {e!r:.80}", where=where)
+        rtype = _str(e[0], f"index entry {i} record_type", where)
+        if len(rtype.encode("latin-1", "replace")) != 4:
+            raise BadDescriptor(f"index entry {i}: record_type: expected 4 characters, found {rtype!r}", where=where)
+        name = _str(e[1], f"index entry {i} name", where)
+        offset = _int(e[2], f"index entry {i} offset", where)
+        length = _int(e[3], f"index entry {i} length", where, lo=C.FRAME_SIZE)
+        if offset != pos:
+            raise BadLayout(f"index entry {i} ({name!r}): expected offset {pos} (records are contiguous), found {offset}",
+                            where=where)
+        pos = offset + length
+        if rtype == C.RECORD_TENSOR.decode():
+            check_name(name, where)
+            if name in seen:
+                raise BadLayout(f"index: duplicate tensor name {name!r}", where=where)
+            seen.add(name)
+        out.append(IndexEntry(rtype, name, offset, length))
+    if pos != index_offset:
+        raise BadLayout(f"index: records end at offset {pos}, expected the INDX record at {index_offset}", where=where)
+    return out
+
+
+def index_descriptor(entries: list[IndexEntry]) -> dict:
+    return {"records": [[e.record_type, e.name, e.offset, e.length] for e in entries]}

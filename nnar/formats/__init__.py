@@ -1,0 +1,47 @@
+"""Model file formats nnar reads and writes, each a thin adapter in a module of its own.
+
+A format module has ``read(f) -> Model`` (tensors come out one at a time, so memory stays about
+one tensor) and ``write(f, tensors, metadata, layout=None)``. The format is chosen by file
+extension unless the caller names one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import InvalidInput
+
+# name → module; extensions → name
+FORMATS = {"npz": "nnar.formats.npz", "safetensors": "nnar.formats.safetensors"}
+EXTENSIONS = {".npz": "npz", ".safetensors": "safetensors"}
+
+
+@dataclasses.dataclass
+class Model:
+    """A model being read: its metadata and a way to get its tensors in order."""
+
+    source_format: str
+    metadata: dict[str, str]
+    tensors: Callable[[], Iterator[tuple[str, np.ndarray, str]]]  # (name, array, spec dtype name)
+    count: int | None = None
+
+
+def detect(path: str | os.PathLike | None, override: str | None, *, role: str) -> str:
+    if override:
+        if override not in FORMATS:
+            raise InvalidInput(f"format {override!r}: expected one of {', '.join(FORMATS)}")
+        return override
+    ext = os.path.splitext(os.fspath(path or ""))[1].lower()
+    if ext not in EXTENSIONS:
+        raise InvalidInput(f"{role} {os.fspath(path or '-')!r}: cannot tell the format from the extension {ext or '(none)'!r}; "
+                           f"expected one of {', '.join(EXTENSIONS)}, or name it with --from/--to")
+    return EXTENSIONS[ext]
+
+
+def module(name: str):
+    return importlib.import_module(FORMATS[name])

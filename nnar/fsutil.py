@@ -1,0 +1,73 @@
+"""Atomic outputs: write to a temporary file beside the target, then rename it into place.
+
+A crash, a kill or a full disk leaves either the old file or the complete new one under the
+final name, never a partial file; the input is never the output; an existing output is
+replaced only when the caller says ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from typing import BinaryIO, Iterator
+
+from .errors import InvalidInput, NnarIOError, OutputExists
+
+
+def same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, force: bool = False, inputs: tuple = ()) -> Iterator[BinaryIO]:
+    """Yield a binary file whose contents replace ``path`` only if the block ends normally.
+
+    ``path`` ``"-"`` is standard output (nothing to rename; written as it goes).
+    """
+    path = os.fspath(path)
+    if path == "-":
+        out = sys.stdout.buffer
+        yield out
+        out.flush()
+        return
+    for inp in inputs:
+        if isinstance(inp, (str, os.PathLike)) and os.fspath(inp) != "-" and os.path.exists(path) \
+                and same_file(os.fspath(inp), path):
+            raise InvalidInput(f"output {path!r} is the input: expected a different file, the input is never overwritten")
+    if os.path.isdir(path):
+        raise InvalidInput(f"output {path!r}: expected a file name, found a directory")
+    if os.path.exists(path) and not force:
+        raise OutputExists(f"output {path!r} exists: expected a new file name, or --force to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as e:
+        raise NnarIOError(f"cannot create a temporary file in {directory!r}: {e.strerror}") from e
+    f = os.fdopen(fd, "wb")
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if someone created path meanwhile: never clobber without force
+            os.unlink(tmp)
+    except BaseException as e:
+        f.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, FileExistsError) and not isinstance(e, OutputExists):
+            raise OutputExists(f"output {path!r} appeared while writing: expected a new file name, or --force") from e
+        if isinstance(e, OSError) and not hasattr(e, "code"):
+            raise NnarIOError(f"writing {path!r} failed: {e.strerror or e}; nothing was written") from e
+        raise

@@ -1,0 +1,190 @@
+"""Run a tensor through its pipeline of codecs (spec/FORMAT.md §6).
+
+Encoding: array →(array→array stages)→ array →(one array→bytes stage)→ named streams →(per
+stream, the smallest of the candidate bytes→bytes chains)→ segments.
+
+Decoding runs the stored stages backwards. Before any codec runs, the stored pipeline is checked
+as a whole: stage kinds in grammar order, every intermediate size within :class:`Limits`, the
+segments exactly the streams the array→bytes stage needs. The container layer hands this module
+segment bytes and never looks inside them; this module never sees a file offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import dtypes
+from .codecs import get_codec_class
+from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, Buffer, BytesBytesCodec, Codec, TensorSpec
+from .codecs.raw import Raw
+from .errors import BadDescriptor, CodecDataError, NnarError, UnsupportedCodec
+from .limits import Limits
+
+STAGE_KEYS = frozenset({"codec", "config", "params"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """An encoding recipe: what the user (or the planner) chose for one tensor."""
+
+    array_codecs: tuple[ArrayArrayCodec, ...] = ()
+    array_bytes: ArrayBytesCodec = Raw()
+    #: candidate bytes→bytes chains; each stream keeps the one that stores it smallest
+    #: (``()`` stores the stream as it is)
+    stream_chains: tuple[tuple[BytesBytesCodec, ...], ...] = ((),)
+
+    def describe(self) -> str:
+        return " | ".join(c.codec_id for c in (*self.array_codecs, self.array_bytes))
+
+
+@dataclasses.dataclass
+class EncodedSegment:
+    name: str
+    codecs: list[dict[str, Any]]  # stage records, in encode order
+    raw_length: int  # the stream's length before its bytes→bytes codecs
+    data: Buffer
+
+
+@dataclasses.dataclass
+class EncodedTensor:
+    spec: TensorSpec
+    pipeline: list[dict[str, Any]]  # stage records, in encode order
+    segments: list[EncodedSegment]
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(len(s.data) for s in self.segments)
+
+
+def stage_record(codec: Codec, params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"codec": codec.codec_id, "config": codec.get_config(), "params": dict(params)}
+
+
+def _nbytes(buf: Buffer) -> int:
+    return memoryview(buf).nbytes
+
+
+def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTensor:
+    """Encode a C-contiguous array of ``spec`` (storage dtype) with ``pipeline``."""
+    records, current, cur_spec = [], array, spec
+    for codec in pipeline.array_codecs:
+        current, params = codec.encode(current, cur_spec)
+        records.append(stage_record(codec, params))
+        cur_spec = codec.encoded_spec(cur_spec, params)
+    streams, params = pipeline.array_bytes.encode(current, cur_spec)
+    records.append(stage_record(pipeline.array_bytes, params))
+    segments = []
+    for name, stream in streams.items():
+        best: EncodedSegment | None = None
+        for chain in pipeline.stream_chains:
+            data, stage_records = stream, []
+            for codec in chain:
+                data, p = codec.encode(data)
+                stage_records.append(stage_record(codec, p))
+            if best is None or _nbytes(data) < _nbytes(best.data):
+                best = EncodedSegment(name, stage_records, _nbytes(stream), data)
+        segments.append(best)
+    return EncodedTensor(spec, records, segments)
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+def _build_stage(record: object, where: str, strict: bool) -> tuple[Codec, Mapping[str, Any]]:
+    if not isinstance(record, dict) or not {"codec", "config", "params"} <= record.keys():
+        raise BadDescriptor(f"stage: expected a map with keys codec, config, params, found {record!r:.200}", where=where)
+    if strict and record.keys() != STAGE_KEYS:
+        raise BadDescriptor(f"stage: unexpected keys {sorted(record.keys() - STAGE_KEYS)}", where=where)
+    if not isinstance(record["params"], dict):
+        raise BadDescriptor(f"stage params: expected a map, found {type(record['params']).__name__}", where=where)
+    cls = get_codec_class(record["codec"])
+    try:
+        codec = cls.from_config(record["config"])
+    except CodecDataError as e:
+        raise CodecDataError(e.message, where=where) from None
+    return codec, record["params"]
+
+
+def check_pipeline(spec: TensorSpec, stages: Sequence[object], limits: Limits, where: str, strict: bool = True):
+    """Resolve stored stage records into codecs and the spec each array→array stage outputs.
+
+    Returns ``(array_stages, (array_bytes_codec, params), spec_at_array_bytes)``; raises before
+    any data is decoded if the grammar or a size limit is broken.
+    """
+    if not isinstance(stages, list) or not stages:
+        raise BadDescriptor(f"pipeline: expected a non-empty list of stages, found {stages!r:.200}", where=where)
+    limits.check("pipeline stages", len(stages), "max_stages", where)
+    built = [_build_stage(s, where, strict) for s in stages]
+    *aa, (ab, ab_params) = built
+    if not isinstance(ab, ArrayBytesCodec) or not all(isinstance(c, ArrayArrayCodec) for c, _ in aa):
+        kinds = [c.kind for c, _ in built]
+        raise BadDescriptor(f"pipeline: expected array-array stages then one array-bytes stage, found {kinds}", where=where)
+    cur = spec
+    aa_specs = []
+    for codec, params in aa:
+        aa_specs.append(cur)
+        try:
+            cur = codec.encoded_spec(cur, params)
+        except CodecDataError as e:
+            raise CodecDataError(e.message, where=where) from None
+        limits.check("intermediate array bytes", cur.nbytes, "max_tensor_bytes", where)
+    return [(c, p, s) for (c, p), s in zip(aa, aa_specs)], (ab, ab_params), cur
+
+
+def decode(
+    spec: TensorSpec,
+    stages: Sequence[object],
+    segments: Mapping[str, tuple[Sequence[object], int, Buffer]],
+    limits: Limits,
+    where: str,
+    strict: bool = True,
+) -> np.ndarray:
+    """Decode one tensor. ``segments`` maps stream name → (codec records, raw_length, bytes)."""
+    aa, (ab, ab_params), ab_spec = check_pipeline(spec, stages, limits, where, strict)
+    needed = ab.stream_names(ab_spec, ab_params)
+    if set(segments) != set(needed):
+        raise BadDescriptor(f"segments: expected streams {list(needed)} for {ab.codec_id}, found {list(segments)}", where=where)
+    streams = {}
+    for name, (chain, raw_length, data) in segments.items():
+        if not isinstance(chain, list):
+            raise BadDescriptor(f"segment {name!r} codecs: expected a list, found {chain!r:.100}", where=where)
+        limits.check(f"codecs of segment {name!r}", len(chain), "max_stages", where)
+        codecs = [_build_stage(s, where, strict) for s in chain]
+        for i in range(len(codecs) - 1, -1, -1):
+            codec, params = codecs[i]
+            if not isinstance(codec, BytesBytesCodec):
+                raise BadDescriptor(f"segment {name!r}: expected bytes-bytes codecs, found {codec.codec_id} ({codec.kind})", where=where)
+            bound = raw_length if i == 0 else limits.max_tensor_bytes
+            data = _run(codec.decode, where, data, params, bound)
+        if _nbytes(data) != raw_length:
+            raise CodecDataError(f"segment {name!r}: expected {raw_length} decoded bytes, found {_nbytes(data)}", where=where)
+        streams[name] = data
+    array = _run(ab.decode, where, streams, ab_spec, ab_params)
+    for codec, params, in_spec in reversed(aa):
+        array = _run(codec.decode, where, array, in_spec, params)
+    if array.dtype != spec.storage_dtype or array.shape != spec.shape:
+        raise CodecDataError(f"pipeline output: expected {spec.dtype}{list(spec.shape)}, found {array.dtype}{list(array.shape)}", where=where)
+    return array
+
+
+def _run(fn, where, *args):
+    """Call a codec; give its errors the tensor's name, and turn a stray numpy/Python error from
+    hostile params into a CodecDataError rather than letting it escape the family."""
+    try:
+        return fn(*args)
+    except NnarError as e:
+        if e.where is None:
+            raise type(e)(e.message, where=where) from None
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError) as e:
+        raise CodecDataError(f"codec failed on stored data: {type(e).__name__}: {e}", where=where) from e
+
+
+def spec_of(array: np.ndarray, dtype: str | None = None) -> TensorSpec:
+    return TensorSpec(dtype or dtypes.dtype_name_of(array), tuple(int(d) for d in array.shape))
+
+
+__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "check_pipeline", "spec_of", "UnsupportedCodec"]
