@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
@@ -31,7 +32,7 @@ def _input(src: PathOrFile):
             yield sys.stdin.buffer
             return
         try:
-            f = open(src, "rb")  # noqa: SIM115
+            f = builtins.open(src, "rb")  # this module defines its own open()
         except OSError as e:
             raise NnarIOError(f"cannot open input {os.fspath(src)!r}: {e.strerror}") from e
         with f:

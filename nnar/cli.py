@@ -1,0 +1,223 @@
+"""``nnar`` command line: a thin shell over :mod:`nnar.api`.
+
+Data goes to stdout, diagnostics and progress to stderr. Exit status: 0 ok, 1 an nnar error
+(one line: ``nnar: error[code]: message``), 2 a usage error. ``verify`` exits 1 when the archive
+is damaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from . import __version__, api, planner
+from .archive import Archive, StreamReader, TensorInfo
+from .errors import InvalidInput, NnarError
+from .limits import DEFAULT_LIMITS, Limits
+
+EPILOG = """\
+examples:
+  nnar pack model.safetensors -o model.nnar       lossless archive of a model
+  nnar pack weights.npz -o - | ssh dev 'cat > w.nnar'   write to a pipe
+  nnar ls model.nnar                               what is inside, and how small
+  nnar verify model.nnar                           check every checksum and digest
+  nnar unpack model.nnar -o model.safetensors      back to a model file, bit-exact
+  curl -s https://host/m.nnar | nnar unpack - -o m.npz   unpack while downloading
+"""
+
+
+class Progress:
+    """One self-rewriting line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, verb: str, enabled: bool | None = None):
+        self.verb = verb
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.used = False
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        self.used = True
+        if total:
+            width = 24
+            fill = width * done // total
+            bar = f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total}"
+        else:
+            bar = f"{done} tensors"
+        sys.stderr.write(f"\r\x1b[K{self.verb} {bar} {name[:40]}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.used:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _limits(args) -> Limits:
+    changes = {k: v for k, v in (("max_tensor_bytes", args.max_tensor_bytes),
+                                 ("max_descriptor_bytes", args.max_descriptor_bytes),
+                                 ("max_tensors", args.max_tensors)) if v is not None}
+    return DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS
+
+
+def _parse_meta(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InvalidInput(f"--meta {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def cmd_pack(args) -> int:
+    prog = Progress("packing")
+    try:
+        infos = api.pack(args.input, args.output, fmt=args.from_, level=args.level, metadata=_parse_meta(args.meta),
+                         force=args.force, progress=prog)
+    finally:
+        prog.done()
+    raw = sum(i.nbytes for i in infos)
+    stored = sum(i.stored_bytes for i in infos)
+    if not args.quiet:
+        print(f"packed {len(infos)} tensors: {_human(raw)} -> {_human(stored)} of tensor data "
+              f"({raw / stored if stored else 1:.3f}x)", file=sys.stderr)
+    return 0
+
+
+def cmd_unpack(args) -> int:
+    prog = Progress("unpacking")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            infos = api.unpack(args.input, args.output, to=args.to, force=args.force, limits=_limits(args),
+                               verify=args.verify, progress=prog)
+    finally:
+        prog.done()
+    for w in caught:
+        print(f"nnar: warning: {w.message}", file=sys.stderr)
+    if not args.quiet:
+        print(f"unpacked {len(infos)} tensors to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _infos(path: str, limits: Limits) -> tuple[list[TensorInfo], dict]:
+    if path == "-":
+        r = StreamReader(sys.stdin.buffer, limits)
+        infos = list(r.infos())
+        return infos, {"metadata": r.metadata, "source_format": r.source_format, "nnar_version": r.nnar_version}
+    with Archive(path, limits) as a:
+        return a.infos(), {"metadata": a.metadata, "source_format": a.source_format, "nnar_version": a.nnar_version}
+
+
+def cmd_ls(args) -> int:
+    infos, meta = _infos(args.input, _limits(args))
+    raw = sum(i.nbytes for i in infos)
+    stored = sum(i.stored_bytes for i in infos)
+    if args.json:
+        json.dump({**meta, "tensors": [i.to_json() for i in infos],
+                   "totals": {"tensors": len(infos), "nbytes": raw, "stored_bytes": stored,
+                              "ratio": round(raw / stored, 4) if stored else None}}, sys.stdout, indent=1)
+        print()
+        return 0
+    rows = [(i.name, i.dtype, "x".join(map(str, i.shape)) or "scalar", str(i.stored_bytes), f"{i.ratio:.3f}",
+             i.describe_pipeline()) for i in infos]
+    head = ("name", "dtype", "shape", "stored", "ratio", "pipeline")
+    widths = [max(len(r[k]) for r in [head, *rows]) for k in range(5)]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) if k in (0, 1, 2) else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
+              + "  " + r[5])
+    print(f"{len(infos)} tensors, {_human(raw)} -> {_human(stored)} ({raw / stored if stored else 1:.3f}x); "
+          f"source {meta['source_format']}, written by nnar {meta['nnar_version']}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    infos = api.verify(args.input, _limits(args))
+    print(f"ok: {len(infos)} tensors, every checksum and digest matches")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors: one line, exit 2
+        self.print_usage(sys.stderr)
+        print(f"nnar: usage error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nnar", description="Pack neural-network weights into small, verifiable .nnar archives.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"nnar {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def limits_args(sp):
+        g = sp.add_argument_group("limits for untrusted archives")
+        g.add_argument("--max-tensor-bytes", type=int, metavar="N", help=f"default {DEFAULT_LIMITS.max_tensor_bytes}")
+        g.add_argument("--max-descriptor-bytes", type=int, metavar="N",
+                       help=f"default {DEFAULT_LIMITS.max_descriptor_bytes}")
+        g.add_argument("--max-tensors", type=int, metavar="N", help=f"default {DEFAULT_LIMITS.max_tensors}")
+
+    sp = sub.add_parser("pack", help="model file -> .nnar archive",
+                        description="Pack a .npz or .safetensors model into an .nnar archive (lossless).")
+    sp.add_argument("input", help="model file, or - for stdin")
+    sp.add_argument("-o", "--output", required=True, help=".nnar file to write, or - for stdout")
+    sp.add_argument("--from", dest="from_", choices=["npz", "safetensors"], help="input format (default: by extension)")
+    sp.add_argument("--level", type=int, default=planner.DEFAULT_LEVEL,
+                    help=f"zstd effort, 1-22 (default {planner.DEFAULT_LEVEL}); higher is smaller and slower")
+    sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="add archive metadata")
+    sp.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    sp.set_defaults(func=cmd_pack)
+
+    sp = sub.add_parser("unpack", help=".nnar archive -> model file",
+                        description="Unpack an archive to a model file, bit-exact for lossless archives.")
+    sp.add_argument("input", help=".nnar file, or - for stdin")
+    sp.add_argument("-o", "--output", required=True, help="model file to write, or - for stdout (needs --to)")
+    sp.add_argument("--to", choices=["npz", "safetensors"], help="output format (default: by extension)")
+    sp.add_argument("--verify", action="store_true", help="also check each tensor's SHA-256 digest")
+    sp.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    limits_args(sp)
+    sp.set_defaults(func=cmd_unpack)
+
+    sp = sub.add_parser("ls", help="list the tensors of an archive",
+                        description="List tensors: name, dtype, shape, stored bytes, ratio, pipeline; totals.")
+    sp.add_argument("input", help=".nnar file, or - for stdin")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    limits_args(sp)
+    sp.set_defaults(func=cmd_ls)
+
+    sp = sub.add_parser("verify", help="check every checksum and digest",
+                        description="Decode every tensor and check every CRC and SHA-256 digest. Exit 0 if intact.")
+    sp.add_argument("input", help=".nnar file, or - for stdin")
+    limits_args(sp)
+    sp.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NnarError as e:
+        print(f"nnar: error[{e.code}]: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nnar: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader of our stdout went away; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
