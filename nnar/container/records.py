@@ -233,7 +233,23 @@ class RecordReader:
         if frame.body_length or frame.end != t_off:
             raise BadLayout(f"INDX record: expected an empty body ending at the trailer ({t_off}), found it ending at "
                             f"{frame.end}", where=where)
-        return S.parse_index(desc, self.first_offset, index_offset, self.limits, where, self.strict)
+        entries = S.parse_index(desc, self.first_offset, index_offset, self.limits, where, self.strict)
+        for e in entries:
+            if e.record_type != _TENS:
+                self._check_other(e)
+        return entries
+
+    def _check_other(self, entry: S.IndexEntry) -> None:
+        """A non-tensor record listed in the index: known types do not belong there; unknown ones
+        are read (to check their CRCs) and skipped unless they are must-understand."""
+        self.src.seek(entry.offset)
+        frame, _ = self._read_head("record")
+        if frame.record_type.decode("latin-1") != entry.record_type or frame.end - frame.offset != entry.length \
+                or entry.name != "":
+            raise BadLayout(f"index entry {entry.record_type!r} {entry.name!r}: expected a {entry.length}-byte record "
+                            f"with an empty name, found a {frame.end - frame.offset}-byte {frame.type_name()!r} record",
+                            where=f"offset {entry.offset}")
+        self._skip_unknown(frame)
 
     def tensor_entries(self) -> list[S.IndexEntry]:
         return [e for e in self.index() if e.record_type == _TENS]
