@@ -100,7 +100,10 @@ def _build_stage(record: object, where: str, strict: bool) -> tuple[Codec, Mappi
         raise BadDescriptor(f"stage: unexpected keys {sorted(record.keys() - STAGE_KEYS)}", where=where)
     if not isinstance(record["params"], dict):
         raise BadDescriptor(f"stage params: expected a map, found {type(record['params']).__name__}", where=where)
-    cls = get_codec_class(record["codec"])
+    try:
+        cls = get_codec_class(record["codec"])
+    except UnsupportedCodec as e:
+        raise UnsupportedCodec(e.message, where=where) from None
     try:
         codec = cls.from_config(record["config"])
     except CodecDataError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from .. import constants as C
-from ..errors import BadLayout, ChecksumMismatch, InvalidInput, NnarIOError, ReservedNonZero, TensorNotFound, Truncated, UnsupportedRecord, WriterStateError
+from ..errors import BadLayout, ChecksumMismatch, InvalidInput, LimitExceeded, NnarIOError, ReservedNonZero, TensorNotFound, Truncated, UnsupportedRecord, WriterStateError
 from ..limits import DEFAULT_LIMITS, Limits
 from . import framing as F
 from . import schema as S
@@ -122,7 +122,9 @@ class RecordReader:
         # a body holds at most max_segments segments of max_tensor_bytes... but a real one holds
         # about one tensor; padding is the only slack a valid writer adds
         slack = self.limits.max_segments * C.SEGMENT_ALIGNMENT
-        self.limits.check("body_length", frame.body_length - slack, "max_tensor_bytes", f"offset {offset + 8}")
+        if frame.body_length > self.limits.max_tensor_bytes + slack:
+            raise LimitExceeded(f"body_length: expected at most {self.limits.max_tensor_bytes + slack} "
+                                f"(max_tensor_bytes + padding), found {frame.body_length}", where=f"offset {offset + 8}")
         raw = bytes(self.src.read_exact(frame.descriptor_length, f"{frame.type_name()!r} descriptor"))
         frame.check_header_crc(raw)
         return frame, F.unpack_descriptor(raw, f"{frame.type_name()} record at offset {offset}")
@@ -162,6 +164,7 @@ class RecordReader:
         """
         seen: list[S.IndexEntry] = []
         names: set[str] = set()
+        total = 0
         while True:
             frame, desc = self._read_head("record")
             if frame.record_type == C.RECORD_INDEX:
@@ -172,6 +175,8 @@ class RecordReader:
                 continue
             self.limits.check("tensor records", len(names) + 1, "max_tensors", f"offset {frame.offset}")
             rec = self._tensor(frame, desc)
+            total += rec.spec.nbytes
+            self.limits.check("decoded bytes of the archive", total, "max_total_bytes", f"offset {frame.offset}")
             if rec.name in names:
                 raise BadLayout(f"duplicate tensor name {rec.name!r}", where=f"offset {frame.offset}")
             names.add(rec.name)

@@ -14,7 +14,7 @@ from typing import Any
 from .. import constants as C
 from .. import dtypes
 from ..codecs.abc import TensorSpec
-from ..errors import BadDescriptor, BadLayout
+from ..errors import BadDescriptor, BadLayout, UnsupportedDtype
 from ..limits import Limits
 from .framing import segment_start
 
@@ -113,7 +113,10 @@ def parse_tensor(d: dict, body_offset: int, body_length: int, limits: Limits, wh
     name = check_name(d["name"], where)
     where = f"{where}, tensor {name!r}"
     dtype = _str(d["dtype"], "dtype", where)
-    dtypes.storage_dtype(dtype)  # UnsupportedDtype if unknown
+    try:
+        dtypes.storage_dtype(dtype)
+    except UnsupportedDtype as e:
+        raise UnsupportedDtype(e.message, where=where) from None
     shape = d["shape"]
     if not isinstance(shape, list):
         raise BadDescriptor(f"shape: expected a list, found {type(shape).__name__}", where=where)

@@ -1,0 +1,442 @@
+"""Write the test vectors of spec/vectors/ that do not exist yet. Never rewrites one.
+
+A vector, once committed, is frozen: old archives must keep decoding forever, and the vectors
+are how the test suite holds every future nnar to that. To add a vector, add an entry below and
+run ``python tools/make_vectors.py``; the existing files and their manifest entries are kept as
+they are.
+
+Valid vectors come with their expected tensors (``.npz``; bfloat16 as uint16 bit patterns, the
+manifest names the dtypes) and metadata. Invalid vectors come with the error code that a full
+check (``nnar verify``, reading in order) must raise, and, where a random-access reader cannot
+see the same fault first, the code it raises instead.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nnar import constants as C  # noqa: E402
+from nnar import pipeline as P  # noqa: E402
+from nnar.archive import digest_of  # noqa: E402
+from nnar.codecs.abc import TensorSpec  # noqa: E402
+from nnar.codecs.byteplanes import BytePlanes  # noqa: E402
+from nnar.codecs.raw import Raw  # noqa: E402
+from nnar.codecs.zstd import Zstd  # noqa: E402
+from nnar.container import framing as F  # noqa: E402
+from nnar.container import schema as S  # noqa: E402
+from nnar.dtypes import to_storage  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1] / "spec" / "vectors"
+VERSION = "0.1.0"  # what the META record of every vector says, whatever nnar generates it
+
+
+# -- a record-level builder that can also write what a correct writer never would ----------------
+
+
+class Builder:
+    def __init__(self, *, magic=C.MAGIC, major=C.FORMAT_MAJOR, minor=C.FORMAT_MINOR, flags=0):
+        self.buf = bytearray(struct.pack("<8sHHI", magic, major, minor, flags))
+        self.entries: list[list] = []
+        self.meta_end = None
+
+    def record(self, rtype: bytes, desc, segments=(), *, flags=C.RECORD_FLAG_MUST_UNDERSTAND, name=None,
+               index=True, reserved=0, body_suffix=b""):
+        """Append a record. ``desc`` is a dict (packed here) or raw descriptor bytes."""
+        raw_desc = desc if isinstance(desc, (bytes, bytearray)) else F.pack_descriptor(desc)
+        start = len(self.buf)
+        pos = start + C.FRAME_SIZE + len(raw_desc)
+        body = bytearray()
+        for codecs, data in segments:
+            seg_start = F.segment_start(pos, not codecs)
+            body += bytes(seg_start - pos) + data
+            pos = seg_start + len(data)
+        body += body_suffix
+        head = struct.pack("<4sIQIII", rtype, flags, len(body), len(raw_desc), F.crc32(body), reserved)
+        self.buf += head + struct.pack("<I", F.crc32(raw_desc, F.crc32(head))) + raw_desc + body
+        if rtype == C.RECORD_META:
+            self.meta_end = len(self.buf)
+        elif index:
+            self.entries.append([rtype.decode("latin-1"), name or "", start, len(self.buf) - start])
+        return start
+
+    def meta(self, metadata=None, source_format="python", extra=None):
+        d = {"nnar_version": VERSION, "source_format": source_format, "metadata": metadata or {}}
+        d.update(extra or {})
+        return self.record(C.RECORD_META, d)
+
+    def tensor(self, name, array, pipeline=P.Pipeline(), *, dtype=None, edit=None, segment_edit=None, **kw):
+        """Encode ``array`` with ``pipeline`` and append its TENS record; ``edit(desc)`` may change
+        the descriptor and ``segment_edit(list)`` the (codecs, bytes) pairs before writing."""
+        from nnar.dtypes import dtype_name_of
+        dt = dtype or dtype_name_of(array)
+        data = to_storage(np.asarray(array), dt)
+        spec = TensorSpec(dt, data.shape)
+        enc = P.encode(data, spec, pipeline)
+        desc = S.tensor_descriptor(name, spec, digest_of(data), enc.pipeline, enc.segments)
+        segs = [(s.codecs, bytes(memoryview(s.data).cast("B"))) for s in enc.segments]
+        if segment_edit:
+            segs = segment_edit(segs, desc)
+            for d, (_, b) in zip(desc["segments"], segs):
+                d["length"] = len(b)
+        if edit:
+            edit(desc)
+        return self.record(C.RECORD_TENSOR, desc, segs, name=name, **kw)
+
+    def finish(self, *, entries=None, trailer=None, index_flags=C.RECORD_FLAG_MUST_UNDERSTAND) -> bytes:
+        index_offset = len(self.buf)
+        self.record(C.RECORD_INDEX, {"records": self.entries if entries is None else entries}, index=False,
+                    flags=index_flags)
+        self.buf += F.pack_trailer(index_offset, len(self.buf) + C.TRAILER_SIZE) if trailer is None else trailer
+        return bytes(self.buf)
+
+
+ZSTD = P.Pipeline(array_bytes=Raw(), stream_chains=((Zstd(3),),))
+PLANES = P.Pipeline(array_bytes=BytePlanes(), stream_chains=((), (Zstd(3),)))
+
+
+def base(**kw) -> Builder:
+    b = Builder(**kw)
+    b.meta()
+    return b
+
+
+def small() -> Builder:
+    """The archive most invalid vectors start from: META, one raw tensor, one zstd tensor."""
+    b = base()
+    b.tensor("w", np.arange(12, dtype=np.float32).reshape(3, 4))
+    b.tensor("z", np.zeros(256, np.int32), ZSTD)
+    return b
+
+
+def patch(data: bytes, offset: int, new: bytes) -> bytes:
+    return data[:offset] + new + data[offset + len(new):]
+
+
+def fix_header_crc(data: bytes, frame_offset: int) -> bytes:
+    dlen = struct.unpack_from("<I", data, frame_offset + 16)[0]
+    crc = F.crc32(data[frame_offset + C.FRAME_SIZE: frame_offset + C.FRAME_SIZE + dlen],
+                  F.crc32(data[frame_offset: frame_offset + 28]))
+    return patch(data, frame_offset + 28, struct.pack("<I", crc))
+
+
+# -- the valid vectors --------------------------------------------------------------------------
+
+
+def _edge_floats():
+    f32 = np.array([0.0, -0.0, np.inf, -np.inf, 1.5, -2.25, 1e-45, -1e-40, 3.4028235e38], np.float32)
+    nan_bits = np.array([0x7FC00000, 0xFFC00001, 0x7F800001, 0x7FBFFFFF], np.uint32).view(np.float32)
+    return np.concatenate([f32, nan_bits])
+
+
+def valid_vectors():
+    """name → (bytes, {tensor name: (array, dtype)}, metadata)."""
+    out = {}
+
+    b = base()
+    out["empty"] = (b.finish(), {}, {})
+
+    b = base()
+    rng = np.random.default_rng(1)
+    tensors = {
+        "bool": (np.array([True, False, True]), "bool"),
+        "int8": (np.array([-128, 0, 127], np.int8), "int8"),
+        "int16": (np.array([-32768, 1, 32767], np.int16), "int16"),
+        "int32": (np.array([[-(2 ** 31), 2], [3, 2 ** 31 - 1]], np.int32), "int32"),
+        "int64": (np.array([-(2 ** 63), 2 ** 63 - 1], np.int64), "int64"),
+        "uint8": (np.arange(5, dtype=np.uint8), "uint8"),
+        "uint16": (np.array([0, 65535], np.uint16), "uint16"),
+        "uint32": (np.array([0, 2 ** 32 - 1], np.uint32), "uint32"),
+        "uint64": (np.array([0, 2 ** 64 - 1], np.uint64), "uint64"),
+        "float16": (np.array([0.0, -0.0, np.inf, np.nan, 6e-8, 65504], np.float16), "float16"),
+        "bfloat16": (np.array([0x0000, 0x8000, 0x3FC0, 0x7F80, 0x7FC1, 0x0001], np.uint16), "bfloat16"),
+        "float32": (_edge_floats(), "float32"),
+        "float64": (np.array([0.0, -0.0, 5e-324, np.inf, np.nan, -1.0 / 3], np.float64), "float64"),
+        "scalar": (np.array(2.5, np.float64), "float64"),
+        "empty_2d": (np.zeros((0, 7), np.float32), "float32"),
+        "rank5": (rng.integers(-9, 9, size=(1, 2, 1, 3, 2)).astype(np.int16), "int16"),
+    }
+    for name, (arr, dt) in tensors.items():
+        b.tensor(name, arr, dtype=dt)
+    out["dtypes-raw"] = (b.finish(), tensors, {})
+
+    b = base()
+    t = {"zeros": (np.zeros((64, 64), np.float32), "float32"),
+         "ramp": (np.arange(4096, dtype=np.int64), "int64"),
+         "bytes": (np.tile(np.arange(16, dtype=np.uint8), 100), "uint8")}
+    for name, (arr, dt) in t.items():
+        b.tensor(name, arr, ZSTD, dtype=dt)
+    out["zstd"] = (b.finish(), t, {})
+
+    b = base()
+    rng = np.random.default_rng(2)
+    w32 = (rng.normal(size=(64, 48)) * 0.05).astype(np.float32)
+    bits = w32.view(np.uint32)
+    t = {"w32": (w32, "float32"),
+         "w16": (w32.astype(np.float16), "float16"),
+         "wbf16": (((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16), "bfloat16"),
+         "w64": (w32.astype(np.float64), "float64"),
+         "i32": (rng.integers(-100, 100, size=300).astype(np.int32), "int32"),
+         "edges": (_edge_floats(), "float32")}
+    for name, (arr, dt) in t.items():
+        b.tensor(name, arr, PLANES, dtype=dt)
+    out["byteplanes"] = (b.finish(), t, {})
+
+    b = Builder()
+    md = {"format": "pt", "ünïcødé": "✓ value", "empty": ""}
+    b.meta(md, source_format="safetensors")
+    t = {"encoder.layer.0/attn.q": (np.ones(3, np.float32), "float32"),
+         "名前": (np.array([1, 2], np.int8), "int8"),
+         "emoji 🧠": (np.array([7], np.uint8), "uint8")}
+    for name, (arr, dt) in t.items():
+        b.tensor(name, arr, dtype=dt)
+    out["names-metadata"] = (b.finish(), t, md)
+
+    # An unknown record without must_understand is checked and skipped by readers.
+    b = base()
+    t = {"a": (np.arange(3, dtype=np.int32), "int32"), "b": (np.arange(4, dtype=np.float32), "float32")}
+    b.tensor("a", t["a"][0])
+    b.record(b"XTRA", {"anything": [1, 2, 3]}, [([], b"opaque extension data")], flags=0)
+    b.tensor("b", t["b"][0])
+    out["unknown-skippable-record"] = (b.finish(), t, {})
+
+    # A newer minor version may add descriptor keys; this reader ignores them.
+    b = Builder(minor=7)
+    b.meta(extra={"future_key": "ignored"})
+    t = {"a": (np.arange(6, dtype=np.float32).reshape(2, 3), "float32")}
+    b.tensor("a", t["a"][0], edit=lambda d: d.update(future={"x": 1}))
+    out["newer-minor"] = (b.finish(), t, {})
+
+    b = base()
+    t = {"pad": (np.arange(3, dtype=np.uint8), "uint8"), "aligned": (np.arange(20, dtype=np.float64), "float64")}
+    b.tensor("pad", t["pad"][0])
+    b.tensor("aligned", t["aligned"][0])
+    out["aligned-raw"] = (b.finish(), t, {})
+    return out
+
+
+# -- the invalid vectors ------------------------------------------------------------------------
+
+
+def invalid_vectors():
+    """name → (bytes, error code for a full in-order check, code for random access or None, why)."""
+    out = {}
+    good = small().finish()
+    meta_end = small().meta_end
+    w_off = meta_end  # the first TENS record
+    z_off = small().entries[1][2]
+
+    def add(name, data, code, why, random_code=None):
+        out[name] = (data, code, random_code, why)
+
+    add("bad-magic", patch(good, 0, b"\x89NNAX"), "bad-magic", "first bytes are not the magic")
+    add("not-nnar-zip", b"PK\x03\x04" + bytes(60), "bad-magic", "a ZIP file")
+    add("empty-file", b"", "truncated", "zero bytes")
+    add("major-2", patch(good, 8, struct.pack("<H", 2)), "unsupported-version", "format_major 2")
+    add("archive-flags", patch(good, 12, struct.pack("<I", 1)), "reserved-nonzero", "archive_flags bit 0 set")
+    add("record-flags-reserved", fix_header_crc(patch(good, w_off + 4, struct.pack("<I", 3)), w_off),
+        "reserved-nonzero", "record_flags bit 1 set (header CRC fixed)")
+    add("frame-reserved", fix_header_crc(patch(good, w_off + 24, struct.pack("<I", 9)), w_off),
+        "reserved-nonzero", "frame reserved field non-zero (header CRC fixed)")
+    add("header-crc", patch(good, w_off + 33, bytes([good[w_off + 33] ^ 0x01])), "checksum",
+        "one descriptor bit flipped")
+    body_w = w_off + C.FRAME_SIZE + struct.unpack_from("<I", good, w_off + 16)[0]
+    w_last = z_off - 1  # the last byte of the first tensor's body
+    add("body-crc", patch(good, w_last, bytes([good[w_last] ^ 0x40])), "checksum", "one body bit flipped")
+    add("trailer-crc", patch(good, len(good) - 32, bytes([good[-32] ^ 1])), "checksum",
+        "index_offset changed without its CRC")
+    add("truncated-body", good[: body_w + 10], "truncated", "archive cut inside a body")
+    add("truncated-trailer", good[:-5], "truncated", "last 5 bytes missing")
+    add("no-trailer", good[:-32], "truncated", "writer never finished: no trailer")
+    add("trailing-garbage", good + b"\x00garbage", "bad-layout", "bytes after the trailer", random_code="truncated")
+    add("appended-archive", good + good, "bad-layout", "two archives concatenated", random_code="bad-layout")
+
+    b = base()
+    b.record(C.RECORD_TENSOR, b"\x93\x01\x02\x03", name="x")
+    add("descriptor-not-map", b.finish(), "bad-descriptor", "TENS descriptor is a msgpack array")
+
+    b = base()
+    b.record(C.RECORD_TENSOR, msgpack.packb({"name": "x"}) + b"\xc0", name="x")
+    add("descriptor-trailing-bytes", b.finish(), "bad-descriptor", "bytes after the descriptor map")
+
+    b = base()
+    b.record(C.RECORD_TENSOR, msgpack.packb({"name": msgpack.ExtType(5, b"zz")}), name="x")
+    add("descriptor-ext-type", b.finish(), "bad-descriptor", "msgpack ext type in a descriptor")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(extra=1))
+    add("unknown-key-minor-0", b.finish(), "bad-descriptor", "unknown TENS key in a 1.0 archive")
+
+    b = base()
+    b.tensor("bad\nname", np.arange(3, dtype=np.int8))
+    add("name-control-char", b.finish(), "bad-descriptor", "a tensor name with a newline")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(shape="3"))
+    add("shape-not-list", b.finish(), "bad-descriptor", "shape is a string")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(digest=b"\0" * 31))
+    add("digest-short", b.finish(), "bad-descriptor", "31-byte digest")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8))
+    b.tensor("x", np.arange(3, dtype=np.int8))
+    add("duplicate-name", b.finish(), "bad-layout", "two tensors named x")
+
+    b = Builder()
+    b.tensor("x", np.arange(3, dtype=np.int8))
+    add("meta-missing", b.finish(), "bad-layout", "first record is TENS, not META")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8))
+    b.meta()
+    add("second-meta", b.finish(), "bad-layout", "a second META record")
+
+    b = small()
+    e = [list(x) for x in b.entries]
+    e[1][1] = "renamed"
+    add("index-wrong-name", b.finish(entries=e), "bad-layout", "index names a tensor differently")
+
+    b = small()
+    e = [list(x) for x in b.entries]
+    e[1][3] += 1
+    add("index-hole", b.finish(entries=e), "bad-layout", "index lengths leave a hole before INDX")
+
+    b = small()
+    add("index-missing-entry", b.finish(entries=b.entries[:1]), "bad-layout", "index omits a record")
+
+    b = small()
+    raw = b.finish()
+    tr = len(raw) - 32
+    index_offset = struct.unpack_from("<Q", raw, tr)[0]
+    add("trailer-index-offset", raw[:tr] + F.pack_trailer(z_off, len(raw)), "bad-layout",
+        "trailer points at a TENS record")
+    add("trailer-archive-length", raw[:tr] + F.pack_trailer(index_offset, len(raw) + 8), "bad-layout",
+        "archive_length disagrees with the file")
+
+    b = base()
+    b.tensor("a", np.arange(3, dtype=np.int8))
+    b.record(b"XTRA", {}, [([], b"must understand me")], flags=C.RECORD_FLAG_MUST_UNDERSTAND)
+    add("unknown-must-understand", b.finish(), "unsupported-record", "unknown record type with must_understand")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8),
+             edit=lambda d: d["pipeline"][0].update(codec="acme.magic"))
+    add("unknown-codec", b.finish(), "unsupported-codec", "codec id acme.magic")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(dtype="float8_e4m3"))
+    add("unknown-dtype", b.finish(), "unsupported-dtype", "dtype float8_e4m3")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(shape=[1 << 40, 1 << 40]))
+    add("huge-shape", b.finish(), "limit-exceeded", "a 2^80-element tensor in a tiny file")
+
+    b = base()
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(shape=[1] * 40))
+    add("rank-40", b.finish(), "limit-exceeded", "rank 40 > max_rank")
+
+    b = base()
+    start = len(b.buf)
+    b.buf += struct.pack("<4sIQIII", b"TENS", 1, 1 << 40, 16, 0, 0) + bytes(4)
+    add("huge-body-length", bytes(b.buf), "limit-exceeded", "51-byte kind: a 1 TiB body declared, nothing there",
+        random_code="truncated")
+    b = base()
+    b.buf += struct.pack("<4sIQIII", b"TENS", 1, 0, 0xFFFFFFF0, 0, 0) + bytes(4)
+    add("huge-descriptor-length", bytes(b.buf), "limit-exceeded", "a 4 GiB descriptor declared",
+        random_code="truncated")
+
+    def bomb(segs, desc):
+        import zstandard
+        return [(c, zstandard.ZstdCompressor(level=3).compress(bytes(1 << 20))) for c, _ in segs]
+    b = base()
+    b.tensor("x", np.zeros(256, np.int32), ZSTD, segment_edit=bomb)
+    add("zstd-bomb", b.finish(), "codec-data", "zstd frame declares 1 MiB for a 1 KiB stream")
+
+    b = base()
+    b.tensor("x", np.zeros(256, np.int32), ZSTD, segment_edit=lambda s, d: [(c, x + b"\0\0\0") for c, x in s])
+    add("zstd-trailing-bytes", b.finish(), "codec-data", "bytes after the zstd frame")
+
+    b = base()
+    b.tensor("x", np.arange(4, dtype=np.int32), segment_edit=lambda s, d: [(c, x[:-4]) for c, x in s],
+             edit=lambda d: d["segments"][0].update(raw_length=12))
+    add("raw-short-stream", b.finish(), "codec-data", "raw stream 12 bytes for a 16-byte tensor")
+
+    b = base()
+    b.tensor("x", np.arange(4, dtype=np.int32), edit=lambda d: d["segments"][0].update(raw_length=99))
+    add("verbatim-length-mismatch", b.finish(), "bad-descriptor", "verbatim segment with raw_length != length")
+
+    b = base()
+    b.tensor("x", np.arange(4, dtype=np.int32), edit=lambda d: d["segments"][0].update(name="other"))
+    add("segment-name-wrong", b.finish(), "bad-descriptor", "raw codec needs stream data, found other")
+
+    b = base()
+    b.tensor("x", np.arange(4, dtype=np.int32), edit=lambda d: d["pipeline"].insert(0, dict(d["pipeline"][0])))
+    add("pipeline-grammar", b.finish(), "bad-descriptor", "two array-bytes stages")
+
+    b = base()
+    b.tensor("x", np.arange(4, dtype=np.int32), ZSTD,
+             edit=lambda d: d["segments"][0]["codecs"][0]["config"].update(level="high"))
+    add("zstd-bad-config", b.finish(), "codec-data", "zstd level is a string")
+
+    b = base()
+    off = b.tensor("x", np.arange(4, dtype=np.int32))
+    raw = bytearray(b.finish())
+    dlen = struct.unpack_from("<I", raw, off + 16)[0]
+    body = off + C.FRAME_SIZE + dlen
+    if F.align_up(body) > body:
+        raw[body] = 1
+        blen = struct.unpack_from("<Q", raw, off + 8)[0]
+        raw[off + 20: off + 24] = struct.pack("<I", F.crc32(raw[body: body + blen]))
+        raw = bytearray(fix_header_crc(bytes(raw), off))
+        add("padding-nonzero", bytes(raw), "reserved-nonzero", "non-zero padding before an aligned segment (CRCs fixed)")
+
+    b = base()
+    b.tensor("x", np.arange(4, dtype=np.int32), edit=lambda d: d.update(digest=bytes(32)))
+    add("digest-mismatch", b.finish(), "digest", "all CRCs fine, digest of other data")
+
+    b = base()
+    b.tensor("x", np.arange(4, dtype=np.int32), body_suffix=b"extra!")
+    add("body-longer-than-segments", b.finish(), "bad-layout", "body has bytes after the last segment")
+    return out
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    (ROOT / "valid").mkdir(parents=True, exist_ok=True)
+    (ROOT / "invalid").mkdir(parents=True, exist_ok=True)
+    manifest_path = ROOT / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"valid": {}, "invalid": {}}
+    written = []
+    for name, (data, tensors, md) in valid_vectors().items():
+        if name in manifest["valid"]:
+            continue
+        (ROOT / "valid" / f"{name}.nnar").write_bytes(data)
+        np.savez(ROOT / "valid" / f"{name}.npz", **{k: to_storage(np.asarray(a), dt) for k, (a, dt) in tensors.items()})
+        manifest["valid"][name] = {"dtypes": {k: dt for k, (_, dt) in tensors.items()}, "metadata": md}
+        written.append(name)
+    for name, (data, code, random_code, why) in invalid_vectors().items():
+        if name in manifest["invalid"]:
+            continue
+        (ROOT / "invalid" / f"{name}.nnar").write_bytes(data)
+        entry = {"error": code, "why": why}
+        if random_code:
+            entry["error_random_access"] = random_code
+        manifest["invalid"][name] = entry
+        written.append(name)
+    manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {len(written)} new vectors: {', '.join(written) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
