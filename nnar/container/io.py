@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
+
 from ..errors import NnarIOError, Truncated
 
 CHUNK = 16 << 20
@@ -43,17 +45,20 @@ class Source:
         except OSError as e:
             raise NnarIOError(f"read failed: {e}", where=f"offset {self.pos}") from e
 
-    def read_exact(self, n: int, what: str) -> bytearray:
+    def read_exact(self, n: int, what: str) -> np.ndarray:
         """Exactly ``n`` bytes of ``what``, or :class:`Truncated` saying how many were there."""
         start = self.pos
         if self.size is not None and start + n > self.size:
             raise Truncated(f"{what}: expected {n} bytes, found {max(self.size - start, 0)} before the end of the archive",
                             where=f"offset {start}")
-        out = bytearray(n if self.size is not None else min(n, CHUNK))
+        # np.empty: no zero-filling of memory that is about to be overwritten
+        out = np.empty(n if self.size is not None else min(n, CHUNK), np.uint8)
         got = 0
         while got < n:
-            if got == len(out):
-                out.extend(bytes(min(n - got, max(len(out), CHUNK))))  # grow only as data really arrives
+            if got == len(out):  # from a stream: grow only as data really arrives
+                grown = np.empty(min(n, 2 * len(out)), np.uint8)
+                grown[:got] = out
+                out = grown
             k = self._read_into(memoryview(out)[got:])
             if k == 0:
                 raise Truncated(f"{what}: expected {n} bytes, found {got} before the end of the archive",

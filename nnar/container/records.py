@@ -259,8 +259,7 @@ class RecordReader:
     def tensor_entries(self) -> list[S.IndexEntry]:
         return [e for e in self.index() if e.record_type == _TENS]
 
-    def read_descriptor(self, entry: S.IndexEntry) -> S.TensorRecord:
-        """The checked descriptor of one tensor, without reading its body."""
+    def _read_tensor_head(self, entry: S.IndexEntry) -> tuple[F.Frame, S.TensorRecord]:
         self.src.seek(entry.offset)
         frame, desc = self._read_head("TENS record")
         where = f"TENS record at offset {entry.offset}"
@@ -270,14 +269,15 @@ class RecordReader:
         rec = self._tensor(frame, desc)
         if rec.name != entry.name:
             raise BadLayout(f"index names this record {entry.name!r}, its descriptor {rec.name!r}", where=where)
-        self._last_frame = frame
-        return rec
+        return frame, rec
+
+    def read_descriptor(self, entry: S.IndexEntry) -> S.TensorRecord:
+        """The checked descriptor of one tensor, without reading its body."""
+        return self._read_tensor_head(entry)[1]
 
     def read_tensor(self, entry: S.IndexEntry) -> tuple[S.TensorRecord, dict]:
-        rec = self.read_descriptor(entry)
-        frame = self._last_frame
-        body = self._read_body(frame)
-        return rec, self._segments(rec, body, frame.body_offset)
+        frame, rec = self._read_tensor_head(entry)
+        return rec, self._segments(rec, self._read_body(frame), frame.body_offset)
 
     def find(self, name: str) -> S.IndexEntry:
         for e in self.tensor_entries():
