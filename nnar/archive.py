@@ -19,13 +19,20 @@ from . import pipeline as P
 from .codecs.abc import TensorSpec, as_bytes
 from .container import schema as S
 from .container.records import RecordReader, RecordWriter
-from .errors import DigestMismatch, InvalidInput, NnarError, NnarIOError
+from .errors import DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound
 from .limits import DEFAULT_LIMITS, Limits
 
 
 def digest_of(array: np.ndarray) -> bytes:
     """SHA-256 of the tensor's little-endian, C-order bytes (spec/FORMAT.md §5.2)."""
     return hashlib.sha256(as_bytes(array)).digest()
+
+
+#: tensors up to this size are stored together with their small neighbours of the same dtype:
+#: one record per bias or norm would cost more in framing than the tensor itself
+GROUP_TENSOR_MAX_BYTES = 16 << 10
+#: a group is closed when it reaches this size, so one tensor can still be read cheaply
+GROUP_MAX_BYTES = 256 << 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,55 +43,77 @@ class TensorInfo:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int  # decoded
-    stored_bytes: int
-    digest: bytes
+    stored_bytes: int  # its record's stored bytes; for a group, this tensor's share by size
+    digest: bytes  # SHA-256 of its record's decoded array (the tensor itself unless grouped)
     pipeline: tuple[dict, ...]
     segments: tuple[dict, ...]
+    group: int = 1  # tensors stored in the same record
 
     @property
     def ratio(self) -> float:
         return self.nbytes / self.stored_bytes if self.stored_bytes else float("inf") if self.nbytes else 1.0
 
     def describe_pipeline(self) -> str:
-        """e.g. ``nnar.byteplanes[p0,p1,p2 | p3:nnar.zstd]``."""
+        """e.g. ``nnar.byteplanes[p0,p1,p2,p3:nnar.zstd]``, with ``(group of N)`` when grouped."""
         stages = " | ".join(str(s.get("codec")) for s in self.pipeline)
         segs = ",".join(s["name"] + "".join(f":{c.get('codec')}" for c in s["codecs"]) for s in self.segments)
-        return f"{stages}[{segs}]"
+        return f"{stages}[{segs}]" + (f" (group of {self.group})" if self.group > 1 else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "nbytes": self.nbytes,
                 "stored_bytes": self.stored_bytes, "ratio": round(self.ratio, 4), "digest": self.digest.hex(),
-                "pipeline": self.describe_pipeline()}
+                "pipeline": self.describe_pipeline(), "group": self.group}
 
 
-def _info(rec: S.TensorRecord) -> TensorInfo:
-    return TensorInfo(rec.name, rec.spec.dtype, rec.spec.shape, rec.spec.nbytes, rec.stored_bytes, rec.digest,
-                      tuple(rec.pipeline),
-                      tuple({"name": s.name, "length": s.length, "raw_length": s.raw_length, "codecs": s.codecs}
-                            for s in rec.segments))
+def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segments) -> list[TensorInfo]:
+    """One TensorInfo per member of a record; ``members`` are (name, spec) pairs."""
+    total = spec.nbytes
+    segs = tuple({"name": s.name, "length": memoryview(s.data).nbytes if hasattr(s, "data") else s.length,
+                  "raw_length": s.raw_length, "codecs": s.codecs} for s in segments)
+    out = []
+    for name, mspec in members:
+        share = stored if len(members) == 1 else (stored * mspec.nbytes // total if total else 0)
+        out.append(TensorInfo(name, mspec.dtype, mspec.shape, mspec.nbytes, share, digest, tuple(pipeline), segs,
+                              len(members)))
+    return out
+
+
+def _record_infos(rec: S.TensorRecord) -> list[TensorInfo]:
+    return _infos([(m.name, m.spec) for m in rec.members], rec.spec, rec.stored_bytes, rec.digest, rec.pipeline,
+                  rec.segments)
 
 
 class ArchiveWriter:
-    """Writes an archive tensor by tensor, in one forward pass, to a path or binary file object.
+    """Writes an archive tensor by tensor, in one forward pass, to a binary file object.
 
-    Memory is about one tensor. Use as a context manager: the index and trailer are written
-    when the block ends normally; if it raises, nothing more is written (a reader will then
-    report the archive as truncated, never read it as complete).
+    Memory is about one tensor. Small tensors are held back briefly and stored together with
+    their neighbours (at most ``GROUP_MAX_BYTES``); the order of tensors is always kept. Use as
+    a context manager: the index and trailer are written when the block ends normally; if it
+    raises, nothing more is written (readers then report the archive as truncated, never read it
+    as complete). ``infos`` lists what was written.
     """
 
     def __init__(self, f: BinaryIO, *, metadata: Mapping[str, str] | None = None, source_format: str = "python",
-                 level: int = planner.DEFAULT_LEVEL):
+                 level: int = planner.DEFAULT_LEVEL, group_small: bool = True):
         md = dict(metadata or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InvalidInput("metadata: expected a map of strings to strings")
         self.level = level
+        self.group_small = group_small
         self._rw = RecordWriter(f, S.Meta(__version__, source_format, md))
+        self._pending: list[tuple[str, np.ndarray]] = []
+        self._pending_names: set[str] = set()
         self.infos: list[TensorInfo] = []
 
     def write(self, name: str, array: Any, *, dtype: str | None = None,
-              pipeline: P.Pipeline | list[P.Pipeline] | None = None) -> TensorInfo:
-        """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits."""
+              pipeline: P.Pipeline | list[P.Pipeline] | None = None) -> None:
+        """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits.
+
+        With ``pipeline`` (one or several candidates) the tensor gets a record of its own."""
+        self._rw._expect_open("write a tensor")
         S.check_name(name, where="write()", error=InvalidInput)
+        if name in self._pending_names:
+            raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
         array = np.asarray(array)
         try:
             name_dt = dtype or dtypes.dtype_name_of(array)
@@ -93,21 +122,42 @@ class ArchiveWriter:
             data = dtypes.to_storage(array, name_dt)
         except NnarError as e:
             raise InvalidInput(f"tensor {name!r}: {e.message}") from None
-        spec = TensorSpec(name_dt, tuple(int(d) for d in data.shape))
-        if pipeline is None:
-            candidates = planner.lossless_candidates(spec, self.level)
-        else:
-            candidates = pipeline if isinstance(pipeline, list) else [pipeline]
+        small = self.group_small and pipeline is None and data.nbytes <= GROUP_TENSOR_MAX_BYTES
+        if self._pending and (not small or name_dt != self._pending_dtype
+                              or self._pending_bytes + data.nbytes > GROUP_MAX_BYTES):
+            self._flush()
+        if small:
+            self._pending.append((name, data))
+            self._pending_names.add(name)
+            self._pending_dtype = name_dt
+            return
+        self._write_record(name_dt, [(name, data)], pipeline)
+
+    @property
+    def _pending_bytes(self) -> int:
+        return sum(a.nbytes for _, a in self._pending)
+
+    def _flush(self) -> None:
+        if self._pending:
+            members, self._pending, self._pending_names = self._pending, [], set()
+            self._write_record(self._pending_dtype, members, None)
+
+    def _write_record(self, dtype: str, members: list[tuple[str, np.ndarray]], pipeline) -> None:
+        spec = S.record_spec(dtype, [a.shape for _, a in members])
+        data = members[0][1] if len(members) == 1 else np.concatenate([a.reshape(-1) for _, a in members])
+        candidates = planner.lossless_candidates(spec, self.level) if pipeline is None else \
+            (pipeline if isinstance(pipeline, list) else [pipeline])
         enc = planner.encode(data, spec, candidates)
         digest = digest_of(data)
-        self._rw.write_tensor(name, S.tensor_descriptor(name, spec, digest, enc.pipeline, enc.segments), enc.segments)
-        info = TensorInfo(name, spec.dtype, spec.shape, spec.nbytes, enc.stored_bytes, digest, tuple(enc.pipeline),
-                          tuple({"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
-                                 "codecs": s.codecs} for s in enc.segments))
-        self.infos.append(info)
-        return info
+        names = [n for n, _ in members]
+        desc = S.tensor_descriptor([(n, a.shape) for n, a in members], dtype, digest, enc.pipeline, enc.segments)
+        self._rw.write_tensor(names, desc, enc.segments)
+        self.infos += _infos([(n, TensorSpec(dtype, a.shape)) for n, a in members], spec, enc.stored_bytes, digest,
+                             enc.pipeline, enc.segments)
 
     def close(self) -> None:
+        self._rw._expect_open("close")
+        self._flush()
         self._rw.close()
 
     def abort(self) -> None:
@@ -128,7 +178,8 @@ class ArchiveWriter:
 
 
 def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: bool) -> np.ndarray:
-    where = f"tensor {rec.name!r}"
+    """The record's whole array, checked against its digest when ``verify``."""
+    where = f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
     array = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict)
     if verify:
         found = digest_of(array)
@@ -138,11 +189,18 @@ def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: b
     return array
 
 
+def _member(rec: S.TensorRecord, array: np.ndarray, m: S.Member) -> np.ndarray:
+    if len(rec.members) == 1:
+        return array
+    # a copy: the caller owns it, and the group's array is not kept alive by one small view
+    return array.reshape(-1)[m.start: m.start + m.spec.size].reshape(m.spec.shape).copy()
+
+
 class Archive:
     """Random access to an archive on a seekable file: read one tensor without touching the rest.
 
     ``read()`` checks the CRCs of every stored byte it uses; ``verify()`` also decodes every
-    tensor and checks its SHA-256 digest.
+    record and checks its SHA-256 digest.
     """
 
     def __init__(self, source: str | os.PathLike | BinaryIO, limits: Limits = DEFAULT_LIMITS):
@@ -157,7 +215,7 @@ class Archive:
             self._f, self._owns, self.path = source, False, getattr(source, "name", None)
         try:
             self._reader = RecordReader(self._f, limits)
-            self._entries = {e.name: e for e in self._reader.tensor_entries()}
+            self._entries = {n: e for e in self._reader.tensor_entries() for n in e.names}
         except BaseException:
             self.close()
             raise
@@ -191,42 +249,56 @@ class Archive:
         return name in self._entries
 
     def info(self, name: str) -> TensorInfo:
-        return _info(self._reader.read_descriptor(self._entry(name)))
+        rec = self._reader.read_descriptor(self._entry(name))
+        return next(i for i in _record_infos(rec) if i.name == name)
 
     def infos(self) -> list[TensorInfo]:
-        return [self.info(n) for n in self._entries]
+        """Every tensor's info, reading only the descriptors."""
+        out = []
+        for entry in self._reader.tensor_entries():
+            out += _record_infos(self._reader.read_descriptor(entry))
+        return out
 
     def read(self, name: str, *, verify: bool = False) -> np.ndarray:
         rec, segments = self._reader.read_tensor(self._entry(name))
-        return _decode(self._reader, rec, segments, verify)
+        member = next(m for m in rec.members if m.name == name)
+        return _member(rec, _decode(self._reader, rec, segments, verify), member)
 
     def items(self, *, verify: bool = False) -> Iterator[tuple[str, np.ndarray]]:
-        for name in self._entries:
-            yield name, self.read(name, verify=verify)
+        """Every tensor in archive order, each record decoded once."""
+        for entry in self._reader.tensor_entries():
+            rec, segments = self._reader.read_tensor(entry)
+            array = _decode(self._reader, rec, segments, verify)
+            for m in rec.members:
+                yield m.name, _member(rec, array, m)
 
     def mmap(self, name: str) -> np.ndarray:
         """A read-only view of a tensor stored raw, mapped from the file (no copy, no CRC check)."""
         rec = self._reader.read_descriptor(self._entry(name))
         seg = rec.segments[0] if len(rec.segments) == 1 else None
-        if self.path is None or seg is None or not seg.verbatim or [s.get("codec") for s in rec.pipeline] != ["nnar.raw"]:
-            raise InvalidInput(f"tensor {name!r}: only a tensor stored raw in a file on disk can be mapped "
-                               f"(found {_info(rec).describe_pipeline()})")
+        if self.path is None or seg is None or not seg.verbatim or len(rec.members) != 1 \
+                or [s.get("codec") for s in rec.pipeline] != ["nnar.raw"]:
+            raise InvalidInput(f"tensor {name!r}: only a tensor stored raw, alone in its record, in a file on disk can "
+                               f"be mapped (found {_record_infos(rec)[0].describe_pipeline()})")
         if rec.spec.size == 0:
             return np.empty(rec.spec.shape, rec.spec.storage_dtype)
         return np.memmap(self.path, dtype=rec.spec.storage_dtype, mode="r", offset=self._reader.src.base + seg.offset,
                          shape=rec.spec.shape)
 
     def verify(self) -> list[TensorInfo]:
-        """Check every CRC and decode every tensor against its digest; return the infos."""
+        """Check every CRC and decode every record against its digest; return the infos."""
         out = []
-        for name in self._entries:
-            rec, segments = self._reader.read_tensor(self._entry(name))
+        for entry in self._reader.tensor_entries():
+            rec, segments = self._reader.read_tensor(entry)
             _decode(self._reader, rec, segments, verify=True)
-            out.append(_info(rec))
+            out += _record_infos(rec)
         return out
 
     def _entry(self, name: str):
-        return self._entries[name] if name in self._entries else self._reader.find(name)
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise TensorNotFound(f"tensor {name!r}: not in this archive") from None
 
     def close(self) -> None:
         if self._owns and self._f is not None:
@@ -243,8 +315,8 @@ class Archive:
 class StreamReader:
     """Reads an archive in order from any binary stream (a pipe, a download in progress).
 
-    Memory is bounded by one tensor. Iterate to get ``(TensorInfo, array)``; the index and
-    trailer are checked when the iteration reaches them.
+    Memory is bounded by one record. Iterate to get ``(TensorInfo, array)`` per tensor; the
+    index and trailer are checked when the iteration reaches them.
     """
 
     def __init__(self, f: BinaryIO, limits: Limits = DEFAULT_LIMITS, *, verify: bool = False):
@@ -256,9 +328,11 @@ class StreamReader:
 
     def __iter__(self) -> Iterator[tuple[TensorInfo, np.ndarray]]:
         for rec, segments in self._reader.iter_tensors():
-            yield _info(rec), _decode(self._reader, rec, segments, self.verify)
+            array = _decode(self._reader, rec, segments, self.verify)
+            for info, m in zip(_record_infos(rec), rec.members):
+                yield info, _member(rec, array, m)
 
     def infos(self) -> Iterator[TensorInfo]:
         """Walk the records checking CRCs, without decoding."""
         for rec, _ in self._reader.iter_tensors():
-            yield _info(rec)
+            yield from _record_infos(rec)

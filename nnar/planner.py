@@ -8,6 +8,7 @@ nothing to decode.
 
 from __future__ import annotations
 
+import msgpack
 import numpy as np
 
 from . import pipeline as P
@@ -45,15 +46,16 @@ def sample(array: np.ndarray) -> np.ndarray:
     return np.concatenate([flat[s: s + run] for s in starts])
 
 
+def cost(enc: P.EncodedTensor) -> int:
+    """Bytes a candidate adds to the archive: its segments and what describing them takes."""
+    described = [enc.pipeline, [[s.name, s.raw_length, s.raw_length, s.codecs] for s in enc.segments]]
+    return enc.stored_bytes + len(msgpack.packb(described, use_bin_type=True))
+
+
 def encode(array: np.ndarray, spec: TensorSpec, candidates: list[P.Pipeline]) -> P.EncodedTensor:
-    """Encode with the candidate that stores ``array`` smallest (judged on a sample when large)."""
+    """Encode with the candidate that costs the fewest bytes (judged on a sample when large)."""
     if len(candidates) > 1 and spec.nbytes > SAMPLE_ABOVE_BYTES:
         s = sample(array)
         s_spec = TensorSpec(spec.dtype, s.shape)
-        candidates = [min(candidates, key=lambda pipe: P.encode(s, s_spec, pipe).stored_bytes)]
-    best = None
-    for pipe in candidates:
-        enc = P.encode(array, spec, pipe)
-        if best is None or enc.stored_bytes < best.stored_bytes:
-            best = enc
-    return best
+        candidates = [min(candidates, key=lambda pipe: cost(P.encode(s, s_spec, pipe)))]
+    return min((P.encode(array, spec, pipe) for pipe in candidates), key=cost)

@@ -43,6 +43,13 @@ def record(rtype: bytes, descriptor: Any = None, body: bytes = b"", *, flags: in
     return head + struct.pack("<I", zlib.crc32(desc, zlib.crc32(head))) + desc + body
 
 
+def frame_only(rtype: bytes, descriptor: Any, body_length: int, *, body_crc: int = 0, flags: int = 1) -> bytes:
+    """frame | descriptor of a record whose body (``body_length`` bytes, claimed) is not included."""
+    desc = msgpack.packb(descriptor, use_bin_type=True)
+    head = struct.pack("<4sIQIII", rtype, flags, body_length, len(desc), body_crc, 0)
+    return head + struct.pack("<I", zlib.crc32(desc, zlib.crc32(head))) + desc
+
+
 def trailer(index_offset: int, archive_length: int) -> bytes:
     head = struct.pack("<QQI", index_offset, archive_length, 0)
     return head + struct.pack("<I", zlib.crc32(head)) + END_MAGIC

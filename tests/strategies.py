@@ -10,6 +10,7 @@ a float cast, so NaN payloads are compared as bit patterns.
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import ml_dtypes
 import numpy as np
@@ -56,6 +57,17 @@ def assert_same_tensor(found: np.ndarray, expected: "Tensor | np.ndarray", dtype
     assert found.dtype == STORAGE[dtype], (found.dtype, dtype)
     assert found.shape == tuple(shape)
     assert canonical_bytes(found) == want
+
+
+def write_archive(tensors: "dict[str, Tensor]", **kw) -> bytes:
+    """An archive of ``tensors`` written tensor by tensor with ``nnar.ArchiveWriter``."""
+    import nnar
+
+    buf = io.BytesIO()
+    with nnar.ArchiveWriter(buf, **kw) as w:
+        for name, t in tensors.items():
+            w.write(name, t.array, dtype=t.write_dtype)
+    return buf.getvalue()
 
 
 def spec_name(array: np.ndarray) -> str:

@@ -47,15 +47,14 @@ class Builder:
         self.entries: list[list] = []
         self.meta_end = None
 
-    def record(self, rtype: bytes, desc, segments=(), *, flags=C.RECORD_FLAG_MUST_UNDERSTAND, name=None,
+    def record(self, rtype: bytes, desc, segments=(), *, flags=C.RECORD_FLAG_MUST_UNDERSTAND, names=(),
                index=True, reserved=0, body_suffix=b""):
         """Append a record. ``desc`` is a dict (packed here) or raw descriptor bytes."""
         raw_desc = desc if isinstance(desc, (bytes, bytearray)) else F.pack_descriptor(desc)
         start = len(self.buf)
         pos = start + C.FRAME_SIZE + len(raw_desc)
         body = bytearray()
-        for codecs, data in segments:
-            seg_start = F.segment_start(pos, not codecs)
+        for (codecs, data), seg_start in zip(segments, S.layout_segments(pos, [(len(d), not c) for c, d in segments])):
             body += bytes(seg_start - pos) + data
             pos = seg_start + len(data)
         body += body_suffix
@@ -64,7 +63,7 @@ class Builder:
         if rtype == C.RECORD_META:
             self.meta_end = len(self.buf)
         elif index:
-            self.entries.append([rtype.decode("latin-1"), name or "", start, len(self.buf) - start])
+            self.entries.append([rtype.decode("latin-1"), start, len(self.buf) - start, list(names)])
         return start
 
     def meta(self, metadata=None, source_format="python", extra=None):
@@ -75,12 +74,18 @@ class Builder:
     def tensor(self, name, array, pipeline=P.Pipeline(), *, dtype=None, edit=None, segment_edit=None, **kw):
         """Encode ``array`` with ``pipeline`` and append its TENS record; ``edit(desc)`` may change
         the descriptor and ``segment_edit(list)`` the (codecs, bytes) pairs before writing."""
+        return self.group([(name, array)], pipeline, dtype=dtype, edit=edit, segment_edit=segment_edit, **kw)
+
+    def group(self, members, pipeline=P.Pipeline(), *, dtype=None, edit=None, segment_edit=None, **kw):
+        """A TENS record of several (name, array) tensors of one dtype."""
         from nnar.dtypes import dtype_name_of
-        dt = dtype or dtype_name_of(array)
-        data = to_storage(np.asarray(array), dt)
-        spec = TensorSpec(dt, data.shape)
+        dt = dtype or dtype_name_of(np.asarray(members[0][1]))
+        arrays = [to_storage(np.asarray(a), dt) for _, a in members]
+        spec = S.record_spec(dt, [a.shape for a in arrays])
+        data = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(-1) for a in arrays])
         enc = P.encode(data, spec, pipeline)
-        desc = S.tensor_descriptor(name, spec, digest_of(data), enc.pipeline, enc.segments)
+        desc = S.tensor_descriptor([(n, a.shape) for (n, _), a in zip(members, arrays)], dt, digest_of(data),
+                                   enc.pipeline, enc.segments)
         segs = [(s.codecs, bytes(memoryview(s.data).cast("B"))) for s in enc.segments]
         if segment_edit:
             segs = segment_edit(segs, desc)
@@ -88,7 +93,8 @@ class Builder:
                 d["length"] = len(b)
         if edit:
             edit(desc)
-        return self.record(C.RECORD_TENSOR, desc, segs, name=name, **kw)
+        kw.setdefault("names", [n for n, _ in members])
+        return self.record(C.RECORD_TENSOR, desc, segs, **kw)
 
     def finish(self, *, entries=None, trailer=None, index_flags=C.RECORD_FLAG_MUST_UNDERSTAND) -> bytes:
         index_offset = len(self.buf)
@@ -207,6 +213,22 @@ def valid_vectors():
     b.tensor("b", t["b"][0])
     out["unknown-skippable-record"] = (b.finish(), t, {})
 
+    # Small tensors of one dtype stored together as one array; large ones alone.
+    b = base()
+    rng = np.random.default_rng(3)
+    t = {"conv.weight": (rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "float32"),
+         "conv.bias": (np.arange(8, dtype=np.float32) / 8, "float32"),
+         "bn.weight": (np.ones(8, np.float32), "float32"),
+         "bn.running_var": (np.full(8, 1e8, np.float32), "float32"),
+         "bn.num_batches_tracked": (np.array(42, np.int64), "int64"),
+         "empty": (np.zeros((0, 4), np.int64), "int64"),
+         "fc.weight": (rng.normal(size=(4, 8)).astype(np.float32), "float32")}
+    b.tensor("conv.weight", t["conv.weight"][0], PLANES)
+    b.group([(n, t[n][0]) for n in ("conv.bias", "bn.weight", "bn.running_var")], ZSTD)
+    b.group([(n, t[n][0]) for n in ("bn.num_batches_tracked", "empty")])
+    b.tensor("fc.weight", t["fc.weight"][0])
+    out["groups"] = (b.finish(), t, {})
+
     # A newer minor version may add descriptor keys; this reader ignores them.
     b = Builder(minor=7)
     b.meta(extra={"future_key": "ignored"})
@@ -231,7 +253,7 @@ def invalid_vectors():
     good = small().finish()
     meta_end = small().meta_end
     w_off = meta_end  # the first TENS record
-    z_off = small().entries[1][2]
+    z_off = small().entries[1][1]
 
     def add(name, data, code, why, random_code=None):
         out[name] = (data, code, random_code, why)
@@ -259,15 +281,15 @@ def invalid_vectors():
     add("appended-archive", good + good, "bad-layout", "two archives concatenated", random_code="bad-layout")
 
     b = base()
-    b.record(C.RECORD_TENSOR, b"\x93\x01\x02\x03", name="x")
+    b.record(C.RECORD_TENSOR, b"\x93\x01\x02\x03", names=["x"])
     add("descriptor-not-map", b.finish(), "bad-descriptor", "TENS descriptor is a msgpack array")
 
     b = base()
-    b.record(C.RECORD_TENSOR, msgpack.packb({"name": "x"}) + b"\xc0", name="x")
+    b.record(C.RECORD_TENSOR, msgpack.packb({"tensors": [["x", []]]}) + b"\xc0", names=["x"])
     add("descriptor-trailing-bytes", b.finish(), "bad-descriptor", "bytes after the descriptor map")
 
     b = base()
-    b.record(C.RECORD_TENSOR, msgpack.packb({"name": msgpack.ExtType(5, b"zz")}), name="x")
+    b.record(C.RECORD_TENSOR, msgpack.packb({"tensors": msgpack.ExtType(5, b"zz")}), names=["x"])
     add("descriptor-ext-type", b.finish(), "bad-descriptor", "msgpack ext type in a descriptor")
 
     b = base()
@@ -279,7 +301,7 @@ def invalid_vectors():
     add("name-control-char", b.finish(), "bad-descriptor", "a tensor name with a newline")
 
     b = base()
-    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(shape="3"))
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d["tensors"][0].__setitem__(1, "3"))
     add("shape-not-list", b.finish(), "bad-descriptor", "shape is a string")
 
     b = base()
@@ -302,12 +324,12 @@ def invalid_vectors():
 
     b = small()
     e = [list(x) for x in b.entries]
-    e[1][1] = "renamed"
+    e[1][3] = ["renamed"]
     add("index-wrong-name", b.finish(entries=e), "bad-layout", "index names a tensor differently")
 
     b = small()
     e = [list(x) for x in b.entries]
-    e[1][3] += 1
+    e[1][2] += 1
     add("index-hole", b.finish(entries=e), "bad-layout", "index lengths leave a hole before INDX")
 
     b = small()
@@ -337,11 +359,11 @@ def invalid_vectors():
     add("unknown-dtype", b.finish(), "unsupported-dtype", "dtype float8_e4m3")
 
     b = base()
-    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(shape=[1 << 40, 1 << 40]))
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d["tensors"][0].__setitem__(1, [1 << 40, 1 << 40]))
     add("huge-shape", b.finish(), "limit-exceeded", "a 2^80-element tensor in a tiny file")
 
     b = base()
-    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d.update(shape=[1] * 40))
+    b.tensor("x", np.arange(3, dtype=np.int8), edit=lambda d: d["tensors"][0].__setitem__(1, [1] * 40))
     add("rank-40", b.finish(), "limit-exceeded", "rank 40 > max_rank")
 
     b = base()
@@ -398,6 +420,24 @@ def invalid_vectors():
         raw[off + 20: off + 24] = struct.pack("<I", F.crc32(raw[body: body + blen]))
         raw = bytearray(fix_header_crc(bytes(raw), off))
         add("padding-nonzero", bytes(raw), "reserved-nonzero", "non-zero padding before an aligned segment (CRCs fixed)")
+
+    b = base()
+    b.group([("a", np.arange(3, dtype=np.int8)), ("a", np.arange(2, dtype=np.int8))])
+    add("group-duplicate-name", b.finish(), "bad-layout", "two tensors named a in one record")
+
+    b = base()
+    b.record(C.RECORD_TENSOR, {"tensors": [], "dtype": "int8", "digest": bytes(32), "pipeline": [], "segments": []},
+             names=[])
+    add("tensors-empty", b.finish(), "bad-descriptor", "a TENS record with no tensors", random_code="bad-layout")
+
+    b = base()
+    b.group([("a", np.arange(3, dtype=np.int8)), ("b", np.arange(2, dtype=np.int8))], names=["b", "a"])
+    add("index-names-order", b.finish(), "bad-layout", "index lists a group's names in another order")
+
+    b = base()
+    b.group([("a", np.arange(3, dtype=np.int8)), ("b", np.arange(2, dtype=np.int8))],
+            edit=lambda d: d["tensors"][1].__setitem__(1, [3]))
+    add("group-size-mismatch", b.finish(), "codec-data", "member shapes need 6 elements, 5 are stored")
 
     b = base()
     b.tensor("x", np.arange(4, dtype=np.int32), edit=lambda d: d.update(digest=bytes(32)))

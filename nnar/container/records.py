@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from .. import constants as C
-from ..errors import BadLayout, ChecksumMismatch, InvalidInput, LimitExceeded, NnarIOError, ReservedNonZero, TensorNotFound, Truncated, UnsupportedRecord, WriterStateError
+from ..errors import BadLayout, ChecksumMismatch, InvalidInput, LimitExceeded, NnarIOError, ReservedNonZero, Truncated, UnsupportedRecord, WriterStateError
 from ..limits import DEFAULT_LIMITS, Limits
 from . import framing as F
 from . import schema as S
@@ -55,8 +55,8 @@ class RecordWriter:
         body_start = start + C.FRAME_SIZE + len(desc)
         # lay the body out first: the frame carries its length and CRC
         pieces, pos, crc = [], body_start, 0
-        for seg in segments:
-            seg_start = F.segment_start(pos, not seg.codecs)
+        starts = S.layout_segments(body_start, [(memoryview(g.data).nbytes, not g.codecs) for g in segments])
+        for seg, seg_start in zip(segments, starts):
             if seg_start > pos:
                 pad = bytes(seg_start - pos)
                 pieces.append(pad)
@@ -70,13 +70,15 @@ class RecordWriter:
             self._write(p)
         return start, self._pos - start
 
-    def write_tensor(self, name: str, descriptor: dict, segments: list) -> S.IndexEntry:
+    def write_tensor(self, names: list[str], descriptor: dict, segments: list) -> S.IndexEntry:
+        """Write one TENS record holding the tensors ``names``."""
         self._expect_open("write a tensor")
-        if name in self._names:
-            raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
+        for name in names:
+            if name in self._names:
+                raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
         offset, length = self._write_record(C.RECORD_TENSOR, descriptor, segments)
-        self._names.add(name)
-        entry = S.IndexEntry(_TENS, name, offset, length)
+        self._names.update(names)
+        entry = S.IndexEntry(_TENS, offset, length, tuple(names))
         self._entries.append(entry)
         return entry
 
@@ -138,10 +140,8 @@ class RecordReader:
         return body
 
     def _tensor(self, frame: F.Frame, desc: dict) -> S.TensorRecord:
-        where = f"TENS record at offset {frame.offset}"
-        name, spec, digest, pipeline, segs = S.parse_tensor(desc, frame.body_offset, frame.body_length,
-                                                           self.limits, where, self.strict)
-        return S.TensorRecord(name, spec, digest, pipeline, segs, frame.offset, frame.end - frame.offset)
+        return S.parse_tensor(desc, frame.offset, frame.body_offset, frame.body_length, self.limits,
+                              f"TENS record at offset {frame.offset}", self.strict)
 
     def _segments(self, rec: S.TensorRecord, body: bytearray, body_offset: int) -> dict:
         """Slice the checked body into segments; the padding between them must be zero."""
@@ -171,18 +171,19 @@ class RecordReader:
                 break
             if frame.record_type != C.RECORD_TENSOR:
                 self._skip_unknown(frame)
-                seen.append(S.IndexEntry(frame.type_name(), "", frame.offset, frame.end - frame.offset))
+                seen.append(S.IndexEntry(frame.type_name(), frame.offset, frame.end - frame.offset, ()))
                 continue
-            self.limits.check("tensor records", len(names) + 1, "max_tensors", f"offset {frame.offset}")
             rec = self._tensor(frame, desc)
+            self.limits.check("tensors", len(names) + len(rec.members), "max_tensors", f"offset {frame.offset}")
             total += rec.spec.nbytes
             self.limits.check("decoded bytes of the archive", total, "max_total_bytes", f"offset {frame.offset}")
-            if rec.name in names:
-                raise BadLayout(f"duplicate tensor name {rec.name!r}", where=f"offset {frame.offset}")
-            names.add(rec.name)
+            for name in rec.names:
+                if name in names:
+                    raise BadLayout(f"duplicate tensor name {name!r}", where=f"offset {frame.offset}")
+                names.add(name)
             body = self._read_body(frame)
             segments = self._segments(rec, body, frame.body_offset)
-            seen.append(S.IndexEntry(_TENS, rec.name, rec.offset, rec.length))
+            seen.append(S.IndexEntry(_TENS, rec.offset, rec.length, tuple(rec.names)))
             yield rec, segments
         self._finish_stream(frame, desc, seen)
 
@@ -249,10 +250,9 @@ class RecordReader:
         are read (to check their CRCs) and skipped unless they are must-understand."""
         self.src.seek(entry.offset)
         frame, _ = self._read_head("record")
-        if frame.record_type.decode("latin-1") != entry.record_type or frame.end - frame.offset != entry.length \
-                or entry.name != "":
-            raise BadLayout(f"index entry {entry.record_type!r} {entry.name!r}: expected a {entry.length}-byte record "
-                            f"with an empty name, found a {frame.end - frame.offset}-byte {frame.type_name()!r} record",
+        if frame.record_type.decode("latin-1") != entry.record_type or frame.end - frame.offset != entry.length:
+            raise BadLayout(f"index entry {entry.record_type!r}: expected a {entry.length}-byte record, found a "
+                            f"{frame.end - frame.offset}-byte {frame.type_name()!r} record",
                             where=f"offset {entry.offset}")
         self._skip_unknown(frame)
 
@@ -267,8 +267,9 @@ class RecordReader:
             raise BadLayout(f"index says a {entry.length}-byte TENS record, found a {frame.end - frame.offset}-byte "
                             f"{frame.type_name()!r} record", where=where)
         rec = self._tensor(frame, desc)
-        if rec.name != entry.name:
-            raise BadLayout(f"index names this record {entry.name!r}, its descriptor {rec.name!r}", where=where)
+        if tuple(rec.names) != entry.names:
+            raise BadLayout(f"index names this record's tensors {list(entry.names)!r:.200}, its descriptor "
+                            f"{rec.names!r:.200}", where=where)
         return frame, rec
 
     def read_descriptor(self, entry: S.IndexEntry) -> S.TensorRecord:
@@ -279,8 +280,3 @@ class RecordReader:
         frame, rec = self._read_tensor_head(entry)
         return rec, self._segments(rec, self._read_body(frame), frame.body_offset)
 
-    def find(self, name: str) -> S.IndexEntry:
-        for e in self.tensor_entries():
-            if e.name == name:
-                return e
-        raise TensorNotFound(f"tensor {name!r}: not in this archive")

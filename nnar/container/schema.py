@@ -9,6 +9,7 @@ checks them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from .. import constants as C
@@ -19,7 +20,7 @@ from ..limits import Limits
 from .framing import segment_start
 
 META_KEYS = ("nnar_version", "source_format", "metadata")
-TENSOR_KEYS = ("name", "dtype", "shape", "digest", "pipeline", "segments")
+TENSOR_KEYS = ("tensors", "dtype", "digest", "pipeline", "segments")
 SEGMENT_KEYS = ("name", "length", "raw_length", "codecs")
 INDEX_KEYS = ("records",)
 MAX_U63 = (1 << 63) - 1
@@ -92,10 +93,21 @@ class SegmentRef:
 
 
 @dataclasses.dataclass(frozen=True)
-class TensorRecord:
+class Member:
+    """One tensor of a TENS record: its name, shape and place in the record's array."""
+
     name: str
     spec: TensorSpec
-    digest: bytes
+    start: int  # first element in the record's (flattened) array
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRecord:
+    """A TENS record: one tensor, or a group of small tensors of one dtype stored as one array."""
+
+    members: tuple[Member, ...]
+    spec: TensorSpec  # of the record's array: the tensor's own, or 1-D over the whole group
+    digest: bytes  # SHA-256 of the record array's decoded bytes
     pipeline: list
     segments: tuple[SegmentRef, ...]
     offset: int  # of the frame
@@ -105,24 +117,61 @@ class TensorRecord:
     def stored_bytes(self) -> int:
         return sum(s.length for s in self.segments)
 
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.members]
 
-def parse_tensor(d: dict, body_offset: int, body_length: int, limits: Limits, where: str, strict: bool):
-    """Check a TENS descriptor; lay out its segments from ``body_offset``; return the name, spec,
-    digest, pipeline and segments (without the record's own offset and length)."""
+
+def record_spec(dtype: str, shapes: list[tuple[int, ...]]) -> TensorSpec:
+    """The spec of a record's array (FORMAT.md §5.2): the tensor's own for one member, else 1-D."""
+    if len(shapes) == 1:
+        return TensorSpec(dtype, tuple(shapes[0]))
+    return TensorSpec(dtype, (sum(math.prod(s) for s in shapes),))
+
+
+def layout_segments(body_offset: int, segments: list[tuple[int, bool]]) -> list[int]:
+    """Absolute start of each (length, verbatim) segment by the layout rule of FORMAT.md §5.2.3:
+    the single segment of a record starts aligned when it is verbatim (so the tensor can be
+    mapped); every other segment follows the previous one directly."""
+    align = len(segments) == 1 and segments[0][1]
+    out, pos = [], body_offset
+    for length, _ in segments:
+        start = segment_start(pos, align)
+        out.append(start)
+        pos = start + length
+    return out
+
+
+def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int, limits: Limits, where: str,
+                 strict: bool) -> TensorRecord:
+    """Check a TENS descriptor and lay out its segments from ``body_offset``."""
     _keys(d, TENSOR_KEYS, "TENS descriptor", where, strict)
-    name = check_name(d["name"], where)
-    where = f"{where}, tensor {name!r}"
     dtype = _str(d["dtype"], "dtype", where)
     try:
         dtypes.storage_dtype(dtype)
     except UnsupportedDtype as e:
         raise UnsupportedDtype(e.message, where=where) from None
-    shape = d["shape"]
-    if not isinstance(shape, list):
-        raise BadDescriptor(f"shape: expected a list, found {type(shape).__name__}", where=where)
-    limits.check("tensor rank", len(shape), "max_rank", where)
-    spec = TensorSpec(dtype, tuple(_int(s, "shape dimension", where) for s in shape))
-    limits.check("tensor bytes", spec.nbytes, "max_tensor_bytes", where)
+    tensors = d["tensors"]
+    if not isinstance(tensors, list) or not tensors:
+        raise BadDescriptor(f"tensors: expected a non-empty list, found {tensors!r:.80}", where=where)
+    limits.check("tensors in one record", len(tensors), "max_tensors", where)
+    members, start, names = [], 0, set()
+    for i, t in enumerate(tensors):
+        if not (isinstance(t, list) and len(t) == 2):
+            raise BadDescriptor(f"tensors[{i}]: expected [name, shape], found {t!r:.80}", where=where)
+        name, shape = check_name(t[0], where), t[1]
+        if name in names:
+            raise BadLayout(f"duplicate tensor name {name!r}", where=where)
+        names.add(name)
+        if not isinstance(shape, list):
+            raise BadDescriptor(f"tensor {name!r} shape: expected a list, found {type(shape).__name__}", where=where)
+        limits.check(f"tensor {name!r} rank", len(shape), "max_rank", where)
+        spec = TensorSpec(dtype, tuple(_int(s, f"tensor {name!r} shape dimension", where) for s in shape))
+        limits.check(f"tensor {name!r} bytes", spec.nbytes, "max_tensor_bytes", where)
+        members.append(Member(name, spec, start))
+        start += spec.size
+    spec = record_spec(dtype, [m.spec.shape for m in members])
+    limits.check("record array bytes", spec.nbytes, "max_tensor_bytes", where)
     digest = d["digest"]
     if not isinstance(digest, bytes) or len(digest) != C.DIGEST_SIZE:
         raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {digest!r:.80}", where=where)
@@ -132,15 +181,15 @@ def parse_tensor(d: dict, body_offset: int, body_length: int, limits: Limits, wh
     if not isinstance(segs, list):
         raise BadDescriptor("segments: expected a list", where=where)
     limits.check("segments", len(segs), "max_segments", where)
-    out, pos, names = [], body_offset, set()
+    parsed, seg_names = [], set()
     for i, s in enumerate(segs):
         if not isinstance(s, dict):
             raise BadDescriptor(f"segment {i}: expected a map, found {type(s).__name__}", where=where)
         _keys(s, SEGMENT_KEYS, f"segment {i}", where, strict)
         sname = _str(s["name"], f"segment {i} name", where)
-        if sname in names:
+        if sname in seg_names:
             raise BadDescriptor(f"segment {i}: duplicate segment name {sname!r}", where=where)
-        names.add(sname)
+        seg_names.add(sname)
         length = _int(s["length"], f"segment {sname!r} length", where)
         raw_length = _int(s["raw_length"], f"segment {sname!r} raw_length", where)
         limits.check(f"segment {sname!r} raw_length", raw_length, "max_tensor_bytes", where)
@@ -149,18 +198,22 @@ def parse_tensor(d: dict, body_offset: int, body_length: int, limits: Limits, wh
         if not s["codecs"] and length != raw_length:
             raise BadDescriptor(f"segment {sname!r}: stored verbatim, so expected length == raw_length, "
                                 f"found {length} != {raw_length}", where=where)
-        start = segment_start(pos, not s["codecs"])
-        out.append(SegmentRef(sname, length, raw_length, s["codecs"], start))
-        pos = start + length
-    if pos - body_offset != body_length:
-        raise BadLayout(f"body: segments end {pos - body_offset} bytes into the body, expected body_length "
+        parsed.append((sname, length, raw_length, s["codecs"]))
+    starts = layout_segments(body_offset, [(p[1], not p[3]) for p in parsed])
+    out = tuple(SegmentRef(n, ln, rl, c, st) for (n, ln, rl, c), st in zip(parsed, starts))
+    end = out[-1].offset + out[-1].length if out else body_offset
+    if end - body_offset != body_length:
+        raise BadLayout(f"body: segments end {end - body_offset} bytes into the body, expected body_length "
                         f"{body_length}", where=where)
-    return name, spec, digest, d["pipeline"], tuple(out)
+    return TensorRecord(tuple(members), spec, digest, d["pipeline"], out, frame_offset,
+                        body_offset + body_length - frame_offset)
 
 
-def tensor_descriptor(name: str, spec: TensorSpec, digest: bytes, pipeline: list, segments: list) -> dict:
+def tensor_descriptor(members: list[tuple[str, tuple[int, ...]]], dtype: str, digest: bytes, pipeline: list,
+                      segments: list) -> dict:
     return {
-        "name": name, "dtype": spec.dtype, "shape": list(spec.shape), "digest": digest, "pipeline": pipeline,
+        "tensors": [[name, list(shape)] for name, shape in members], "dtype": dtype, "digest": digest,
+        "pipeline": pipeline,
         "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
                       "codecs": s.codecs} for s in segments],
     }
@@ -169,14 +222,14 @@ def tensor_descriptor(name: str, spec: TensorSpec, digest: bytes, pipeline: list
 @dataclasses.dataclass(frozen=True)
 class IndexEntry:
     record_type: str
-    name: str
     offset: int
     length: int
+    names: tuple[str, ...]  # the tensors of a TENS record; empty for other types
 
 
 def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, where: str, strict: bool):
     """Check an INDX descriptor: entries in file order, contiguous from the end of META to the
-    INDX record, with no hole and no overlap, and tensor names unique."""
+    INDX record, with no hole and no overlap, and tensor names unique across the archive."""
     _keys(d, INDEX_KEYS, "INDX descriptor", where, strict)
     recs = d["records"]
     if not isinstance(recs, list):
@@ -185,27 +238,35 @@ def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, w
     out, pos, seen = [], first_offset, set()
     for i, e in enumerate(recs):
         if not (isinstance(e, list) and len(e) == 4):
-            raise BadDescriptor(f"index entry {i}: expected [record_type, name, offset, length], found {e!r:.80}", where=where)
+            raise BadDescriptor(f"index entry {i}: expected [record_type, offset, length, names], found {e!r:.80}",
+                                where=where)
         rtype = _str(e[0], f"index entry {i} record_type", where)
-        if len(rtype.encode("latin-1", "replace")) != 4:
-            raise BadDescriptor(f"index entry {i}: record_type: expected 4 characters, found {rtype!r}", where=where)
-        name = _str(e[1], f"index entry {i} name", where)
-        offset = _int(e[2], f"index entry {i} offset", where)
-        length = _int(e[3], f"index entry {i} length", where, lo=C.FRAME_SIZE)
+        if len(rtype) != 4 or not rtype.isascii():
+            raise BadDescriptor(f"index entry {i}: record_type: expected 4 ASCII characters, found {rtype!r}",
+                                where=where)
+        offset = _int(e[1], f"index entry {i} offset", where)
+        length = _int(e[2], f"index entry {i} length", where, lo=C.FRAME_SIZE)
+        names = e[3]
+        if not isinstance(names, list):
+            raise BadDescriptor(f"index entry {i} names: expected a list", where=where)
         if offset != pos:
-            raise BadLayout(f"index entry {i} ({name!r}): expected offset {pos} (records are contiguous), found {offset}",
+            raise BadLayout(f"index entry {i}: expected offset {pos} (records are contiguous), found {offset}",
                             where=where)
         pos = offset + length
-        if rtype == C.RECORD_TENSOR.decode():
+        if (rtype == C.RECORD_TENSOR.decode()) != bool(names):
+            raise BadLayout(f"index entry {i}: expected names for a TENS record and none for others, found "
+                            f"{len(names)} for {rtype!r}", where=where)
+        limits.check("tensors in the index", len(seen) + len(names), "max_tensors", where)
+        for name in names:
             check_name(name, where)
             if name in seen:
                 raise BadLayout(f"index: duplicate tensor name {name!r}", where=where)
             seen.add(name)
-        out.append(IndexEntry(rtype, name, offset, length))
+        out.append(IndexEntry(rtype, offset, length, tuple(names)))
     if pos != index_offset:
         raise BadLayout(f"index: records end at offset {pos}, expected the INDX record at {index_offset}", where=where)
     return out
 
 
 def index_descriptor(entries: list[IndexEntry]) -> dict:
-    return {"records": [[e.record_type, e.name, e.offset, e.length] for e in entries]}
+    return {"records": [[e.record_type, e.offset, e.length, list(e.names)] for e in entries]}
