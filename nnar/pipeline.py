@@ -78,16 +78,37 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
     records.append(stage_record(pipeline.array_bytes, params))
     segments = []
     for name, stream in streams.items():
+        chains = pipeline.stream_chains
+        if len(chains) > 1 and _nbytes(stream) > SAMPLE_STREAM_ABOVE:
+            # judge the chains on a sample; then encode the whole stream once (or store it)
+            probe = _sample_stream(stream)
+            best_chain = min(chains, key=lambda c: _nbytes(_run_chain(probe, c)[0]))
+            chains = tuple({(): None, best_chain: None})
         best: EncodedSegment | None = None
-        for chain in pipeline.stream_chains:
-            data, stage_records = stream, []
-            for codec in chain:
-                data, p = codec.encode(data)
-                stage_records.append(stage_record(codec, p))
+        for chain in chains:
+            data, stage_records = _run_chain(stream, chain)
             if best is None or _nbytes(data) < _nbytes(best.data):
                 best = EncodedSegment(name, stage_records, _nbytes(stream), data)
         segments.append(best)
     return EncodedTensor(spec, records, segments)
+
+
+SAMPLE_STREAM_ABOVE = 1 << 20
+_SAMPLE_RUNS, _SAMPLE_RUN = 4, 64 << 10
+
+
+def _sample_stream(stream: Buffer) -> bytes:
+    view = memoryview(stream).cast("B")
+    step = (len(view) - _SAMPLE_RUN) // (_SAMPLE_RUNS - 1)
+    return b"".join(view[i * step: i * step + _SAMPLE_RUN] for i in range(_SAMPLE_RUNS))
+
+
+def _run_chain(stream: Buffer, chain) -> tuple[Buffer, list[dict[str, Any]]]:
+    data, stage_records = stream, []
+    for codec in chain:
+        data, p = codec.encode(data)
+        stage_records.append(stage_record(codec, p))
+    return data, stage_records
 
 
 # -- decoding ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from . import pipeline as P
 from .codecs.abc import TensorSpec
 from .codecs.byteplanes import BytePlanes
 from .codecs.raw import Raw
-from .codecs.zstd import Zstd
+from .codecs.zstd import ENTROPY, Zstd
 
 DEFAULT_LEVEL = 3
 #: below this many bytes a tensor is stored raw: compression cannot pay for its own framing
@@ -25,7 +25,9 @@ SMALL_TENSOR_BYTES = 64
 def lossless_candidates(spec: TensorSpec, level: int = DEFAULT_LEVEL) -> list[P.Pipeline]:
     if spec.nbytes < SMALL_TENSOR_BYTES:
         return [P.Pipeline()]
-    chains = ((), (Zstd(level),))
+    # per stream: stored as it is, entropy coded (few matches: exponent planes), or full LZ at
+    # the user's level (repeated values); pipeline.encode keeps the smallest
+    chains = ((), (ENTROPY,), (Zstd(level),))
     out = [P.Pipeline(array_bytes=Raw(), stream_chains=chains)]
     if spec.storage_dtype.itemsize > 1:
         out.append(P.Pipeline(array_bytes=BytePlanes(), stream_chains=chains))

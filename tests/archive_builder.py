@@ -58,8 +58,8 @@ def trailer(index_offset: int, archive_length: int) -> bytes:
 class Builder:
     """Collects records, then lays them out: preamble, META, records, INDX, trailer.
 
-    A record is a function of its absolute offset (TENS bodies align verbatim segments to the
-    file, so they depend on where the record lands).
+    A record is a function of its absolute offset (a lone verbatim segment is aligned to the
+    file, so a TENS body depends on where its record lands).
     """
 
     def __init__(self, metadata: dict | None = None, *, minor: int = 0, source_format: str = "python",
@@ -67,42 +67,51 @@ class Builder:
         self.minor = minor
         self.meta = meta if meta is not None else {"nnar_version": nnar_version, "source_format": source_format,
                                                    "metadata": dict(metadata or {})}
-        self.records: list[tuple[str, str, Callable[[int], bytes]]] = []
+        self.records: list[tuple[str, list, Callable[[int], bytes]]] = []
 
     # -- records -------------------------------------------------------------------------------
 
-    def add(self, rtype: bytes, descriptor: Any = None, body: bytes = b"", *, flags: int = 0, name: str = "",
-            **kw) -> "Builder":
-        self.records.append((rtype.decode("latin-1"), name, lambda off: record(rtype, descriptor, body, flags=flags, **kw)))
+    def add(self, rtype: bytes, descriptor: Any = None, body: bytes = b"", *, flags: int = 0, **kw) -> "Builder":
+        """A record of any type (unknown types are skipped by readers unless must_understand)."""
+        self.records.append((rtype.decode("latin-1"), [], lambda off: record(rtype, descriptor, body, flags=flags, **kw)))
         return self
 
-    def tensor(self, name: Any, dtype: str, shape: list, segments: list[tuple[str, list, int, bytes]], *,
+    def tensor(self, members: list, dtype: str, segments: list[tuple[str, list, int, bytes]], *,
                pipeline: Any = None, digest: bytes | None = None, decoded: bytes = b"", extra: dict | None = None,
-               index_name: str | None = None, flags: int = 1) -> "Builder":
-        """A TENS record. ``segments`` are (name, codecs, raw_length, stored bytes)."""
-        desc = {"name": name, "dtype": dtype, "shape": shape,
+               index_names: list | None = None, flags: int = 1, align: bool | None = None) -> "Builder":
+        """A TENS record of ``members`` [(name, shape)] (§5.2). ``segments`` are (name, codecs,
+        raw_length, stored bytes); ``decoded`` is the record array's bytes, for the digest."""
+        desc = {"tensors": [[n, list(s)] for n, s in members], "dtype": dtype,
                 "digest": digest if digest is not None else hashlib.sha256(decoded).digest(),
                 "pipeline": pipeline if pipeline is not None else [RAW],
                 "segments": [{"name": n, "length": len(data), "raw_length": raw, "codecs": codecs}
                              for n, codecs, raw, data in segments]}
         desc.update(extra or {})
         raw_desc = msgpack.packb(desc, use_bin_type=True)
+        if align is None:  # §5.2.3: only a lone verbatim segment is aligned
+            align = len(segments) == 1 and not segments[0][1]
 
         def build(offset: int) -> bytes:
             body_start = offset + 32 + len(raw_desc)
-            body, pos = bytearray(), body_start
-            for _, codecs, _, data in segments:
-                start = align_up(pos) if not codecs else pos
-                body += bytes(start - pos) + data
-                pos = start + len(data)
-            return record(b"TENS", body=bytes(body), raw_descriptor=raw_desc, flags=flags)
+            body = bytes(align_up(body_start) - body_start if align else 0)
+            body += b"".join(data for _, _, _, data in segments)
+            return record(b"TENS", body=body, raw_descriptor=raw_desc, flags=flags)
 
-        self.records.append(("TENS", index_name if index_name is not None else name, build))
+        names = [n for n, _ in members] if index_names is None else index_names
+        self.records.append(("TENS", names, build))
         return self
 
     def raw_tensor(self, name: str, array: np.ndarray, dtype: str | None = None, **kw) -> "Builder":
+        """One tensor alone in its record, stored raw and verbatim."""
         data = canonical_bytes(array)
-        return self.tensor(name, dtype or spec_name(array), list(array.shape), [("data", [], len(data), data)],
+        return self.tensor([(name, array.shape)], dtype or spec_name(array), [("data", [], len(data), data)],
+                           decoded=data, **kw)
+
+    def raw_group(self, tensors: dict[str, np.ndarray], dtype: str | None = None, **kw) -> "Builder":
+        """Several tensors of one dtype in one record, their elements concatenated, stored raw."""
+        data = b"".join(canonical_bytes(a) for a in tensors.values())
+        dtype = dtype or spec_name(next(iter(tensors.values())))
+        return self.tensor([(n, a.shape) for n, a in tensors.items()], dtype, [("data", [], len(data), data)],
                            decoded=data, **kw)
 
     # -- the whole archive ---------------------------------------------------------------------
@@ -111,9 +120,9 @@ class Builder:
         out = bytearray(preamble(minor=self.minor))
         out += record(b"META", self.meta)
         entries = []
-        for rtype, name, make in self.records:
+        for rtype, names, make in self.records:
             rec = make(len(out))
-            entries.append([rtype, name, len(out), len(rec)])
+            entries.append([rtype, len(out), len(rec), list(names)])  # §5.3
             out += rec
         index_offset = len(out)
         out += record(b"INDX", {"records": entries if index is None else index})
