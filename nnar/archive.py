@@ -30,9 +30,9 @@ def digest_of(array: np.ndarray) -> bytes:
 
 #: tensors up to this size are stored together with their small neighbours of the same dtype:
 #: one record per bias or norm would cost more in framing than the tensor itself
-GROUP_TENSOR_MAX_BYTES = 16 << 10
+GROUP_TENSOR_MAX_BYTES = 64 << 10
 #: a group is closed when it reaches this size, so one tensor can still be read cheaply
-GROUP_MAX_BYTES = 256 << 10
+GROUP_MAX_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
