@@ -19,7 +19,11 @@ RECORD_TENSOR = b"TENS"
 RECORD_INDEX = b"INDX"
 KNOWN_RECORD_TYPES = (RECORD_META, RECORD_TENSOR, RECORD_INDEX)
 RECORD_FLAG_MUST_UNDERSTAND = 0x0000_0001
-RECORD_FLAGS_DEFINED = RECORD_FLAG_MUST_UNDERSTAND
+RECORD_FLAG_DESCRIPTOR_ZSTD = 0x0000_0002
+RECORD_FLAGS_DEFINED = RECORD_FLAG_MUST_UNDERSTAND | RECORD_FLAG_DESCRIPTOR_ZSTD
+# A descriptor is stored compressed only from this size on, and only when that saves bytes.
+DESCRIPTOR_ZSTD_MIN_BYTES = 128
+DESCRIPTOR_ZSTD_LEVEL = 19
 
 # Segments start at file offsets that are multiples of this, so a raw tensor can be mapped
 # straight from the file with any dtype (64 covers cache lines and AVX-512 loads).

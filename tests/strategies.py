@@ -32,9 +32,14 @@ STORAGE = {"bool": np.dtype("?"), "bfloat16": np.dtype("<u2"),
 # -- bit-level comparison ------------------------------------------------------------------------
 
 
+def c_order(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous array of the same shape (unlike np.ascontiguousarray, 0-d stays 0-d)."""
+    return np.require(array, requirements="C")
+
+
 def canonical_bytes(array: np.ndarray) -> bytes:
     """The elements of ``array`` in C order, each little-endian, by byte shuffling only."""
-    a = np.ascontiguousarray(array)
+    a = c_order(array)
     if a.dtype.name == "bfloat16":  # ml_dtypes: native order
         a = a.view(np.uint16)
     width = a.dtype.itemsize
@@ -103,7 +108,7 @@ class Tensor:
         """The array as ``nnar.pack({...})`` takes it (which has no ``dtype=``): bf16 as ml_dtypes."""
         if self.dtype != "bfloat16" or self.array.dtype.name == "bfloat16":
             return self.array
-        return np.ascontiguousarray(self.array).astype("<u2").view(ml_dtypes.bfloat16)
+        return c_order(self.array).astype("<u2").view(ml_dtypes.bfloat16)
 
     def __repr__(self) -> str:  # hypothesis prints failing examples with this
         return f"Tensor({self.dtype}, shape={self.shape}, layout={self.layout}, bits={self.expected.hex()[:64]})"
@@ -179,7 +184,7 @@ def relayout(arr: np.ndarray, dtype: str, layout: str) -> np.ndarray:
     if layout == "reversed":
         if arr.ndim == 0:
             return arr
-        return np.ascontiguousarray(arr[..., ::-1])[..., ::-1]
+        return c_order(arr[..., ::-1])[..., ::-1]
     if layout == "unaligned":
         buf = bytearray(arr.nbytes + 1)
         out = np.frombuffer(buf, dtype=arr.dtype, count=arr.size, offset=1).reshape(arr.shape)
@@ -189,11 +194,11 @@ def relayout(arr: np.ndarray, dtype: str, layout: str) -> np.ndarray:
         if arr.dtype.itemsize == 1:
             return arr
         width = arr.dtype.itemsize
-        swapped = np.ascontiguousarray(arr).view(f"u{width}").byteswap()
+        swapped = c_order(arr).view(f"u{width}").byteswap()
         return swapped.view(arr.dtype.newbyteorder(">"))
     if layout == "ml_dtypes":
         if dtype == "bfloat16":
-            return np.ascontiguousarray(arr).view(ml_dtypes.bfloat16)
+            return c_order(arr).view(ml_dtypes.bfloat16)
         return arr
     assert layout == "c", layout
     return arr
@@ -215,7 +220,7 @@ def tensors(draw, dtype=None, shape=None, layouts: tuple[str, ...] = LAYOUTS) ->
 
 def storage_arrays(dtype=None, shape=None) -> st.SearchStrategy[tuple[np.ndarray, str]]:
     """What codecs see: C-contiguous little-endian arrays in nnar's storage dtype."""
-    return base_arrays(dtype, shape).map(lambda p: (np.ascontiguousarray(p[0]).view(STORAGE[p[1]]), p[1]))
+    return base_arrays(dtype, shape).map(lambda p: (c_order(p[0]).view(STORAGE[p[1]]), p[1]))
 
 
 # -- names and metadata --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import nnar
 from nnar import pipeline as P
 from nnar.codecs.byteplanes import BytePlanes
 from nnar.codecs.raw import Raw
+from nnar.archive import GROUP_MAX_BYTES, GROUP_TENSOR_MAX_BYTES
 from nnar.codecs.zstd import Zstd
 
 import strategies as S
@@ -305,7 +306,7 @@ def infos_of(tensors: dict, **kw) -> tuple[bytes, list[nnar.TensorInfo]]:
 
 def test_small_tensors_of_one_dtype_share_a_record_in_order():
     tensors = {"b1": np.zeros(4, np.float32), "b2": np.ones(3, np.float32), "i": np.arange(2),
-               "b3": np.full(2, 2, np.float32), "big": np.zeros(100_000, np.float32), "b4": np.ones(1, np.float32)}
+               "b3": np.full(2, 2, np.float32), "big": np.zeros(GROUP_TENSOR_MAX_BYTES // 4 + 1, np.float32), "b4": np.ones(1, np.float32)}
     blob, infos = infos_of(tensors)
     assert [i.name for i in infos] == list(tensors)
     assert [i.group for i in infos] == [2, 2, 1, 1, 1, 1]  # a new dtype or a large tensor ends a group
@@ -319,11 +320,13 @@ def test_small_tensors_of_one_dtype_share_a_record_in_order():
 
 
 def test_a_group_closes_when_it_is_full():
-    tensors = {f"t{i}": np.full(3000, i, np.float32) for i in range(40)}  # 12 KB each
+    each = GROUP_TENSOR_MAX_BYTES // 4  # small enough to be grouped
+    count = 3 * GROUP_MAX_BYTES // each
+    tensors = {f"t{i}": np.full(each // 4, i, np.float32) for i in range(count)}
     blob, infos = infos_of(tensors)
     groups = [i.group for i in infos]
-    assert max(groups) > 1 and len(set(i.digest for i in infos)) > 1
-    assert all(i.group * 12000 <= 256 << 10 for i in infos)
+    assert max(groups) > 1 and len(set(i.digest for i in infos)) >= 3
+    assert all(g * each <= GROUP_MAX_BYTES for g in groups)
     for name, arr in nnar.unpack(blob).items():
         S.assert_same_tensor(arr, tensors[name])
 
@@ -365,7 +368,7 @@ def test_a_duplicate_of_a_flushed_name_is_refused_by_that_write():
     buf = io.BytesIO()
     with nnar.ArchiveWriter(buf) as w:
         w.write("a", np.zeros(3))
-        w.write("big", np.zeros(100_000))  # flushes the group holding "a"
+        w.write("big", np.zeros(GROUP_TENSOR_MAX_BYTES // 8 + 1))  # flushes the group holding "a"
         with pytest.raises(nnar.InvalidInput):
             w.write("a", np.ones(3))
         w.write("c", np.ones(3))
@@ -440,7 +443,7 @@ def test_a_failing_file_aborts_the_writer_with_nnar_io_error():
 
     w = nnar.ArchiveWriter(Full())
     with pytest.raises(nnar.NnarIOError):
-        w.write("a", np.random.default_rng(0).integers(0, 255, 100_000, dtype=np.uint8))  # not held back
+        w.write("a", np.random.default_rng(0).integers(0, 255, GROUP_TENSOR_MAX_BYTES + 1, dtype=np.uint8))
     assert w.state == "aborted"
     with pytest.raises(nnar.WriterStateError):
         w.close()

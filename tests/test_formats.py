@@ -47,8 +47,10 @@ def st_names():
 # -- npz -----------------------------------------------------------------------------------------
 
 
-npz_tensors = st.dictionaries(S.names(), S.tensors(dtype=st.sampled_from([d for d in S.DTYPES if d != "bfloat16"])),
-                              max_size=5)
+# 0-d tensors are left to test_npz_keeps_zero_d_tensors_zero_d (a known bug)
+npz_tensors = st.dictionaries(
+    S.names(), S.tensors(dtype=st.sampled_from([d for d in S.DTYPES if d != "bfloat16"])).filter(lambda t: t.shape != ()),
+    max_size=5)
 
 
 @given(npz_tensors, st.booleans())
@@ -67,6 +69,14 @@ def test_npz_round_trip_through_files(tensors, compressed):
                 S.assert_same_tensor(back[name], t)
         for name, arr in nnar.unpack(arc).items():
             S.assert_same_tensor(arr, tensors[name])
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/npz.py write(): np.ascontiguousarray() returns at least "
+                   "1-d, so every 0-d tensor comes back from a .npz with shape (1,)")
+def test_npz_keeps_zero_d_tensors_zero_d(tmp_path):
+    nnar.unpack(nnar.pack({"s": np.array(2.5, np.float32)}), tmp_path / "o.npz")
+    with np.load(tmp_path / "o.npz") as back:
+        assert back["s"].shape == ()
 
 
 def test_npz_gets_bfloat16_as_float32_with_a_warning(tmp_path):
@@ -160,7 +170,9 @@ st_tensors = st.dictionaries(st_names(), S.tensors(), max_size=5)
 def test_safetensors_round_trip_through_files(tensors, md):
     with tempfile.TemporaryDirectory() as d:
         src, arc, dst = (os.path.join(d, n) for n in ("in.safetensors", "a.nnar", "out.safetensors"))
-        save_file({n: t.for_pack() for n, t in tensors.items()}, src, metadata=md or None)
+        # contiguous: safetensors.numpy.save_file writes garbage for negative strides (its bug, not ours)
+        save_file({n: np.require(t.for_pack(), requirements="C") for n, t in tensors.items()}, src,
+                  metadata=md or None)
         nnar.pack(src, arc)
         with nnar.open(arc) as a:
             assert a.source_format == "safetensors" and a.metadata == md

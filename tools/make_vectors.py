@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
+import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,9 +49,16 @@ class Builder:
         self.meta_end = None
 
     def record(self, rtype: bytes, desc, segments=(), *, flags=C.RECORD_FLAG_MUST_UNDERSTAND, names=(),
-               index=True, reserved=0, body_suffix=b""):
-        """Append a record. ``desc`` is a dict (packed here) or raw descriptor bytes."""
-        raw_desc = desc if isinstance(desc, (bytes, bytearray)) else F.pack_descriptor(desc)
+               index=True, reserved=0, body_suffix=b"", compress=False):
+        """Append a record. ``desc`` is a dict (packed here, zstd-compressed with ``compress``) or raw
+        descriptor bytes."""
+        if isinstance(desc, (bytes, bytearray)):
+            raw_desc = desc
+        elif compress:
+            raw_desc = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(F.pack_descriptor(desc))
+            flags |= C.RECORD_FLAG_DESCRIPTOR_ZSTD
+        else:
+            raw_desc = F.pack_descriptor(desc)
         start = len(self.buf)
         pos = start + C.FRAME_SIZE + len(raw_desc)
         body = bytearray()
@@ -96,10 +104,11 @@ class Builder:
         kw.setdefault("names", [n for n, _ in members])
         return self.record(C.RECORD_TENSOR, desc, segs, **kw)
 
-    def finish(self, *, entries=None, trailer=None, index_flags=C.RECORD_FLAG_MUST_UNDERSTAND) -> bytes:
+    def finish(self, *, entries=None, trailer=None, index_flags=C.RECORD_FLAG_MUST_UNDERSTAND,
+               compress=False) -> bytes:
         index_offset = len(self.buf)
         self.record(C.RECORD_INDEX, {"records": self.entries if entries is None else entries}, index=False,
-                    flags=index_flags)
+                    flags=index_flags, compress=compress)
         self.buf += F.pack_trailer(index_offset, len(self.buf) + C.TRAILER_SIZE) if trailer is None else trailer
         return bytes(self.buf)
 
@@ -229,6 +238,14 @@ def valid_vectors():
     b.tensor("fc.weight", t["fc.weight"][0])
     out["groups"] = (b.finish(), t, {})
 
+    # Descriptors stored zstd-compressed (record_flags bit 1): META, a group, and the index.
+    b = Builder()
+    b.record(C.RECORD_META, {"nnar_version": VERSION, "source_format": "python",
+                             "metadata": {"note": "compressed descriptors " * 8}}, compress=True)
+    t = {f"block.{i}.norm.weight": (np.full(4, i, np.float32), "float32") for i in range(12)}
+    b.group([(n, a) for n, (a, _) in t.items()], compress=True)
+    out["compressed-descriptors"] = (b.finish(compress=True), t, {"note": "compressed descriptors " * 8})
+
     # A newer minor version may add descriptor keys; this reader ignores them.
     b = Builder(minor=7)
     b.meta(extra={"future_key": "ignored"})
@@ -263,8 +280,8 @@ def invalid_vectors():
     add("empty-file", b"", "truncated", "zero bytes")
     add("major-2", patch(good, 8, struct.pack("<H", 2)), "unsupported-version", "format_major 2")
     add("archive-flags", patch(good, 12, struct.pack("<I", 1)), "reserved-nonzero", "archive_flags bit 0 set")
-    add("record-flags-reserved", fix_header_crc(patch(good, w_off + 4, struct.pack("<I", 3)), w_off),
-        "reserved-nonzero", "record_flags bit 1 set (header CRC fixed)")
+    add("record-flags-reserved", fix_header_crc(patch(good, w_off + 4, struct.pack("<I", 5)), w_off),
+        "reserved-nonzero", "record_flags bit 2 set (header CRC fixed)")
     add("frame-reserved", fix_header_crc(patch(good, w_off + 24, struct.pack("<I", 9)), w_off),
         "reserved-nonzero", "frame reserved field non-zero (header CRC fixed)")
     add("header-crc", patch(good, w_off + 33, bytes([good[w_off + 33] ^ 0x01])), "checksum",
@@ -420,6 +437,17 @@ def invalid_vectors():
         raw[off + 20: off + 24] = struct.pack("<I", F.crc32(raw[body: body + blen]))
         raw = bytearray(fix_header_crc(bytes(raw), off))
         add("padding-nonzero", bytes(raw), "reserved-nonzero", "non-zero padding before an aligned segment (CRCs fixed)")
+
+    b = base()
+    bomb = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(100 << 20))
+    b.record(C.RECORD_TENSOR, bomb, flags=C.RECORD_FLAG_MUST_UNDERSTAND | C.RECORD_FLAG_DESCRIPTOR_ZSTD, names=["x"])
+    add("descriptor-zstd-bomb", b.finish(), "bad-descriptor", "compressed descriptor declares 100 MiB",
+        random_code="bad-descriptor")
+
+    b = base()
+    b.record(C.RECORD_TENSOR, msgpack.packb({"tensors": [["x", [1]]]}),
+             flags=C.RECORD_FLAG_MUST_UNDERSTAND | C.RECORD_FLAG_DESCRIPTOR_ZSTD, names=["x"])
+    add("descriptor-zstd-flag-on-plain", b.finish(), "bad-descriptor", "flag says zstd, descriptor is plain msgpack")
 
     b = base()
     b.group([("a", np.arange(3, dtype=np.int8)), ("a", np.arange(2, dtype=np.int8))])

@@ -8,8 +8,10 @@ import struct
 import zlib
 
 import msgpack
+import zstandard
 
 from .. import constants as C
+from ..zstdframe import FrameError, decompress_exact
 from ..errors import (
     BadDescriptor, BadLayout, BadMagic, ChecksumMismatch, ReservedNonZero, Truncated, UnsupportedVersion,
 )
@@ -108,7 +110,8 @@ def parse_frame(data: bytes, offset: int) -> Frame:
         raise Truncated(f"record frame: expected {C.FRAME_SIZE} bytes, found {len(data)}", where=f"offset {offset}")
     rtype, flags, body_length, dlen, body_crc, reserved, header_crc = _FRAME.unpack_from(data)
     if flags & ~C.RECORD_FLAGS_DEFINED:
-        raise ReservedNonZero(f"record_flags: expected only bit 0 set or clear, found {flags:#010x}", where=f"offset {offset + 4}")
+        raise ReservedNonZero(f"record_flags: expected only bits 0 and 1 used, found {flags:#010x}",
+                              where=f"offset {offset + 4}")
     if reserved:
         raise ReservedNonZero(f"record frame reserved field: expected 0, found {reserved:#010x}", where=f"offset {offset + 24}")
     return Frame(offset, rtype, flags, body_length, dlen, body_crc, header_crc, bytes(data[: C.FRAME_SIZE]))
@@ -146,6 +149,27 @@ def parse_trailer(data: bytes, offset: int) -> tuple[int, int]:
 
 def pack_descriptor(obj: dict) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_descriptor(obj: dict) -> tuple[bytes, int]:
+    """The stored descriptor and the record flag it needs: zstd-compressed when that is smaller
+    (names of grouped tensors and the index compress several times over)."""
+    raw = pack_descriptor(obj)
+    if len(raw) >= C.DESCRIPTOR_ZSTD_MIN_BYTES:
+        packed = zstandard.ZstdCompressor(level=C.DESCRIPTOR_ZSTD_LEVEL, write_content_size=True,
+                                          write_checksum=False).compress(raw)
+        if len(packed) < len(raw):
+            return packed, C.RECORD_FLAG_DESCRIPTOR_ZSTD
+    return raw, 0
+
+
+def decode_descriptor(stored: bytes, flags: int, max_bytes: int, where: str) -> dict:
+    if flags & C.RECORD_FLAG_DESCRIPTOR_ZSTD:
+        try:
+            stored = decompress_exact(stored, max_bytes)
+        except FrameError as e:
+            raise BadDescriptor(f"compressed descriptor: {e}", where=where) from None
+    return unpack_descriptor(stored, where)
 
 
 def _no_ext(code, data):

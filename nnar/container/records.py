@@ -50,7 +50,7 @@ class RecordWriter:
         self._pos += memoryview(data).nbytes
 
     def _write_record(self, rtype: bytes, descriptor: dict, segments: list) -> tuple[int, int]:
-        desc = F.pack_descriptor(descriptor)
+        desc, desc_flag = F.encode_descriptor(descriptor)
         start = self._pos
         body_start = start + C.FRAME_SIZE + len(desc)
         # lay the body out first: the frame carries its length and CRC
@@ -64,7 +64,7 @@ class RecordWriter:
             pieces.append(seg.data)
             crc = F.crc32(seg.data, crc)
             pos = seg_start + memoryview(seg.data).nbytes
-        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, C.RECORD_FLAG_MUST_UNDERSTAND))
+        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, C.RECORD_FLAG_MUST_UNDERSTAND | desc_flag))
         self._write(desc)
         for p in pieces:
             self._write(p)
@@ -129,7 +129,8 @@ class RecordReader:
                                 f"(max_tensor_bytes + padding), found {frame.body_length}", where=f"offset {offset + 8}")
         raw = bytes(self.src.read_exact(frame.descriptor_length, f"{frame.type_name()!r} descriptor"))
         frame.check_header_crc(raw)
-        return frame, F.unpack_descriptor(raw, f"{frame.type_name()} record at offset {offset}")
+        return frame, F.decode_descriptor(raw, frame.record_flags, self.limits.max_descriptor_bytes,
+                                          f"{frame.type_name()} record at offset {offset}")
 
     def _read_body(self, frame: F.Frame) -> bytearray:
         body = self.src.read_exact(frame.body_length, f"{frame.type_name()} record body")

@@ -1,0 +1,64 @@
+"""Safe one-shot decoding of a single Zstandard frame (RFC 8878), shared by the ``nnar.zstd``
+codec and by framing (compressed descriptors).
+
+python-zstandard's one-shot decoder ignores bytes after a frame and sizes its output from the
+frame header, so a hostile frame must be checked first: it must declare its content size, that
+size must be within the caller's bound, and the frame must end exactly where the data does.
+"""
+
+from __future__ import annotations
+
+import zstandard
+
+MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class FrameError(ValueError):
+    """The bytes are not exactly one acceptable frame (callers turn this into an NnarError)."""
+
+
+def frame_length(data) -> int:
+    """Bytes taken by the frame at the start of ``data``, found by walking its block headers."""
+    view = memoryview(data).cast("B")
+    if bytes(view[:4]) != MAGIC:
+        raise FrameError(f"expected a zstd frame starting {MAGIC.hex(' ')}, found {bytes(view[:4]).hex(' ')}")
+    try:
+        pos = zstandard.frame_header_size(view)
+    except zstandard.ZstdError as e:
+        raise FrameError(f"corrupt zstd frame header: {e}") from e
+    has_checksum = view[4] & 0x04
+    n = len(view)
+    while True:
+        if pos + 3 > n:
+            raise FrameError(f"zstd frame ends inside a block header at byte {pos} of {n}")
+        header = view[pos] | view[pos + 1] << 8 | view[pos + 2] << 16
+        last, block_type, size = header & 1, (header >> 1) & 3, header >> 3
+        if block_type == 3:
+            raise FrameError(f"reserved zstd block type at byte {pos}")
+        pos += 3 + (1 if block_type == 1 else size)
+        if last:
+            break
+    return pos + (4 if has_checksum else 0)
+
+
+def decompress_exact(data, max_length: int) -> bytes:
+    """Decode ``data``, which must be exactly one frame declaring at most ``max_length`` bytes."""
+    try:
+        size = zstandard.frame_content_size(data) if len(data) >= 6 else -2
+    except zstandard.ZstdError as e:
+        raise FrameError(f"expected a zstd frame, found bytes that are not one ({e})") from e
+    if size < 0:
+        raise FrameError("expected a zstd frame that declares its content size, found none")
+    if size > max_length:
+        raise FrameError(f"zstd frame declares {size} bytes, expected at most {max_length}")
+    length = frame_length(data)
+    if length != len(data):
+        raise FrameError(f"expected exactly one zstd frame of {len(data)} bytes, found a frame of {length} bytes"
+                         + (" and bytes after it" if length < len(data) else ""))
+    try:
+        out = zstandard.ZstdDecompressor().decompress(data)  # one per call: not thread-safe
+    except zstandard.ZstdError as e:
+        raise FrameError(f"corrupt zstd frame: {e}") from e
+    if len(out) != size:
+        raise FrameError(f"zstd frame declares {size} bytes, decoded {len(out)}")
+    return out
