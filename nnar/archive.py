@@ -116,10 +116,14 @@ class ArchiveWriter:
             raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
         array = np.asarray(array)
         try:
-            name_dt = dtype or dtypes.dtype_name_of(array)
-            if dtype == "bfloat16" and array.dtype not in (np.uint16, np.int16) and array.dtype.name != "bfloat16":
-                raise InvalidInput(f"tensor {name!r}: dtype='bfloat16' expects uint16 bit patterns, found {array.dtype}")
-            data = dtypes.to_storage(array, name_dt)
+            found = dtypes.dtype_name_of(array)
+            # dtype only says how to read the bits (uint16 as bfloat16); it never converts values
+            ok = dtype in (None, found) or dtype == "bfloat16" and found in ("uint16", "int16")
+            if not ok:
+                raise InvalidInput(f"dtype={dtype!r} does not match the array's {found}; convert the array first "
+                                   "(only uint16 bit patterns can be marked bfloat16)")
+            name_dt = dtype or found
+            data = dtypes.to_storage(array.view(np.uint16) if name_dt == "bfloat16" else array, name_dt)
         except NnarError as e:
             raise InvalidInput(f"tensor {name!r}: {e.message}") from None
         small = self.group_small and pipeline is None and data.nbytes <= GROUP_TENSOR_MAX_BYTES

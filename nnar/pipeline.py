@@ -80,10 +80,13 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
     for name, stream in streams.items():
         chains = pipeline.stream_chains
         if len(chains) > 1 and _nbytes(stream) > SAMPLE_STREAM_ABOVE:
-            # judge the chains on a sample; then encode the whole stream once (or store it)
-            probe = _sample_stream(stream)
-            best_chain = min(chains, key=lambda c: _nbytes(_run_chain(probe, c)[0]))
-            chains = tuple({(): None, best_chain: None})
+            # judge the chains on a sample, then encode the whole stream once, or store it as it
+            # is when no chain saves even 1% on the sample (mantissa planes: near-random bytes)
+            view = memoryview(stream).cast("B")
+            probe = b"".join(view[a:b] for a, b in sample_runs(len(view)))
+            sizes = {c: _nbytes(_run_chain(probe, c)[0]) if c else len(probe) for c in chains}
+            best_chain = min(sizes, key=sizes.get)
+            chains = ((), best_chain) if best_chain and sizes[best_chain] < 0.99 * len(probe) else ((),)
         best: EncodedSegment | None = None
         for chain in chains:
             data, stage_records = _run_chain(stream, chain)
@@ -93,14 +96,16 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
     return EncodedTensor(spec, records, segments)
 
 
-SAMPLE_STREAM_ABOVE = 1 << 20
-_SAMPLE_RUNS, _SAMPLE_RUN = 4, 64 << 10
+SAMPLE_STREAM_ABOVE = 256 << 10
 
 
-def _sample_stream(stream: Buffer) -> bytes:
-    view = memoryview(stream).cast("B")
-    step = (len(view) - _SAMPLE_RUN) // (_SAMPLE_RUNS - 1)
-    return b"".join(view[i * step: i * step + _SAMPLE_RUN] for i in range(_SAMPLE_RUNS))
+def sample_runs(n: int, runs: int = 4, share: int = 4, cap: int = 1 << 20) -> list[tuple[int, int]]:
+    """``runs`` non-overlapping, evenly spread [start, end) runs covering about 1/``share`` of
+    ``n`` items (at most ``cap`` in all). Contiguous runs keep the local repeats an LZ coder
+    would find; never overlapping, so a sample cannot repeat itself and flatter LZ."""
+    run = max(1, min(n // (runs * share), cap // runs))
+    step = n // runs
+    return [(i * step, i * step + run) for i in range(runs)]
 
 
 def _run_chain(stream: Buffer, chain) -> tuple[Buffer, list[dict[str, Any]]]:

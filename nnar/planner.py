@@ -35,17 +35,25 @@ def lossless_candidates(spec: TensorSpec, level: int = DEFAULT_LEVEL) -> list[P.
 
 
 #: tensors larger than this choose their pipeline on a sample, then encode once
-SAMPLE_ABOVE_BYTES = 4 << 20
-SAMPLE_RUNS, SAMPLE_RUN_BYTES = 4, 256 << 10
+SAMPLE_ABOVE_BYTES = 256 << 10
 
 
 def sample(array: np.ndarray) -> np.ndarray:
-    """A few contiguous runs spread over the tensor (flattened): long enough for zstd to find the
-    repeats it would find in the whole, small enough to cost little."""
+    """A few contiguous runs spread over the tensor (flattened), about a quarter of it and at
+    most 1 MiB: long enough for zstd to find the repeats it would find in the whole."""
     flat = array.reshape(-1)
-    run = max(1, SAMPLE_RUN_BYTES // flat.itemsize)
-    starts = np.linspace(0, flat.size - run, SAMPLE_RUNS).astype(np.int64)
-    return np.concatenate([flat[s: s + run] for s in starts])
+    cap = max(1, (1 << 20) // flat.itemsize)
+    return np.concatenate([flat[a:b] for a, b in P.sample_runs(flat.size, cap=cap)])
+
+
+def repetitive(array: np.ndarray, probe: int = 16384) -> bool:
+    """Whether a tensor repeats its values a lot (fixed tables such as STFT bases, embeddings
+    padded with copies): its repeats can sit far apart, where no sample sees them, so such a
+    tensor is judged on its whole. Trained weights have nearly all values distinct."""
+    flat = array.reshape(-1)
+    step = max(1, flat.size // probe)
+    bits = flat[::step][:probe].view(f"u{flat.itemsize}") if flat.itemsize > 1 else flat[::step][:probe]
+    return np.unique(bits).size < bits.size // 2
 
 
 def cost(enc: P.EncodedTensor) -> int:
@@ -56,7 +64,7 @@ def cost(enc: P.EncodedTensor) -> int:
 
 def encode(array: np.ndarray, spec: TensorSpec, candidates: list[P.Pipeline]) -> P.EncodedTensor:
     """Encode with the candidate that costs the fewest bytes (judged on a sample when large)."""
-    if len(candidates) > 1 and spec.nbytes > SAMPLE_ABOVE_BYTES:
+    if len(candidates) > 1 and spec.nbytes > SAMPLE_ABOVE_BYTES and not repetitive(array):
         s = sample(array)
         s_spec = TensorSpec(spec.dtype, s.shape)
         candidates = [min(candidates, key=lambda pipe: cost(P.encode(s, s_spec, pipe)))]

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import msgpack
 import numpy as np
 
-from strategies import canonical_bytes, spec_name
+from helpers import canonical_bytes, spec_name
 
 MAGIC = b"\x89NNAR\r\n\x1a"
 END_MAGIC = b"NNAREND\x1a"

@@ -1,86 +1,28 @@
-"""Hypothesis strategies shared by the test files, and the bit-level comparison they need.
+"""Hypothesis strategies shared by the test files.
 
 A drawn :class:`Tensor` is an *input* array exactly as a user might hand it to nnar (any
 supported dtype, 0-d, empty or odd shapes, transposed, strided, reversed, unaligned or
 big-endian) together with its spec dtype name. ``Tensor.expected`` is what nnar must give
-back: the little-endian C-order bytes, computed here by integer byte shuffling only, never by
-a float cast, so NaN payloads are compared as bit patterns.
+back: the little-endian C-order bytes (``helpers.canonical_bytes``: integer byte shuffling
+only, never a float cast, so NaN payloads are compared as bit patterns).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import ml_dtypes
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+from helpers import INT_DTYPES, STORAGE, c_order, canonical_bytes
+
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 DTYPES = ("bool", *INT_DTYPES, *FLOAT_DTYPES)
 
 #: spec name -> (total bits, exponent bits, mantissa bits)
 FLOAT_FORMATS = {"float16": (16, 5, 10), "bfloat16": (16, 8, 7), "float32": (32, 8, 23), "float64": (64, 11, 52)}
-
-#: spec name -> little-endian storage dtype (what nnar hands back)
-STORAGE = {"bool": np.dtype("?"), "bfloat16": np.dtype("<u2"),
-           **{n: np.dtype(n).newbyteorder("<") for n in INT_DTYPES + ("float16", "float32", "float64")}}
-
-
-# -- bit-level comparison ------------------------------------------------------------------------
-
-
-def c_order(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous array of the same shape (unlike np.ascontiguousarray, 0-d stays 0-d)."""
-    return np.require(array, requirements="C")
-
-
-def canonical_bytes(array: np.ndarray) -> bytes:
-    """The elements of ``array`` in C order, each little-endian, by byte shuffling only."""
-    a = c_order(array)
-    if a.dtype.name == "bfloat16":  # ml_dtypes: native order
-        a = a.view(np.uint16)
-    width = a.dtype.itemsize
-    if width == 1:
-        return a.tobytes()
-    order = a.dtype.byteorder if a.dtype.byteorder in "<>" else "="
-    u = a.view(np.dtype(f"u{width}").newbyteorder(order))
-    return u.astype(np.dtype(f"<u{width}")).tobytes()
-
-
-def assert_same_tensor(found: np.ndarray, expected: "Tensor | np.ndarray", dtype: str | None = None) -> None:
-    """``found`` (what nnar returned) holds exactly the elements of ``expected``, bit for bit,
-    in nnar's storage dtype for the spec dtype and with the same shape."""
-    if isinstance(expected, Tensor):
-        dtype, shape, want = expected.dtype, expected.array.shape, expected.expected
-    else:
-        dtype = dtype or spec_name(expected)
-        shape, want = expected.shape, canonical_bytes(expected)
-    assert isinstance(found, np.ndarray)
-    assert found.dtype == STORAGE[dtype], (found.dtype, dtype)
-    assert found.shape == tuple(shape)
-    assert canonical_bytes(found) == want
-
-
-def write_archive(tensors: "dict[str, Tensor]", **kw) -> bytes:
-    """An archive of ``tensors`` written tensor by tensor with ``nnar.ArchiveWriter``."""
-    import nnar
-
-    buf = io.BytesIO()
-    with nnar.ArchiveWriter(buf, **kw) as w:
-        for name, t in tensors.items():
-            w.write(name, t.array, dtype=t.write_dtype)
-    return buf.getvalue()
-
-
-def spec_name(array: np.ndarray) -> str:
-    dt = array.dtype
-    if dt.name == "bfloat16":
-        return "bfloat16"
-    return "bool" if dt.kind == "b" else dt.newbyteorder("=").name
-
 
 # -- tensors -------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from nnar.codecs import get_codec_class
 from nnar.codecs.abc import TensorSpec
 from nnar.codecs.byteplanes import BytePlanes
 
+import helpers as H
 import strategies as S
 
 
@@ -30,14 +31,14 @@ def test_round_trip_is_exact(pair):
     arr, dtype = pair
     spec, streams, params = encode(arr, dtype)
     out = BytePlanes().decode(streams, spec, params)
-    S.assert_same_tensor(out, arr, dtype)
+    H.assert_same_tensor(out, arr, dtype)
 
 
 @given(S.storage_arrays())
 def test_one_plane_per_byte_each_one_byte_per_element(pair):
     arr, dtype = pair
     spec, streams, params = encode(arr, dtype)
-    width = S.STORAGE[dtype].itemsize
+    width = H.STORAGE[dtype].itemsize
     assert tuple(streams) == tuple(f"p{i}" for i in range(width)) == BytePlanes().stream_names(spec, params)
     assert all(len(s) == arr.size for s in streams.values())
 
@@ -46,8 +47,8 @@ def test_one_plane_per_byte_each_one_byte_per_element(pair):
 def test_integers_are_split_without_rotation(pair):
     arr, dtype = pair
     _, streams, _ = encode(arr, dtype)
-    width = S.STORAGE[dtype].itemsize
-    le = np.frombuffer(S.canonical_bytes(arr), np.uint8).reshape(-1, width)
+    width = H.STORAGE[dtype].itemsize
+    le = np.frombuffer(H.canonical_bytes(arr), np.uint8).reshape(-1, width)
     for i in range(width):
         assert streams[f"p{i}"] == le[:, i].tobytes()
 
@@ -56,9 +57,9 @@ def test_integers_are_split_without_rotation(pair):
 def test_floats_are_rotated_left_by_one_bit_then_split(pair):
     arr, dtype = pair
     _, streams, _ = encode(arr, dtype)
-    width = S.STORAGE[dtype].itemsize
+    width = H.STORAGE[dtype].itemsize
     bits = 8 * width
-    v = np.frombuffer(S.canonical_bytes(arr), dtype=f"<u{width}")
+    v = np.frombuffer(H.canonical_bytes(arr), dtype=f"<u{width}")
     one, top = v.dtype.type(1), v.dtype.type(bits - 1)
     rotated = ((v << one) | (v >> top)).view(np.uint8).reshape(-1, width)
     for i in range(width):
@@ -75,7 +76,7 @@ def test_floats_are_rotated_left_by_one_bit_then_split(pair):
     ("int16", np.int16(-2), [0xFE, 0xFF]),
 ])
 def test_known_planes(dtype, value, planes):
-    arr = np.array([value], dtype=S.STORAGE[dtype])
+    arr = np.array([value], dtype=H.STORAGE[dtype])
     _, streams, _ = encode(arr, dtype)
     assert [streams[f"p{i}"][0] for i in range(len(planes))] == planes
 
@@ -136,6 +137,6 @@ def test_planes_must_all_be_the_element_count(streams):
 def test_empty_and_zero_d_tensors():
     for shape in [(), (0,), (3, 0, 2)]:
         for dtype in S.DTYPES:
-            arr = np.zeros(shape, S.STORAGE[dtype])
+            arr = np.zeros(shape, H.STORAGE[dtype])
             spec, streams, params = encode(arr, dtype)
-            S.assert_same_tensor(BytePlanes().decode(streams, spec, params), arr, dtype)
+            H.assert_same_tensor(BytePlanes().decode(streams, spec, params), arr, dtype)

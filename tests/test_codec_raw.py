@@ -11,6 +11,7 @@ from nnar.codecs import get_codec_class
 from nnar.codecs.abc import TensorSpec
 from nnar.codecs.raw import Raw
 
+import helpers as H
 import strategies as S
 
 
@@ -24,9 +25,9 @@ def test_round_trip_is_exact(pair):
     spec = spec_of(arr, dtype)
     streams, params = Raw().encode(arr, spec)
     assert list(streams) == ["data"]
-    assert bytes(streams["data"]) == S.canonical_bytes(arr)  # verbatim: nothing added, nothing lost
+    assert bytes(streams["data"]) == H.canonical_bytes(arr)  # verbatim: nothing added, nothing lost
     out = Raw().decode({"data": bytes(streams["data"])}, spec, params)
-    S.assert_same_tensor(out, arr, dtype)
+    H.assert_same_tensor(out, arr, dtype)
 
 
 @given(S.storage_arrays())
@@ -62,7 +63,7 @@ def test_bad_config_is_codec_data_error(config):
 def test_stream_of_wrong_length_is_codec_data_error(pair, delta):
     arr, dtype = pair
     spec = spec_of(arr, dtype)
-    data = S.canonical_bytes(arr)
+    data = H.canonical_bytes(arr)
     bad = data + bytes(delta) if delta > 0 else data[:delta]
     assume(len(bad) != len(data))  # an empty stream cannot be cut shorter
     with pytest.raises(nnar.CodecDataError):

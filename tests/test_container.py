@@ -19,9 +19,10 @@ from nnar.codecs.raw import Raw
 from nnar.archive import GROUP_MAX_BYTES, GROUP_TENSOR_MAX_BYTES
 from nnar.codecs.zstd import Zstd
 
+import helpers as H
 import strategies as S
 from archive_builder import Builder
-from strategies import write_archive
+from helpers import write_archive
 
 END_MAGIC = b"NNAREND\x1a"
 
@@ -45,7 +46,7 @@ def test_unpack_gives_every_tensor_back_bit_for_bit(tensors):
     out = nnar.unpack(write_archive(tensors))
     assert list(out) == list(tensors)  # write order is file order
     for name, t in tensors.items():
-        S.assert_same_tensor(out[name], t)
+        H.assert_same_tensor(out[name], t)
 
 
 @given(S.tensor_dicts(), st.randoms(use_true_random=False))
@@ -57,8 +58,8 @@ def test_random_access_gives_every_tensor_back_in_any_order(tensors, rnd):
         for name in order:
             assert name in a
             check_info(a.info(name), name, tensors[name])
-            S.assert_same_tensor(a.read(name), tensors[name])
-            S.assert_same_tensor(a.read(name, verify=True), tensors[name])
+            H.assert_same_tensor(a.read(name), tensors[name])
+            H.assert_same_tensor(a.read(name, verify=True), tensors[name])
         assert [n for n, _ in a.items()] == list(tensors)
         assert [i.name for i in a.verify()] == list(tensors)
 
@@ -70,7 +71,7 @@ def test_stream_reader_yields_infos_and_arrays_in_file_order(tensors):
     assert [i.name for i, _ in got] == list(tensors)
     for (info, arr), (name, t) in zip(got, tensors.items()):
         check_info(info, name, t)
-        S.assert_same_tensor(arr, t)
+        H.assert_same_tensor(arr, t)
     assert list(nnar.StreamReader(io.BytesIO(blob)).infos()) == [i for i, _ in got]
 
 
@@ -93,7 +94,7 @@ def test_pack_of_a_mapping_round_trips_with_bfloat16_kept(tensors):
     assert isinstance(blob, bytes)
     out = nnar.unpack(blob)
     for name, t in tensors.items():
-        S.assert_same_tensor(out[name], t)
+        H.assert_same_tensor(out[name], t)
     assert [i.dtype for i in nnar.verify(blob)] == [t.dtype for t in tensors.values()]
 
 
@@ -110,7 +111,7 @@ def test_an_explicit_pipeline_is_used_and_round_trips(t, pipeline):
     (info,) = w.infos
     assert info.group == 1  # an explicit pipeline gets a record of its own
     assert [s["codec"] for s in info.pipeline] == [pipeline.array_bytes.codec_id]
-    S.assert_same_tensor(nnar.unpack(buf.getvalue())["t"], t)
+    H.assert_same_tensor(nnar.unpack(buf.getvalue())["t"], t)
 
 
 def test_the_smallest_of_several_pipelines_is_kept():
@@ -134,7 +135,7 @@ def test_a_large_tensor_chooses_its_pipeline_on_a_sample_and_stays_exact():
     w.ravel()[::997] = np.nan
     blob = nnar.pack({"w": w})
     assert len(blob) < 0.95 * w.nbytes
-    S.assert_same_tensor(nnar.unpack(blob)["w"], w)
+    H.assert_same_tensor(nnar.unpack(blob)["w"], w)
 
 
 def test_empty_archive():
@@ -314,7 +315,7 @@ def test_small_tensors_of_one_dtype_share_a_record_in_order():
     with nnar.open(io.BytesIO(blob)) as a:
         assert a.names() == list(tensors) and a.infos() == infos
         for name in reversed(tensors):
-            S.assert_same_tensor(a.read(name, verify=True), tensors[name])
+            H.assert_same_tensor(a.read(name, verify=True), tensors[name])
     out = nnar.unpack(blob)
     assert list(out) == list(tensors)
 
@@ -328,7 +329,7 @@ def test_a_group_closes_when_it_is_full():
     assert max(groups) > 1 and len(set(i.digest for i in infos)) >= 3
     assert all(g * each <= GROUP_MAX_BYTES for g in groups)
     for name, arr in nnar.unpack(blob).items():
-        S.assert_same_tensor(arr, tensors[name])
+        H.assert_same_tensor(arr, tensors[name])
 
 
 def test_grouping_can_be_turned_off():
@@ -507,7 +508,7 @@ def test_an_archive_embedded_in_a_larger_file(tmp_path, small_model):
         f.seek(len(prefix))
         with nnar.open(f) as a:
             for name, arr in small_model.items():
-                S.assert_same_tensor(a.read(name, verify=True), arr)
+                H.assert_same_tensor(a.read(name, verify=True), arr)
     with open(path, "rb") as f:
         f.seek(len(prefix))
         assert [i.name for i, _ in nnar.StreamReader(f, verify=True)] == list(small_model)
@@ -533,11 +534,11 @@ def test_mmap_of_a_raw_tensor_is_a_memmap_at_a_64_aligned_offset(tmp_path):
     with nnar.open(path) as a:
         for name, arr in tensors.items():
             m = a.mmap(name)
-            S.assert_same_tensor(np.asarray(m), arr)
+            H.assert_same_tensor(np.asarray(m), arr)
             if arr.size:
                 assert isinstance(m, np.memmap)
                 assert m.offset % 64 == 0
-                assert blob[m.offset:m.offset + arr.nbytes] == S.canonical_bytes(arr)
+                assert blob[m.offset:m.offset + arr.nbytes] == H.canonical_bytes(arr)
                 assert not m.flags.writeable
 
 

@@ -15,7 +15,7 @@ from nnar import pipeline as P
 from nnar.codecs.byteplanes import BytePlanes
 from nnar.codecs.zstd import Zstd
 
-import strategies as S
+import helpers as H
 
 
 def _small_archive() -> tuple[bytes, dict[str, np.ndarray]]:
@@ -46,7 +46,7 @@ MINOR = (10, 11)
 
 def same_data(out: dict[str, np.ndarray]) -> bool:
     return list(out) == list(TENSORS) and all(
-        out[n].shape == a.shape and S.canonical_bytes(out[n]) == S.canonical_bytes(a) for n, a in TENSORS.items())
+        out[n].shape == a.shape and H.canonical_bytes(out[n]) == H.canonical_bytes(a) for n, a in TENSORS.items())
 
 
 def read_at_random(blob: bytes) -> dict[str, np.ndarray]:

@@ -21,23 +21,13 @@ from safetensors.numpy import save_file
 
 import nnar
 
+import helpers as H
 import strategies as S
+from helpers import EXAMPLE, ShortReads, parse_safetensors
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mlp.safetensors"
 ST_DTYPES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16", "uint32": "U32",
              "int32": "I32", "uint64": "U64", "int64": "I64", "float16": "F16", "bfloat16": "BF16", "float32": "F32",
              "float64": "F64"}
-
-
-def parse_safetensors(path) -> tuple[dict, dict[str, tuple[str, list, bytes]]]:
-    """Our own reading of a safetensors file: (metadata, {name: (dtype, shape, data bytes)})."""
-    raw = Path(path).read_bytes()
-    (n,) = struct.unpack_from("<Q", raw)
-    header = json.loads(raw[8:8 + n])
-    data = raw[8 + n:]
-    metadata = header.pop("__metadata__", {})
-    out = {name: (e["dtype"], e["shape"], data[e["data_offsets"][0]:e["data_offsets"][1]]) for name, e in header.items()}
-    return metadata, out
 
 
 def st_names():
@@ -66,9 +56,9 @@ def test_npz_round_trip_through_files(tensors, compressed):
         with np.load(dst, allow_pickle=False) as back:
             assert back.files == list(tensors)
             for name, t in tensors.items():
-                S.assert_same_tensor(back[name], t)
+                H.assert_same_tensor(back[name], t)
         for name, arr in nnar.unpack(arc).items():
-            S.assert_same_tensor(arr, tensors[name])
+            H.assert_same_tensor(arr, tensors[name])
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/npz.py write(): np.ascontiguousarray() returns at least "
@@ -194,7 +184,7 @@ def test_safetensors_round_trip_through_files(tensors, md):
             assert set(f.keys()) == set(tensors)
             for name, t in tensors.items():
                 if t.dtype != "bfloat16":
-                    S.assert_same_tensor(f.get_tensor(name), t)
+                    H.assert_same_tensor(f.get_tensor(name), t)
 
 
 def test_the_example_model_round_trips_exactly(tmp_path):
@@ -212,8 +202,6 @@ def test_the_example_model_round_trips_exactly(tmp_path):
 
 
 def test_safetensors_through_file_objects_and_non_seekable_input():
-    from test_streaming import ShortReads
-
     src = io.BytesIO()
     src.write(Path(EXAMPLE).read_bytes())
     arc = nnar.pack(ShortReads(src.getvalue(), [100, 7, 4096]), fmt="safetensors")

@@ -13,7 +13,7 @@ import nnar
 from nnar.cli import main
 
 import archive_builder as AB
-import strategies as S
+import helpers as H
 from archive_builder import RAW, Builder
 
 I32 = np.arange(3, dtype=np.int32)
@@ -49,7 +49,7 @@ def test_the_builder_writes_what_nnar_reads():
     for got in read_every_way(blob):
         assert list(got) == [*tensors, "g1", "g2"]
         for n, arr in tensors.items():
-            S.assert_same_tensor(got[n], arr)
+            H.assert_same_tensor(got[n], arr)
         assert got["g1"].tolist() == [1, 1] and got["g2"].shape == () and got["g2"] == -3
 
 

@@ -17,7 +17,7 @@ from nnar.codecs.byteplanes import BytePlanes
 
 import strategies as S
 from archive_builder import Builder
-from strategies import write_archive
+from helpers import write_archive
 
 L = nnar.DEFAULT_LIMITS
 

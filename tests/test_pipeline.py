@@ -17,6 +17,7 @@ from nnar.codecs.raw import Raw
 from nnar.codecs.zstd import Zstd
 from nnar.errors import CodecDataError
 
+import helpers as H
 import strategies as S
 
 LIMITS = nnar.DEFAULT_LIMITS
@@ -126,7 +127,7 @@ def test_any_pipeline_round_trips_exactly(pair, pipeline):
     arr, dtype = pair
     spec = TensorSpec(dtype, arr.shape)
     enc, out = round_trip(arr, spec, pipeline)
-    S.assert_same_tensor(out, arr, dtype)
+    H.assert_same_tensor(out, arr, dtype)
     assert [s["codec"] for s in enc.pipeline] == [c.codec_id for c in (*pipeline.array_codecs, pipeline.array_bytes)]
     assert enc.stored_bytes == sum(len(s.data) for s in enc.segments)
 

@@ -5,7 +5,6 @@ from bytes gives; and writing needs no seek either."""
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import threading
 import tracemalloc
@@ -16,52 +15,10 @@ from hypothesis import given, strategies as st
 
 import nnar
 
+import helpers as H
 import strategies as S
 from archive_builder import RAW, Builder, frame_only
-from strategies import write_archive
-
-
-class ShortReadsNoReadinto:
-    """A non-seekable binary source whose every read returns at most the next of ``sizes``;
-    it has only ``read`` (no ``readinto``), like many hand-written file-likes."""
-
-    def __init__(self, data: bytes, sizes: list[int]):
-        self._data, self._pos = memoryview(data), 0
-        self._sizes = itertools.cycle(sizes)
-        self.calls = 0
-
-    def seekable(self) -> bool:
-        return False
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self):
-        raise io.UnsupportedOperation("not seekable")
-
-    def seek(self, *a):
-        raise io.UnsupportedOperation("not seekable")
-
-    def _take(self, n: int) -> memoryview:
-        self.calls += 1
-        if n is None or n < 0:
-            n = len(self._data)
-        n = min(n, next(self._sizes), len(self._data) - self._pos)
-        out = self._data[self._pos:self._pos + n]
-        self._pos += n
-        return out
-
-    def read(self, n: int = -1) -> bytes:
-        return bytes(self._take(n))
-
-
-class ShortReads(ShortReadsNoReadinto):
-    """The same with ``readinto``, returning short counts as a raw file or socket does."""
-
-    def readinto(self, b) -> int:
-        chunk = self._take(len(b))
-        memoryview(b).cast("B")[:len(chunk)] = chunk
-        return len(chunk)
+from helpers import ShortReads, ShortReadsNoReadinto, write_archive
 
 
 def read_all(source, **kw):
@@ -78,8 +35,8 @@ def test_stream_reader_over_short_reads_equals_reading_from_bytes(tensors, md, s
     assert md_got == md_ref == md
     assert [i for i, _ in got] == [i for i, _ in ref]
     for (_, a), (_, b), t in zip(got, ref, tensors.values()):
-        S.assert_same_tensor(a, t)
-        S.assert_same_tensor(b, t)
+        H.assert_same_tensor(a, t)
+        H.assert_same_tensor(b, t)
 
 
 @given(S.tensor_dicts(), S.chunk_sizes())
@@ -88,7 +45,7 @@ def test_unpack_and_verify_over_short_reads(tensors, sizes):
     out = nnar.unpack(ShortReads(blob, sizes))
     assert list(out) == list(tensors)
     for name, t in tensors.items():
-        S.assert_same_tensor(out[name], t)
+        H.assert_same_tensor(out[name], t)
     assert nnar.verify(ShortReads(blob, sizes)) == nnar.verify(blob)
 
 
@@ -113,7 +70,7 @@ def test_one_byte_reads(small_model):
     out = nnar.unpack(src)
     assert src.calls >= len(blob)
     for name, arr in small_model.items():
-        S.assert_same_tensor(out[name], arr)
+        H.assert_same_tensor(out[name], arr)
 
 
 def _feed(fd: int, data: bytes, chunk: int) -> None:
@@ -140,7 +97,7 @@ def test_reading_from_a_real_pipe(small_model, buffering, chunk):
         feeder.join()
     assert list(out) == list(big)
     for name, arr in big.items():
-        S.assert_same_tensor(out[name], arr)
+        H.assert_same_tensor(out[name], arr)
 
 
 def test_writing_needs_no_seek(small_model):

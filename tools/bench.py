@@ -52,7 +52,7 @@ def weight_sets(only: str | None):
         print(f"skipping OCR models: {e}", file=sys.stderr)
     try:
         if want("minilm"):
-            m = R.minilm()
+            m = {k: v for k, v in R.minilm().items() if v.dtype == np.float32}
             out["minilm"] = (m, "float32")
             out["minilm-bf16"] = ({k: R.fp32_to_bf16_bits(v) for k, v in m.items()}, "bfloat16")
     except RuntimeError as e:
