@@ -27,7 +27,9 @@ def _is_path(x: Any) -> bool:
 
 @contextlib.contextmanager
 def _input(src: PathOrFile):
-    if _is_path(src):
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        yield src  # read in place, no copy
+    elif _is_path(src):
         if os.fspath(src) == "-":
             yield sys.stdin.buffer
             return
@@ -90,8 +92,6 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
            progress: Progress | None = None) -> dict[str, np.ndarray] | list[TensorInfo]:
     """Unpack an archive. With no ``dst``, return {name: array} (bfloat16 as uint16 bit patterns);
     otherwise write a model file (format by extension of ``dst`` or ``to``) and return the infos."""
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        src = io.BytesIO(src)
     with _input(src) as f:
         reader = StreamReader(f, limits, verify=verify)
         if dst is None:
@@ -125,7 +125,5 @@ def verify(src: PathOrFile | bytes, limits: Limits = DEFAULT_LIMITS) -> list[Ten
     """Check every CRC, the layout, the index, and every tensor's digest; return the infos.
 
     Reads in one pass, so a pipe works too. Raises the first problem found."""
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        src = io.BytesIO(src)
     with _input(src) as f:
         return [info for info, _ in StreamReader(f, limits, verify=True)]

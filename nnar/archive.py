@@ -185,6 +185,8 @@ def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: b
     """The record's whole array, checked against its digest when ``verify``."""
     where = f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
     array = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict)
+    if reader.src.mem is not None and np.may_share_memory(array, np.frombuffer(reader.src.mem, np.uint8)):
+        array = array.copy()  # a raw tensor read in place: never hand out a view of the caller's buffer
     if verify:
         found = digest_of(array)
         if found != rec.digest:

@@ -99,7 +99,7 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
 SAMPLE_STREAM_ABOVE = 256 << 10
 
 
-def sample_runs(n: int, runs: int = 4, share: int = 4, cap: int = 1 << 20) -> list[tuple[int, int]]:
+def sample_runs(n: int, runs: int = 4, share: int = 16, cap: int = 256 << 10) -> list[tuple[int, int]]:
     """``runs`` non-overlapping, evenly spread [start, end) runs covering about 1/``share`` of
     ``n`` items (at most ``cap`` in all). Contiguous runs keep the local repeats an LZ coder
     would find; never overlapping, so a sample cannot repeat itself and flatter LZ."""

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import msgpack
 import numpy as np
+import zstandard
 
 from helpers import canonical_bytes, spec_name
 
@@ -35,10 +36,22 @@ def preamble(major: int = 1, minor: int = 0, flags: int = 0, magic: bytes = MAGI
     return struct.pack("<8sHHI", magic, major, minor, flags)
 
 
+DESCRIPTOR_ZSTD = 2  # record flag bit 1 (§4.1)
+
+
+def compress_descriptor(raw: bytes, **kw) -> bytes:
+    """A descriptor stored compressed (§4.2): one zstd frame that declares its content size."""
+    kw.setdefault("write_content_size", True)
+    return zstandard.ZstdCompressor(level=19, **kw).compress(raw)
+
+
 def record(rtype: bytes, descriptor: Any = None, body: bytes = b"", *, flags: int = 1, reserved: int = 0,
-           raw_descriptor: bytes | None = None) -> bytes:
-    """frame | descriptor | body with both CRCs right (§4.1)."""
+           raw_descriptor: bytes | None = None, compress: bool = False) -> bytes:
+    """frame | descriptor | body with both CRCs right (§4.1); ``compress`` stores the descriptor
+    zstd-compressed and sets ``descriptor_zstd``."""
     desc = raw_descriptor if raw_descriptor is not None else msgpack.packb(descriptor, use_bin_type=True)
+    if compress:
+        desc, flags = compress_descriptor(desc), flags | DESCRIPTOR_ZSTD
     head = struct.pack("<4sIQIII", rtype, flags, len(body), len(desc), zlib.crc32(body), reserved)
     return head + struct.pack("<I", zlib.crc32(desc, zlib.crc32(head))) + desc + body
 
@@ -78,7 +91,8 @@ class Builder:
 
     def tensor(self, members: list, dtype: str, segments: list[tuple[str, list, int, bytes]], *,
                pipeline: Any = None, digest: bytes | None = None, decoded: bytes = b"", extra: dict | None = None,
-               index_names: list | None = None, flags: int = 1, align: bool | None = None) -> "Builder":
+               index_names: list | None = None, flags: int = 1, align: bool | None = None,
+               compress: bool = False) -> "Builder":
         """A TENS record of ``members`` [(name, shape)] (§5.2). ``segments`` are (name, codecs,
         raw_length, stored bytes); ``decoded`` is the record array's bytes, for the digest."""
         desc = {"tensors": [[n, list(s)] for n, s in members], "dtype": dtype,
@@ -88,6 +102,8 @@ class Builder:
                              for n, codecs, raw, data in segments]}
         desc.update(extra or {})
         raw_desc = msgpack.packb(desc, use_bin_type=True)
+        if compress:  # the body's place depends on the stored length
+            raw_desc, flags = compress_descriptor(raw_desc), flags | DESCRIPTOR_ZSTD
         if align is None:  # §5.2.3: only a lone verbatim segment is aligned
             align = len(segments) == 1 and not segments[0][1]
 

@@ -202,9 +202,12 @@ def test_the_example_model_round_trips_exactly(tmp_path):
 
 
 def test_safetensors_through_file_objects_and_non_seekable_input():
-    src = io.BytesIO()
-    src.write(Path(EXAMPLE).read_bytes())
-    arc = nnar.pack(ShortReads(src.getvalue(), [100, 7, 4096]), fmt="safetensors")
+    import gc
+
+    with warnings.catch_warnings():  # the spool file leaks: see test_spooling_a_non_seekable_input_leaks_no_file
+        warnings.simplefilter("ignore", ResourceWarning)
+        arc = nnar.pack(ShortReads(EXAMPLE.read_bytes(), [100, 7, 4096]), fmt="safetensors")
+        gc.collect()
     out = io.BytesIO()
     nnar.unpack(arc, out, to="safetensors")
     assert out.getvalue() and nnar.unpack(nnar.pack(io.BytesIO(out.getvalue()), fmt="safetensors")).keys() == \
@@ -259,12 +262,12 @@ def test_unsupported_safetensors_dtype(tmp_path, dtype):
 
 @pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/safetensors.py read(): `st_dtype not in _TO_NNAR` with an "
                    "unhashable JSON dtype (a list or an object) raises TypeError, not InvalidInput")
-@pytest.mark.parametrize("dtype", [["F32"], {"F32": 1}])
-def test_unhashable_safetensors_dtype_is_invalid_input(tmp_path, dtype):
-    path = tmp_path / "bad.safetensors"
-    path.write_bytes(_st_file({"a": {**GOOD_ENTRY, "dtype": dtype}}, bytes(8)))
-    with pytest.raises(nnar.InvalidInput):
-        nnar.pack(path)
+def test_unhashable_safetensors_dtype_is_invalid_input(tmp_path):
+    for dtype in (["F32"], {"F32": 1}):
+        path = tmp_path / "bad.safetensors"
+        path.write_bytes(_st_file({"a": {**GOOD_ENTRY, "dtype": dtype}}, bytes(8)))
+        with pytest.raises(nnar.InvalidInput):
+            nnar.pack(path)
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/safetensors.py read(): json.loads on a deeply nested header "
@@ -305,3 +308,15 @@ def test_extension_is_case_insensitive_and_unknown_format_names_refused(tmp_path
         nnar.pack(p, fmt="onnx")
     with pytest.raises(nnar.InvalidInput):
         nnar.unpack(nnar.pack(p), tmp_path / "out.bin")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/safetensors.py _seekable(): the TemporaryFile that spools a "
+                   "non-seekable input is never closed (ResourceWarning; the handle lives until garbage collection)")
+def test_spooling_a_non_seekable_input_leaks_no_file():
+    import gc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        nnar.pack(ShortReads(EXAMPLE.read_bytes(), [4096]), fmt="safetensors")
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
 from . import register
@@ -9,6 +11,7 @@ from .abc import BytesBytesCodec
 from ..errors import CodecDataError
 from ..zstdframe import FrameError, decompress_exact
 
+_LOCAL = threading.local()
 MIN_LEVEL, MAX_LEVEL = -(1 << 17), zstandard.MAX_COMPRESSION_LEVEL
 #: compression-parameter overrides a config may carry (zstd's own names), with their ranges
 PARAMETERS = {
@@ -48,15 +51,24 @@ class Zstd(BytesBytesCodec):
         return {"level": self.level, **self.overrides}
 
     def encode(self, data):
-        # The content size goes in the frame header: the decoder bounds its output with it.
-        # No zstd checksum: the record's body_crc already covers every stored byte.
-        if self.overrides:
-            params = zstandard.ZstdCompressionParameters.from_level(
-                self.level, write_content_size=True, write_checksum=False, **self.overrides)
-            cctx = zstandard.ZstdCompressor(compression_params=params)
-        else:
-            cctx = zstandard.ZstdCompressor(level=self.level, write_content_size=True, write_checksum=False)
-        return cctx.compress(data), {}
+        return self._compressor().compress(data), {}
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        """One compressor per config and thread: building one costs more than compressing a
+        small stream, and a compressor must not be shared between threads."""
+        cache = _LOCAL.__dict__.setdefault("compressors", {})
+        key = tuple(self.get_config().items())
+        if key not in cache:
+            # The content size goes in the frame header: the decoder bounds its output with it.
+            # No zstd checksum: the record's body_crc already covers every stored byte.
+            if self.overrides:
+                params = zstandard.ZstdCompressionParameters.from_level(
+                    self.level, write_content_size=True, write_checksum=False, **self.overrides)
+                cache[key] = zstandard.ZstdCompressor(compression_params=params)
+            else:
+                cache[key] = zstandard.ZstdCompressor(level=self.level, write_content_size=True,
+                                                      write_checksum=False)
+        return cache[key]
 
 
     def decode(self, data, params, max_length):

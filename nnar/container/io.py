@@ -22,6 +22,13 @@ class Source:
     def __init__(self, f, *, seekable: bool | None = None):
         self.f = f
         self.pos = 0
+        # An archive already in memory (bytes, or a BytesIO) is read as views of it, not copies.
+        self.mem: memoryview | None = None
+        if isinstance(f, (bytes, bytearray, memoryview)):
+            self.mem, self.seekable, self.base, self.size = memoryview(f).cast("B"), True, 0, memoryview(f).nbytes
+            return
+        if isinstance(f, io.BytesIO):
+            self.mem = f.getbuffer()[f.tell():]
         if seekable is None:
             try:
                 seekable = f.seekable()
@@ -51,6 +58,9 @@ class Source:
         if self.size is not None and start + n > self.size:
             raise Truncated(f"{what}: expected {n} bytes, found {max(self.size - start, 0)} before the end of the archive",
                             where=f"offset {start}")
+        if self.mem is not None:
+            self.pos += n
+            return np.frombuffer(self.mem[start: start + n], np.uint8)
         # np.empty: no zero-filling of memory that is about to be overwritten
         out = np.empty(n if self.size is not None else min(n, CHUNK), np.uint8)
         got = 0
@@ -70,10 +80,13 @@ class Source:
     def seek(self, pos: int) -> None:
         if not self.seekable:
             raise NnarIOError("random access needs a seekable file; read the stream in order instead")
-        self.f.seek(self.base + pos)
+        if self.mem is None:
+            self.f.seek(self.base + pos)
         self.pos = pos
 
     def at_eof(self) -> bool:
+        if self.mem is not None and self.f is not self.mem and isinstance(self.f, io.BytesIO):
+            self.f.seek(self.base + self.pos)  # leave the BytesIO where a reader of it would
         if self.size is not None:
             return self.pos >= self.size
         b = self.f.read(1)
