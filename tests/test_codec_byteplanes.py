@@ -70,6 +70,7 @@ def test_floats_are_rotated_left_by_one_bit_then_split(pair):
     # float32 1.0 = 0x3F800000 -> rotl 0x7F000000: the whole exponent in the top plane, sign in bit 0
     ("float32", np.float32(1.0), [0x00, 0x00, 0x00, 0x7F]),
     ("float32", np.float32(-1.0), [0x01, 0x00, 0x00, 0x7F]),
+    ("float32", np.float32(-1.5), [0x01, 0x00, 0x80, 0x7F]),  # the example of spec/codecs/byteplanes.md
     # bfloat16 -2.0 = 0xC000 -> rotl 0x8001
     ("bfloat16", np.uint16(0xC000), [0x01, 0x80]),
     ("int32", np.int32(0x01020304), [0x04, 0x03, 0x02, 0x01]),

@@ -206,6 +206,12 @@ def test_skippable_frame_is_not_a_frame_of_data():
         Zstd().decode(skippable + bytes(enc), {}, 100)
 
 
+def test_a_frame_with_a_content_checksum_is_accepted():
+    """spec/codecs/zstd.md: the optional content checksum MAY be present."""
+    data = b"abc" * 100
+    assert bytes(Zstd().decode(frame(data, write_checksum=True), {}, len(data))) == data
+
+
 def test_checksummed_frame_with_a_bad_checksum_is_rejected():
     enc = bytearray(frame(b"abc" * 100, write_checksum=True))
     enc[-1] ^= 0xFF

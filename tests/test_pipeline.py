@@ -356,3 +356,17 @@ def test_check_pipeline_returns_the_spec_at_the_array_bytes_stage():
     aa, (ab, params), spec = P.check_pipeline(SPEC, [stage("test.xor", mask=1), inflate, RAW], LIMITS, "here")
     assert [type(c) for c, _, _ in aa] == [Xor, Inflate] and isinstance(ab, Raw) and params == {}
     assert [s for _, _, s in aa] == [SPEC, SPEC] and spec == TensorSpec("float32", (18,))
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: nnar/codecs/{raw,byteplanes,zstd}.py decode() ignore params; their spec "
+                   "pages say params are {} (no keys) and FORMAT.md §6 makes a params value a page does not allow "
+                   "codec-data, so unexpected params must be refused (e.g. in Codec.decode or pipeline._build_stage)")
+def test_params_a_codec_does_not_define_are_codec_data_error():
+    odd = {"scale": 2}
+    with pytest.raises(nnar.CodecDataError):
+        decode([{**RAW, "params": odd}])
+    with pytest.raises(nnar.CodecDataError):
+        decode([{**PLANES, "params": odd}], segments_of(P.encode(DATA, SPEC, P.Pipeline(array_bytes=BytePlanes()))))
+    enc = Zstd().encode(DATA.tobytes())[0]
+    with pytest.raises(nnar.CodecDataError):
+        decode([RAW], {"data": ([{**ZSTD, "params": odd}], SPEC.nbytes, enc)})
