@@ -76,6 +76,8 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
         else:
             name = formats.detect(src if _is_path(src) else getattr(src, "name", None), fmt, role="input")
             model = formats.module(name).read(stack.enter_context(_input(src)))
+            if model.close:
+                stack.callback(model.close)
         md = dict(model.metadata)
         md.update(metadata or {})
         out = stack.enter_context(_output(dst, force, (src,) if _is_path(src) else ()))

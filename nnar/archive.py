@@ -17,9 +17,10 @@ import numpy as np
 from . import __version__, dtypes, planner
 from . import pipeline as P
 from .codecs.abc import TensorSpec, as_bytes
+from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
 from .container import schema as S
 from .container.records import RecordReader, RecordWriter
-from .errors import DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound
+from .errors import DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound, UnsupportedDtype
 from .limits import DEFAULT_LIMITS, Limits
 
 
@@ -55,8 +56,10 @@ class TensorInfo:
 
     def describe_pipeline(self) -> str:
         """e.g. ``nnar.byteplanes[p0,p1,p2,p3:nnar.zstd]``, with ``(group of N)`` when grouped."""
-        stages = " | ".join(str(s.get("codec")) for s in self.pipeline)
-        segs = ",".join(s["name"] + "".join(f":{c.get('codec')}" for c in s["codecs"]) for s in self.segments)
+        def codec(stage):  # stage records are only checked when decoded; listing must not fail
+            return str(stage.get("codec")) if isinstance(stage, dict) else "?"
+        stages = " | ".join(codec(s) for s in self.pipeline)
+        segs = ",".join(s["name"] + "".join(f":{codec(c)}" for c in s["codecs"]) for s in self.segments)
         return f"{stages}[{segs}]" + (f" (group of {self.group})" if self.group > 1 else "")
 
     def to_json(self) -> dict[str, Any]:
@@ -67,13 +70,15 @@ class TensorInfo:
 
 def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segments) -> list[TensorInfo]:
     """One TensorInfo per member of a record; ``members`` are (name, spec) pairs."""
-    total = spec.nbytes
+    known = spec.dtype in dtypes.DTYPE_NAMES  # an unknown dtype: sizes unknown (reported as 0)
+    total = spec.nbytes if known else 0
     segs = tuple({"name": s.name, "length": memoryview(s.data).nbytes if hasattr(s, "data") else s.length,
                   "raw_length": s.raw_length, "codecs": s.codecs} for s in segments)
     out = []
     for name, mspec in members:
-        share = stored if len(members) == 1 else (stored * mspec.nbytes // total if total else 0)
-        out.append(TensorInfo(name, mspec.dtype, mspec.shape, mspec.nbytes, share, digest, tuple(pipeline), segs,
+        nbytes = mspec.nbytes if known else 0
+        share = stored if len(members) == 1 else (stored * nbytes // total if total else 0)
+        out.append(TensorInfo(name, mspec.dtype, mspec.shape, nbytes, share, digest, tuple(pipeline), segs,
                               len(members)))
     return out
 
@@ -98,6 +103,13 @@ class ArchiveWriter:
         md = dict(metadata or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InvalidInput("metadata: expected a map of strings to strings")
+        for text in (*md.keys(), *md.values()):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(f"metadata: {text!r:.60} is not valid Unicode text (lone surrogate)") from None
+        if not isinstance(level, int) or isinstance(level, bool) or not MIN_LEVEL <= level <= MAX_LEVEL:
+            raise InvalidInput(f"level: expected an integer in [{MIN_LEVEL}, {MAX_LEVEL}], found {level!r}")
         self.level = level
         self.group_small = group_small
         self._rw = RecordWriter(f, S.Meta(__version__, source_format, md))
@@ -112,7 +124,7 @@ class ArchiveWriter:
         With ``pipeline`` (one or several candidates) the tensor gets a record of its own."""
         self._rw._expect_open("write a tensor")
         S.check_name(name, where="write()", error=InvalidInput)
-        if name in self._pending_names:
+        if name in self._pending_names or self._rw.has_name(name):
             raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
         array = np.asarray(array)
         try:
@@ -123,7 +135,11 @@ class ArchiveWriter:
                 raise InvalidInput(f"dtype={dtype!r} does not match the array's {found}; convert the array first "
                                    "(only uint16 bit patterns can be marked bfloat16)")
             name_dt = dtype or found
-            data = dtypes.to_storage(array.view(np.uint16) if name_dt == "bfloat16" else array, name_dt)
+            if found == "bfloat16":  # ml_dtypes' bfloat16: native-endian bits
+                array = array.view(np.uint16)
+            elif name_dt == "bfloat16":  # uint16/int16 of any byte order: keep the bit pattern's value
+                array = array.astype("<u2", copy=False)
+            data = dtypes.to_storage(array, name_dt)
         except NnarError as e:
             raise InvalidInput(f"tensor {name!r}: {e.message}") from None
         small = self.group_small and pipeline is None and data.nbytes <= GROUP_TENSOR_MAX_BYTES
@@ -131,7 +147,8 @@ class ArchiveWriter:
                               or self._pending_bytes + data.nbytes > GROUP_MAX_BYTES):
             self._flush()
         if small:
-            self._pending.append((name, data))
+            # held until its group is written: a copy, so the caller may reuse its array meanwhile
+            self._pending.append((name, data.copy()))
             self._pending_names.add(name)
             self._pending_dtype = name_dt
             return
@@ -184,6 +201,9 @@ class ArchiveWriter:
 def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: bool) -> np.ndarray:
     """The record's whole array, checked against its digest when ``verify``."""
     where = f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
+    if rec.spec.dtype not in dtypes.DTYPE_NAMES:
+        raise UnsupportedDtype(f"unsupported dtype: expected one of {', '.join(dtypes.DTYPE_NAMES)}, found "
+                               f"{rec.spec.dtype!r} (a newer nnar wrote it)", where=where)
     array = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict)
     if reader.src.mem is not None and np.may_share_memory(array, np.frombuffer(reader.src.mem, np.uint8)):
         array = array.copy()  # a raw tensor read in place: never hand out a view of the caller's buffer
@@ -209,7 +229,7 @@ class Archive:
     record and checks its SHA-256 digest.
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, source: str | os.PathLike | BinaryIO | bytes, limits: Limits = DEFAULT_LIMITS):
         if isinstance(source, (str, os.PathLike)):
             try:
                 self._f = open(source, "rb")
@@ -217,8 +237,10 @@ class Archive:
                 raise NnarIOError(f"cannot open {os.fspath(source)!r}: {e.strerror}") from e
             self._owns = True
             self.path = os.fspath(source)
-        else:
-            self._f, self._owns, self.path = source, False, getattr(source, "name", None)
+        else:  # a binary file, or the archive's bytes
+            self._f, self._owns = source, False
+            name = getattr(source, "name", None)
+            self.path = name if isinstance(name, (str, os.PathLike)) else None
         try:
             self._reader = RecordReader(self._f, limits)
             self._entries = {n: e for e in self._reader.tensor_entries() for n in e.names}

@@ -149,6 +149,16 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _level(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 22, found {text!r}") from None
+    if not 1 <= value <= 22:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 22, found {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # usage errors: one line, exit 2
         self.print_usage(sys.stderr)
@@ -174,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("input", help="model file, or - for stdin")
     sp.add_argument("-o", "--output", required=True, help=".nnar file to write, or - for stdout")
     sp.add_argument("--from", dest="from_", choices=["npz", "safetensors"], help="input format (default: by extension)")
-    sp.add_argument("--level", type=int, default=planner.DEFAULT_LEVEL,
+    sp.add_argument("--level", type=_level, default=planner.DEFAULT_LEVEL,
                     help=f"zstd effort, 1-22 (default {planner.DEFAULT_LEVEL}); higher is smaller and slower")
     sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="add archive metadata")
     sp.add_argument("-f", "--force", action="store_true", help="replace an existing output")
@@ -212,12 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except NnarError as e:
+        if isinstance(e.__cause__, BrokenPipeError):  # whoever read our stdout went away: not ours to report
+            return _broken_pipe()
         print(f"nnar: error[{e.code}]: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nnar: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # the reader of our stdout went away; nothing to report
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    # stdout's reader is gone (``nnar ... -o - | head``): say nothing, and keep Python from
+    # complaining when it flushes stdout at exit
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1

@@ -134,6 +134,9 @@ def _build_stage(record: object, where: str, strict: bool) -> tuple[Codec, Mappi
         codec = cls.from_config(record["config"])
     except CodecDataError as e:
         raise CodecDataError(e.message, where=where) from None
+    unknown = set(record["params"]) - cls.param_keys
+    if unknown and strict:
+        raise CodecDataError(f"{cls.codec_id}: params it does not define: {sorted(map(str, unknown))}", where=where)
     return codec, record["params"]
 
 

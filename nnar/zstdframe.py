@@ -56,7 +56,13 @@ def decompress_exact(data, max_length: int) -> bytes:
         raise FrameError(f"expected exactly one zstd frame of {len(data)} bytes, found a frame of {length} bytes"
                          + (" and bytes after it" if length < len(data) else ""))
     try:
-        out = zstandard.ZstdDecompressor().decompress(data)  # one per call: not thread-safe
+        if size == 0:  # one-shot returns b"" for these without decoding the blocks: decode them
+            dobj = zstandard.ZstdDecompressor().decompressobj()
+            out = dobj.decompress(data)
+            if not dobj.eof:
+                raise FrameError("zstd frame declaring 0 bytes does not end")
+        else:
+            out = zstandard.ZstdDecompressor().decompress(data)  # one per call: not thread-safe
     except zstandard.ZstdError as e:
         raise FrameError(f"corrupt zstd frame: {e}") from e
     if len(out) != size:

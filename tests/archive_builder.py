@@ -46,14 +46,15 @@ def compress_descriptor(raw: bytes, **kw) -> bytes:
 
 
 def record(rtype: bytes, descriptor: Any = None, body: bytes = b"", *, flags: int = 1, reserved: int = 0,
-           raw_descriptor: bytes | None = None, compress: bool = False) -> bytes:
+           raw_descriptor: bytes | None = None, compress: bool = False, crc_prefix: bytes = b"") -> bytes:
     """frame | descriptor | body with both CRCs right (§4.1); ``compress`` stores the descriptor
-    zstd-compressed and sets ``descriptor_zstd``."""
+    zstd-compressed and sets ``descriptor_zstd``; ``crc_prefix`` is the preamble for the first
+    record, whose header CRC covers it."""
     desc = raw_descriptor if raw_descriptor is not None else msgpack.packb(descriptor, use_bin_type=True)
     if compress:
         desc, flags = compress_descriptor(desc), flags | DESCRIPTOR_ZSTD
     head = struct.pack("<4sIQIII", rtype, flags, len(body), len(desc), zlib.crc32(body), reserved)
-    return head + struct.pack("<I", zlib.crc32(desc, zlib.crc32(head))) + desc + body
+    return head + struct.pack("<I", zlib.crc32(desc, zlib.crc32(head, zlib.crc32(crc_prefix)))) + desc + body
 
 
 def frame_only(rtype: bytes, descriptor: Any, body_length: int, *, body_crc: int = 0, flags: int = 1) -> bytes:
@@ -134,7 +135,7 @@ class Builder:
 
     def build(self, *, index: list | None = None, trailer_patch: Callable[[int, int], bytes] | None = None) -> bytes:
         out = bytearray(preamble(minor=self.minor))
-        out += record(b"META", self.meta)
+        out += record(b"META", self.meta, crc_prefix=bytes(out))
         entries = []
         for rtype, names, make in self.records:
             rec = make(len(out))

@@ -151,16 +151,12 @@ def test_a_file_object_without_a_name_needs_a_format(model):
         nnar.unpack(nnar.pack({"x": np.ones(1)}), io.BytesIO())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/api.py pack/unpack pass a file object's `name` to formats.detect, "
-                   "which calls os.fspath on it; a file opened from a descriptor has an int name -> TypeError")
 def test_a_file_opened_from_a_descriptor(model):
     with open(os.open(model, os.O_RDONLY), "rb") as f:
         with pytest.raises(nnar.InvalidInput):  # no name to tell the format by
             nnar.pack(f)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/archive.py ArchiveWriter.__init__ (and nnar.pack) do not check "
-                   "`level`; a bad one fails later, inside nnar.zstd, as CodecDataError, a corrupt-archive error")
 def test_a_bad_level_is_invalid_input(small_model):
     for level in (99, -(1 << 20), "3", 2.5):
         with pytest.raises(nnar.InvalidInput):

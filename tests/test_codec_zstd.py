@@ -229,8 +229,6 @@ def test_content_size_that_lies_is_rejected():
             Zstd().decode(bytes(enc), {}, 1000)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/codecs/zstd.py Zstd.decode: python-zstandard's decompress() "
-                                       "returns b'' for a frame declaring content size 0 without decoding its blocks")
 def test_content_size_zero_that_lies_is_rejected():
     enc = bytearray(frame(b"0123456789" * 10))
     enc[5] = 0

@@ -160,8 +160,6 @@ def test_ml_dtypes_bfloat16_is_taken_as_bfloat16_bits():
     assert np.array_equal(nnar.dtypes.bfloat16_to_float32(out), vals.astype(np.float32), equal_nan=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/archive.py ArchiveWriter.write does array.view(np.uint16) for "
-                   "dtype='bfloat16', which on big-endian uint16 bit patterns swaps their bytes: wrong data, silently")
 def test_big_endian_bfloat16_bit_patterns_are_accepted():
     bits = np.array([0x3F80, 0xC020, 0x7FC1], dtype=">u2")
     buf = io.BytesIO()
@@ -200,8 +198,6 @@ def test_metadata_must_map_strings_to_strings(md):
         nnar.pack({"x": np.ones(2)}, metadata=md)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/archive.py ArchiveWriter.__init__ accepts metadata strings with "
-                   "lone surrogates; msgpack then raises UnicodeEncodeError, not InvalidInput")
 def test_metadata_with_a_lone_surrogate_is_invalid_input():
     with pytest.raises(nnar.InvalidInput):
         nnar.ArchiveWriter(io.BytesIO(), metadata={"k": "\ud800"})
@@ -368,9 +364,6 @@ def test_tensors_read_from_a_group_do_not_share_memory():
         assert not np.shares_memory(x, y)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/archive.py ArchiveWriter.write keeps a reference to a small "
-                   "tensor's array until its group is flushed (to_storage does not copy), so changing the array after "
-                   "write() changes what is stored, silently (digest computed at flush)")
 def test_changing_an_array_after_write_does_not_change_the_archive():
     x = np.zeros(10, np.float32)
     buf = io.BytesIO()
@@ -382,9 +375,6 @@ def test_changing_an_array_after_write_does_not_change_the_archive():
     assert out["a"].tolist() == [0.0] * 10 and out["b"].tolist() == [1.0] * 10
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/archive.py ArchiveWriter.write checks duplicates only against "
-                   "the pending group, so a name already flushed to a record is refused later, by close(), which "
-                   "then loses the whole pending group")
 def test_a_duplicate_of_a_flushed_name_is_refused_by_that_write():
     buf = io.BytesIO()
     with nnar.ArchiveWriter(buf) as w:

@@ -61,8 +61,6 @@ def test_npz_round_trip_through_files(tensors, compressed):
             H.assert_same_tensor(arr, tensors[name])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/npz.py write(): np.ascontiguousarray() returns at least "
-                   "1-d, so every 0-d tensor comes back from a .npz with shape (1,)")
 def test_npz_keeps_zero_d_tensors_zero_d(tmp_path):
     nnar.unpack(nnar.pack({"s": np.array(2.5, np.float32)}), tmp_path / "o.npz")
     with np.load(tmp_path / "o.npz") as back:
@@ -130,8 +128,6 @@ def test_malformed_npz_is_invalid_input(tmp_path, make):
         nnar.pack(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/npz.py read() hands a non-seekable stream to np.load, "
-                   "which needs seek, so `nnar pack - --from npz` from a pipe always fails (safetensors.py spools it)")
 def test_npz_from_a_non_seekable_stream():
     src = io.BytesIO()
     np.savez(src, a=np.arange(4))
@@ -260,8 +256,6 @@ def test_unsupported_safetensors_dtype(tmp_path, dtype):
         nnar.pack(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/safetensors.py read(): `st_dtype not in _TO_NNAR` with an "
-                   "unhashable JSON dtype (a list or an object) raises TypeError, not InvalidInput")
 def test_unhashable_safetensors_dtype_is_invalid_input(tmp_path):
     for dtype in (["F32"], {"F32": 1}):
         path = tmp_path / "bad.safetensors"
@@ -270,8 +264,6 @@ def test_unhashable_safetensors_dtype_is_invalid_input(tmp_path):
             nnar.pack(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/safetensors.py read(): json.loads on a deeply nested header "
-                   "raises RecursionError, which is not translated to InvalidInput")
 def test_deeply_nested_safetensors_header_is_invalid_input(tmp_path):
     path = tmp_path / "deep.safetensors"
     path.write_bytes(_st_file(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"))
@@ -279,9 +271,6 @@ def test_deeply_nested_safetensors_header_is_invalid_input(tmp_path):
         nnar.pack(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/safetensors.py _header(): a tensor named '__metadata__' "
-                   "overwrites the metadata key, so unpack writes a file neither safetensors nor nnar can read; it "
-                   "should refuse that name (InvalidInput)")
 def test_a_tensor_named_like_the_metadata_key_is_refused_for_safetensors(tmp_path):
     arc = nnar.pack({"__metadata__": np.zeros(2, np.float32)}, metadata={"k": "v"})
     with pytest.raises(nnar.InvalidInput):
@@ -310,8 +299,6 @@ def test_extension_is_case_insensitive_and_unknown_format_names_refused(tmp_path
         nnar.unpack(nnar.pack(p), tmp_path / "out.bin")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/formats/safetensors.py _seekable(): the TemporaryFile that spools a "
-                   "non-seekable input is never closed (ResourceWarning; the handle lives until garbage collection)")
 def test_spooling_a_non_seekable_input_leaks_no_file():
     import gc
 

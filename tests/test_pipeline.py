@@ -30,6 +30,7 @@ ZSTD = {"codec": "nnar.zstd", "config": {"level": 3}, "params": {}}
 
 
 class Xor(ArrayArrayCodec):
+    param_keys = frozenset({"masked"})
     """Lossless: XOR every element's bits with ``mask``."""
 
     codec_id = "test.xor"
@@ -57,6 +58,7 @@ class Inflate(ArrayArrayCodec):
     """Claims its output is ``factor`` times longer: for the intermediate-size limit."""
 
     codec_id = "test.inflate"
+    param_keys = frozenset({"factor"})
 
     def encoded_spec(self, spec, params):
         return TensorSpec(spec.dtype, (spec.size * params["factor"],))
@@ -358,9 +360,6 @@ def test_check_pipeline_returns_the_spec_at_the_array_bytes_stage():
     assert [s for _, _, s in aa] == [SPEC, SPEC] and spec == TensorSpec("float32", (18,))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnar/codecs/{raw,byteplanes,zstd}.py decode() ignore params; their spec "
-                   "pages say params are {} (no keys) and FORMAT.md §6 makes a params value a page does not allow "
-                   "codec-data, so unexpected params must be refused (e.g. in Codec.decode or pipeline._build_stage)")
 def test_params_a_codec_does_not_define_are_codec_data_error():
     odd = {"scale": 2}
     with pytest.raises(nnar.CodecDataError):

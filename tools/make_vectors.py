@@ -67,7 +67,8 @@ class Builder:
             pos = seg_start + len(data)
         body += body_suffix
         head = struct.pack("<4sIQIII", rtype, flags, len(body), len(raw_desc), F.crc32(body), reserved)
-        self.buf += head + struct.pack("<I", F.crc32(raw_desc, F.crc32(head))) + raw_desc + body
+        prefix = bytes(self.buf[: C.PREAMBLE_SIZE]) if start == C.PREAMBLE_SIZE else b""  # first record
+        self.buf += head + struct.pack("<I", F.crc32(raw_desc, F.crc32(head, F.crc32(prefix)))) + raw_desc + body
         if rtype == C.RECORD_META:
             self.meta_end = len(self.buf)
         elif index:
@@ -280,6 +281,8 @@ def invalid_vectors():
     add("empty-file", b"", "truncated", "zero bytes")
     add("major-2", patch(good, 8, struct.pack("<H", 2)), "unsupported-version", "format_major 2")
     add("archive-flags", patch(good, 12, struct.pack("<I", 1)), "reserved-nonzero", "archive_flags bit 0 set")
+    add("minor-flipped", patch(good, 10, struct.pack("<H", 1)), "checksum",
+        "format_minor changed: META's header CRC covers the preamble")
     add("record-flags-reserved", fix_header_crc(patch(good, w_off + 4, struct.pack("<I", 5)), w_off),
         "reserved-nonzero", "record_flags bit 2 set (header CRC fixed)")
     add("frame-reserved", fix_header_crc(patch(good, w_off + 24, struct.pack("<I", 9)), w_off),
@@ -441,8 +444,7 @@ def invalid_vectors():
     b = base()
     bomb = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(100 << 20))
     b.record(C.RECORD_TENSOR, bomb, flags=C.RECORD_FLAG_MUST_UNDERSTAND | C.RECORD_FLAG_DESCRIPTOR_ZSTD, names=["x"])
-    add("descriptor-zstd-bomb", b.finish(), "bad-descriptor", "compressed descriptor declares 100 MiB",
-        random_code="bad-descriptor")
+    add("descriptor-zstd-bomb", b.finish(), "limit-exceeded", "compressed descriptor declares 100 MiB")
 
     b = base()
     b.record(C.RECORD_TENSOR, msgpack.packb({"tensors": [["x", [1]]]}),

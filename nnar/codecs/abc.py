@@ -61,6 +61,8 @@ class Codec:
     codec_id: ClassVar[str]
     kind: ClassVar[str]  # "array-array" | "array-bytes" | "bytes-bytes"
     lossless: ClassVar[bool] = True
+    #: the params keys this codec's encoder writes; stored params with other keys are corrupt
+    param_keys: ClassVar[frozenset[str]] = frozenset()
 
     def get_config(self) -> dict[str, Any]:
         return {}

@@ -13,7 +13,8 @@ import zstandard
 from .. import constants as C
 from ..zstdframe import FrameError, decompress_exact
 from ..errors import (
-    BadDescriptor, BadLayout, BadMagic, ChecksumMismatch, ReservedNonZero, Truncated, UnsupportedVersion,
+    BadDescriptor, BadLayout, BadMagic, ChecksumMismatch, LimitExceeded, ReservedNonZero, Truncated,
+    UnsupportedVersion,
 )
 
 _PREAMBLE = struct.Struct("<8sHHI")  # magic, format_major, format_minor, archive_flags
@@ -92,17 +93,19 @@ class Frame:
     def type_name(self) -> str:
         return self.record_type.decode("latin-1")
 
-    def check_header_crc(self, descriptor: bytes) -> None:
-        found = crc32(descriptor, crc32(self.raw[:28]))
+    def check_header_crc(self, descriptor: bytes, prefix: bytes = b"") -> None:
+        """``prefix``: the preamble, for the META record (its CRC covers the preamble too)."""
+        found = crc32(descriptor, crc32(self.raw[:28], crc32(prefix)))
         if found != self.header_crc:
             raise ChecksumMismatch(
                 f"{self.type_name()} record header: expected CRC-32 {self.header_crc:#010x}, computed {found:#010x}",
                 where=f"offset {self.offset}")
 
 
-def pack_frame(record_type: bytes, descriptor: bytes, body_length: int, body_crc: int, flags: int) -> bytes:
+def pack_frame(record_type: bytes, descriptor: bytes, body_length: int, body_crc: int, flags: int,
+               crc_prefix: bytes = b"") -> bytes:
     head = _FRAME.pack(record_type, flags, body_length, len(descriptor), body_crc, 0, 0)[:28]
-    return head + struct.pack("<I", crc32(descriptor, crc32(head)))
+    return head + struct.pack("<I", crc32(descriptor, crc32(head, crc32(crc_prefix))))
 
 
 def parse_frame(data: bytes, offset: int) -> Frame:
@@ -166,6 +169,13 @@ def encode_descriptor(obj: dict) -> tuple[bytes, int]:
 def decode_descriptor(stored: bytes, flags: int, max_bytes: int, where: str) -> dict:
     if flags & C.RECORD_FLAG_DESCRIPTOR_ZSTD:
         try:
+            size = zstandard.frame_content_size(stored) if len(stored) >= 6 else -1
+        except zstandard.ZstdError:
+            size = -1
+        if size > max_bytes:
+            raise LimitExceeded(f"compressed descriptor declares {size} bytes: expected at most {max_bytes} "
+                                "(max_descriptor_bytes)", where=where)
+        try:
             stored = decompress_exact(stored, max_bytes)
         except FrameError as e:
             raise BadDescriptor(f"compressed descriptor: {e}", where=where) from None
@@ -193,4 +203,21 @@ def unpack_descriptor(data: bytes, where: str) -> dict:
                             where=where) from e
     if not isinstance(obj, dict):
         raise BadDescriptor(f"descriptor: expected a msgpack map, found {type(obj).__name__}", where=where)
+    if _has_timestamp(obj):
+        raise BadDescriptor("descriptor: msgpack extension types are not allowed, found a timestamp (type -1)",
+                            where=where)
     return obj
+
+
+def _has_timestamp(obj) -> bool:
+    """msgpack decodes its timestamp extension itself, without ext_hook; look for one."""
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, msgpack.Timestamp):
+            return True
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False

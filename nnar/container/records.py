@@ -33,9 +33,14 @@ class RecordWriter:
         self._entries: list[S.IndexEntry] = []
         self._names: set[str] = set()
         self.state = "open"
-        self._write(F.pack_preamble())
-        self._write_record(C.RECORD_META, S.meta_descriptor(meta), [])
+        preamble = F.pack_preamble()
+        self._write(preamble)
+        # META's header CRC covers the preamble too: no byte of an archive is left unchecked
+        self._write_record(C.RECORD_META, S.meta_descriptor(meta), [], crc_prefix=preamble)
         self.first_offset = self._pos
+
+    def has_name(self, name: str) -> bool:
+        return name in self._names
 
     @property
     def entries(self) -> list[S.IndexEntry]:
@@ -49,7 +54,7 @@ class RecordWriter:
             raise NnarIOError(f"write failed: {e.strerror or e}", where=f"offset {self._pos}") from e
         self._pos += memoryview(data).nbytes
 
-    def _write_record(self, rtype: bytes, descriptor: dict, segments: list) -> tuple[int, int]:
+    def _write_record(self, rtype: bytes, descriptor: dict, segments: list, crc_prefix: bytes = b"") -> tuple[int, int]:
         desc, desc_flag = F.encode_descriptor(descriptor)
         start = self._pos
         body_start = start + C.FRAME_SIZE + len(desc)
@@ -64,7 +69,8 @@ class RecordWriter:
             pieces.append(seg.data)
             crc = F.crc32(seg.data, crc)
             pos = seg_start + memoryview(seg.data).nbytes
-        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, C.RECORD_FLAG_MUST_UNDERSTAND | desc_flag))
+        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, C.RECORD_FLAG_MUST_UNDERSTAND | desc_flag,
+                                 crc_prefix))
         self._write(desc)
         for p in pieces:
             self._write(p)
@@ -103,10 +109,11 @@ class RecordReader:
     def __init__(self, f, limits: Limits = DEFAULT_LIMITS):
         self.limits = limits
         self.src = Source(f)
-        self.minor = F.parse_preamble(self.src.read_exact(C.PREAMBLE_SIZE, "preamble"))
+        preamble = bytes(self.src.read_exact(C.PREAMBLE_SIZE, "preamble"))
+        self.minor = F.parse_preamble(preamble)
         # An archive of a minor version we know must hold nothing we do not know.
         self.strict = self.minor <= C.FORMAT_MINOR
-        frame, desc = self._read_head("META record")
+        frame, desc = self._read_head("META record", crc_prefix=preamble)
         if frame.record_type != C.RECORD_META:
             raise BadLayout(f"first record: expected META, found {frame.type_name()!r}", where=f"offset {frame.offset}")
         if frame.body_length:
@@ -117,7 +124,7 @@ class RecordReader:
 
     # -- pieces ------------------------------------------------------------------------------
 
-    def _read_head(self, what: str) -> tuple[F.Frame, dict]:
+    def _read_head(self, what: str, crc_prefix: bytes = b"") -> tuple[F.Frame, dict]:
         offset = self.src.pos
         frame = F.parse_frame(self.src.read_exact(C.FRAME_SIZE, f"{what} frame"), offset)
         self.limits.check("descriptor_length", frame.descriptor_length, "max_descriptor_bytes", f"offset {offset + 16}")
@@ -128,7 +135,7 @@ class RecordReader:
             raise LimitExceeded(f"body_length: expected at most {self.limits.max_tensor_bytes + slack} "
                                 f"(max_tensor_bytes + padding), found {frame.body_length}", where=f"offset {offset + 8}")
         raw = bytes(self.src.read_exact(frame.descriptor_length, f"{frame.type_name()!r} descriptor"))
-        frame.check_header_crc(raw)
+        frame.check_header_crc(raw, crc_prefix)
         return frame, F.decode_descriptor(raw, frame.record_flags, self.limits.max_descriptor_bytes,
                                           f"{frame.type_name()} record at offset {offset}")
 

@@ -15,7 +15,7 @@ from typing import Any
 from .. import constants as C
 from .. import dtypes
 from ..codecs.abc import TensorSpec
-from ..errors import BadDescriptor, BadLayout, UnsupportedDtype
+from ..errors import BadDescriptor, BadLayout
 from ..limits import Limits
 from .framing import segment_start
 
@@ -147,10 +147,9 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
     """Check a TENS descriptor and lay out its segments from ``body_offset``."""
     _keys(d, TENSOR_KEYS, "TENS descriptor", where, strict)
     dtype = _str(d["dtype"], "dtype", where)
-    try:
-        dtypes.storage_dtype(dtype)
-    except UnsupportedDtype as e:
-        raise UnsupportedDtype(e.message, where=where) from None
+    # An unknown dtype (from a newer nnar) fails when the record is decoded, not here, so the
+    # rest of the archive can still be listed (FORMAT.md §10); sizes are then unknown too.
+    known = dtype in dtypes.DTYPE_NAMES
     tensors = d["tensors"]
     if not isinstance(tensors, list) or not tensors:
         raise BadDescriptor(f"tensors: expected a non-empty list, found {tensors!r:.80}", where=where)
@@ -167,11 +166,13 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
             raise BadDescriptor(f"tensor {name!r} shape: expected a list, found {type(shape).__name__}", where=where)
         limits.check(f"tensor {name!r} rank", len(shape), "max_rank", where)
         spec = TensorSpec(dtype, tuple(_int(s, f"tensor {name!r} shape dimension", where) for s in shape))
-        limits.check(f"tensor {name!r} bytes", spec.nbytes, "max_tensor_bytes", where)
+        if known:
+            limits.check(f"tensor {name!r} bytes", spec.nbytes, "max_tensor_bytes", where)
         members.append(Member(name, spec, start))
         start += spec.size
     spec = record_spec(dtype, [m.spec.shape for m in members])
-    limits.check("record array bytes", spec.nbytes, "max_tensor_bytes", where)
+    if known:
+        limits.check("record array bytes", spec.nbytes, "max_tensor_bytes", where)
     digest = d["digest"]
     if not isinstance(digest, bytes) or len(digest) != C.DIGEST_SIZE:
         raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {digest!r:.80}", where=where)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import shutil
+import tempfile
 from typing import Callable, Iterator
 
 import numpy as np
@@ -29,6 +31,21 @@ class Model:
     metadata: dict[str, str]
     tensors: Callable[[], Iterator[tuple[str, np.ndarray, str]]]  # (name, array, spec dtype name)
     count: int | None = None
+    close: Callable[[], None] | None = None  # releases what reading needed (a spooled copy of a pipe)
+
+
+def seekable(f):
+    """``(file, spool)``: ``f`` itself if it can seek, else a temporary copy of it (``spool``,
+    to be closed by the caller)."""
+    try:
+        if f.seekable():
+            return f, None
+    except (AttributeError, ValueError, OSError):
+        pass
+    spool = tempfile.TemporaryFile()
+    shutil.copyfileobj(f, spool, 1 << 20)
+    spool.seek(0)
+    return spool, spool
 
 
 def detect(path: str | os.PathLike | None, override: str | None, *, role: str) -> str:
@@ -36,6 +53,7 @@ def detect(path: str | os.PathLike | None, override: str | None, *, role: str) -
         if override not in FORMATS:
             raise InvalidInput(f"format {override!r}: expected one of {', '.join(FORMATS)}")
         return override
+    path = path if isinstance(path, (str, os.PathLike)) else None  # a file from a descriptor has an int name
     ext = os.path.splitext(os.fspath(path or ""))[1].lower()
     if ext not in EXTENSIONS:
         raise InvalidInput(f"{role} {os.fspath(path or '-')!r}: cannot tell the format from the extension {ext or '(none)'!r}; "

@@ -10,10 +10,11 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import InvalidInput, NnarError
-from . import Model
+from . import Model, seekable
 
 
 def read(f) -> Model:
+    f, spool = seekable(f)  # a ZIP is read from its end: a pipe is spooled first
     try:
         npz = np.load(f, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
@@ -33,7 +34,7 @@ def read(f) -> Model:
                 raise InvalidInput(f"input tensor {name!r}: {e.message}") from None
             yield name, arr, dt
 
-    return Model("npz", {}, tensors, len(npz.files))
+    return Model("npz", {}, tensors, len(npz.files), close=spool.close if spool else None)
 
 
 def write(f, tensors, metadata, layout=None) -> None:
@@ -45,4 +46,4 @@ def write(f, tensors, metadata, layout=None) -> None:
                 warnings.warn(f"{name}: .npz has no bfloat16; written as float32 (every value exact)", stacklevel=3)
                 arr = dtypes.bfloat16_to_float32(arr)
             with zf.open(name + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                np.lib.format.write_array(member, np.require(arr, requirements="C"), allow_pickle=False)

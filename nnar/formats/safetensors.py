@@ -18,7 +18,7 @@ import numpy as np
 from .. import dtypes
 from ..codecs.abc import as_bytes
 from ..errors import InvalidInput, UnsupportedDtype
-from . import Model
+from . import Model, seekable
 
 MAX_HEADER = 100 << 20  # safetensors' own limit
 _TO_NNAR = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
@@ -27,20 +27,8 @@ _TO_NNAR = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16":
 _FROM_NNAR = {v: k for k, v in _TO_NNAR.items()}
 
 
-def _seekable(f):
-    try:
-        if f.seekable():
-            return f
-    except (AttributeError, ValueError, OSError):
-        pass
-    spool = tempfile.TemporaryFile()
-    shutil.copyfileobj(f, spool, 1 << 20)
-    spool.seek(0)
-    return spool
-
-
 def read(f) -> Model:
-    f = _seekable(f)
+    f, spool = seekable(f)
     base = f.tell()
     size = f.seek(0, 2) - base
     f.seek(base)
@@ -52,8 +40,8 @@ def read(f) -> Model:
         raise InvalidInput(f"safetensors: header length {n}: expected at most {min(MAX_HEADER, size - 8)}")
     try:
         header = json.loads(f.read(n))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise InvalidInput(f"safetensors: header is not valid JSON ({e})") from e
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise InvalidInput(f"safetensors: header is not valid JSON ({type(e).__name__}: {str(e)[:100]})") from None
     if not isinstance(header, dict):
         raise InvalidInput("safetensors: expected a JSON object header")
     metadata = header.pop("__metadata__", None) or {}
@@ -69,6 +57,8 @@ def read(f) -> Model:
             ok = False
         if not ok:
             raise InvalidInput(f"safetensors tensor {name!r}: expected dtype, shape and data_offsets, found {e!r:.200}")
+        if not isinstance(st_dtype, str):
+            raise InvalidInput(f"safetensors tensor {name!r}: dtype: expected a string, found {st_dtype!r:.60}")
         if st_dtype not in _TO_NNAR:
             raise UnsupportedDtype(f"safetensors tensor {name!r}: dtype {st_dtype!r} is not supported; expected one of "
                                    f"{', '.join(_TO_NNAR)}")
@@ -87,7 +77,7 @@ def read(f) -> Model:
                 raise InvalidInput(f"safetensors tensor {name!r}: file ended inside its data")
             yield name, np.frombuffer(buf, dtype=dtypes.storage_dtype(dt)).reshape(shape), dt
 
-    return Model("safetensors", metadata, tensors, len(entries))
+    return Model("safetensors", metadata, tensors, len(entries), close=spool.close if spool else None)
 
 
 def _header(layout, metadata) -> bytes:
@@ -95,6 +85,8 @@ def _header(layout, metadata) -> bytes:
     if metadata:
         header["__metadata__"] = dict(metadata)
     for name, dt, shape in layout:
+        if name == "__metadata__":
+            raise InvalidInput("tensor name '__metadata__' cannot be written to safetensors: the format reserves it")
         nbytes = math.prod(shape) * dtypes.itemsize(dt)
         header[name] = {"dtype": _FROM_NNAR[dt], "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
         pos += nbytes
