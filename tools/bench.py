@@ -65,15 +65,17 @@ def weight_sets(only: str | None):
     return out
 
 
-def stft_bases(n_fft: int = 512, hops: int = 8) -> dict[str, np.ndarray]:
-    """Fixed STFT bases like those audio models export as constants: windowed cos/sin tables,
-    full of repeated values (symmetry), repeated for a few filter banks."""
-    n = np.arange(n_fft)
-    k = np.arange(n_fft // 2 + 1)[:, None]
-    window = np.hanning(n_fft).astype(np.float32)
-    real = (np.cos(2 * np.pi * k * n / n_fft) * window).astype(np.float32)
-    imag = (-np.sin(2 * np.pi * k * n / n_fft) * window).astype(np.float32)
-    return {f"stft{i}.{part}": arr.copy() for i in range(hops) for part, arr in (("real", real), ("imag", imag))}
+def stft_bases(sizes=(256, 512, 1024, 2048)) -> dict[str, np.ndarray]:
+    """Fixed STFT bases like those audio front ends export as constants: windowed cos/sin
+    tables for a few FFT sizes, full of repeated values (symmetries), each table distinct."""
+    out = {}
+    for n_fft in sizes:
+        n = np.arange(n_fft)
+        k = np.arange(n_fft // 2 + 1)[:, None]
+        window = np.hanning(n_fft)
+        out[f"stft{n_fft}.real"] = (np.cos(2 * np.pi * k * n / n_fft) * window).astype(np.float32)
+        out[f"stft{n_fft}.imag"] = (-np.sin(2 * np.pi * k * n / n_fft) * window).astype(np.float32)
+    return out
 
 
 # -- methods: each returns (compressed size, pack seconds, unpack seconds, exact round trip) -------
