@@ -8,6 +8,7 @@ is damaged.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -65,9 +66,7 @@ def _human(n: float) -> str:
 
 
 def _limits(args) -> Limits:
-    changes = {k: v for k, v in (("max_tensor_bytes", args.max_tensor_bytes),
-                                 ("max_descriptor_bytes", args.max_descriptor_bytes),
-                                 ("max_tensors", args.max_tensors)) if v is not None}
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Limits) if getattr(args, f.name) is not None}
     return DEFAULT_LIMITS.replace(**changes) if changes else DEFAULT_LIMITS
 
 
@@ -149,6 +148,16 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
+    return value
+
+
 def _level(text: str) -> int:
     try:
         value = int(text)
@@ -173,11 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def limits_args(sp):
-        g = sp.add_argument_group("limits for untrusted archives")
-        g.add_argument("--max-tensor-bytes", type=int, metavar="N", help=f"default {DEFAULT_LIMITS.max_tensor_bytes}")
-        g.add_argument("--max-descriptor-bytes", type=int, metavar="N",
-                       help=f"default {DEFAULT_LIMITS.max_descriptor_bytes}")
-        g.add_argument("--max-tensors", type=int, metavar="N", help=f"default {DEFAULT_LIMITS.max_tensors}")
+        g = sp.add_argument_group("limits for untrusted archives (spec/FORMAT.md §9); raise them for huge models")
+        for f in dataclasses.fields(Limits):  # one flag per limit, so the two never drift apart
+            g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_positive, metavar="N",
+                           help=f"default {getattr(DEFAULT_LIMITS, f.name)}")
 
     sp = sub.add_parser("pack", help="model file -> .nnar archive",
                         description="Pack a .npz or .safetensors model into an .nnar archive (lossless).")
