@@ -68,12 +68,11 @@ class TensorInfo:
                 "pipeline": self.describe_pipeline(), "group": self.group}
 
 
-def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segments) -> list[TensorInfo]:
+def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segs: tuple[dict, ...]
+           ) -> list[TensorInfo]:
     """One TensorInfo per member of a record; ``members`` are (name, spec) pairs."""
     known = spec.dtype in dtypes.DTYPE_NAMES  # an unknown dtype: sizes unknown (reported as 0)
     total = spec.nbytes if known else 0
-    segs = tuple({"name": s.name, "length": memoryview(s.data).nbytes if hasattr(s, "data") else s.length,
-                  "raw_length": s.raw_length, "codecs": s.codecs} for s in segments)
     out = []
     for name, mspec in members:
         nbytes = mspec.nbytes if known else 0
@@ -83,9 +82,13 @@ def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segm
     return out
 
 
+def _segment_info(name: str, length: int, raw_length: int, codecs: list) -> dict:
+    return {"name": name, "length": length, "raw_length": raw_length, "codecs": codecs}
+
+
 def _record_infos(rec: S.TensorRecord) -> list[TensorInfo]:
-    return _infos([(m.name, m.spec) for m in rec.members], rec.spec, rec.stored_bytes, rec.digest, rec.pipeline,
-                  rec.segments)
+    segs = tuple(_segment_info(s.name, s.length, s.raw_length, s.codecs) for s in rec.segments)
+    return _infos([(m.name, m.spec) for m in rec.members], rec.spec, rec.stored_bytes, rec.digest, rec.pipeline, segs)
 
 
 class ArchiveWriter:
@@ -122,7 +125,7 @@ class ArchiveWriter:
         """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits.
 
         With ``pipeline`` (one or several candidates) the tensor gets a record of its own."""
-        self._rw._expect_open("write a tensor")
+        self._rw.expect_open("write a tensor")
         S.check_name(name, where="write()", error=InvalidInput)
         if name in self._pending_names or self._rw.has_name(name):
             raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
@@ -173,11 +176,12 @@ class ArchiveWriter:
         names = [n for n, _ in members]
         desc = S.tensor_descriptor([(n, a.shape) for n, a in members], dtype, digest, enc.pipeline, enc.segments)
         self._rw.write_tensor(names, desc, enc.segments)
+        segs = tuple(_segment_info(g.name, memoryview(g.data).nbytes, g.raw_length, g.codecs) for g in enc.segments)
         self.infos += _infos([(n, TensorSpec(dtype, a.shape)) for n, a in members], spec, enc.stored_bytes, digest,
-                             enc.pipeline, enc.segments)
+                             enc.pipeline, segs)
 
     def close(self) -> None:
-        self._rw._expect_open("close")
+        self._rw.expect_open("close")
         self._flush()
         self._rw.close()
 

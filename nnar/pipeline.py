@@ -219,4 +219,4 @@ def spec_of(array: np.ndarray, dtype: str | None = None) -> TensorSpec:
     return TensorSpec(dtype or dtypes.dtype_name_of(array), tuple(int(d) for d in array.shape))
 
 
-__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "check_pipeline", "spec_of", "UnsupportedCodec"]
+__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "check_pipeline", "spec_of"]

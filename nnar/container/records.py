@@ -78,7 +78,7 @@ class RecordWriter:
 
     def write_tensor(self, names: list[str], descriptor: dict, segments: list) -> S.IndexEntry:
         """Write one TENS record holding the tensors ``names``."""
-        self._expect_open("write a tensor")
+        self.expect_open("write a tensor")
         for name in names:
             if name in self._names:
                 raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
@@ -89,7 +89,7 @@ class RecordWriter:
         return entry
 
     def close(self) -> None:
-        self._expect_open("close")
+        self.expect_open("close")
         index_offset, _ = self._write_record(C.RECORD_INDEX, S.index_descriptor(self._entries), [])
         self._write(F.pack_trailer(index_offset, self._pos + C.TRAILER_SIZE))
         self.state = "closed"
@@ -98,7 +98,7 @@ class RecordWriter:
         if self.state == "open":
             self.state = "aborted"
 
-    def _expect_open(self, action: str) -> None:
+    def expect_open(self, action: str) -> None:
         if self.state != "open":
             raise WriterStateError(f"cannot {action}: expected an open writer, found it {self.state}")
 
