@@ -32,8 +32,9 @@ class Pipeline:
 
     array_codecs: tuple[ArrayArrayCodec, ...] = ()
     array_bytes: ArrayBytesCodec = Raw()
-    #: candidate bytes→bytes chains; each stream keeps the one that stores it smallest
-    #: (``()`` stores the stream as it is)
+    #: candidate bytes→bytes chains, fastest to decode and encode first (``()`` stores the stream
+    #: as it is); each stream keeps the smallest, or, judged on a sample, the first within
+    #: ``CHAIN_TOLERANCE`` of the smallest
     stream_chains: tuple[tuple[BytesBytesCodec, ...], ...] = ((),)
 
     def describe(self) -> str:
@@ -85,8 +86,9 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
             view = memoryview(stream).cast("B")
             probe = b"".join(view[a:b] for a, b in sample_runs(len(view)))
             sizes = {c: _nbytes(_run_chain(probe, c)[0]) if c else len(probe) for c in chains}
-            best_chain = min(sizes, key=sizes.get)
-            chains = ((), best_chain) if best_chain and sizes[best_chain] < 0.99 * len(probe) else ((),)
+            smallest = min(sizes.values())
+            best_chain = next(c for c in chains if sizes[c] <= smallest * (1 + CHAIN_TOLERANCE))
+            chains = ((), best_chain) if best_chain else ((),)
         best: EncodedSegment | None = None
         for chain in chains:
             data, stage_records = _run_chain(stream, chain)
@@ -97,6 +99,8 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
 
 
 SAMPLE_STREAM_ABOVE = 256 << 10
+#: a slower chain must store a sample this much smaller than every faster one to be chosen
+CHAIN_TOLERANCE = 0.005
 
 
 def sample_runs(n: int, runs: int = 4, share: int = 16, cap: int = 256 << 10) -> list[tuple[int, int]]:
