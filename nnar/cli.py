@@ -90,8 +90,9 @@ def cmd_pack(args) -> int:
     raw = sum(i.nbytes for i in infos)
     stored = sum(i.stored_bytes for i in infos)
     if not args.quiet:
+        size = "" if args.output == "-" else f"; archive {_human(os.path.getsize(args.output))}"
         print(f"packed {len(infos)} tensors: {_human(raw)} -> {_human(stored)} of tensor data "
-              f"({raw / stored if stored else 1:.3f}x)", file=sys.stderr)
+              f"({raw / stored if stored else 1:.3f}x){size}", file=sys.stderr)
     return 0
 
 
@@ -125,9 +126,11 @@ def cmd_ls(args) -> int:
     raw = sum(i.nbytes for i in infos)
     stored = sum(i.stored_bytes for i in infos)
     if args.json:
-        json.dump({**meta, "tensors": [i.to_json() for i in infos],
-                   "totals": {"tensors": len(infos), "nbytes": raw, "stored_bytes": stored,
-                              "ratio": round(raw / stored, 4) if stored else None}}, sys.stdout, indent=1)
+        totals = {"tensors": len(infos), "nbytes": raw, "stored_bytes": stored,
+                  "ratio": round(raw / stored, 4) if stored else None}
+        if args.input != "-":
+            totals["archive_bytes"] = os.path.getsize(args.input)
+        json.dump({**meta, "tensors": [i.to_json() for i in infos], "totals": totals}, sys.stdout, indent=1)
         print()
         return 0
     rows = [(i.name, i.dtype, "x".join(map(str, i.shape)) or "scalar", str(i.stored_bytes), f"{i.ratio:.3f}",
@@ -137,7 +140,8 @@ def cmd_ls(args) -> int:
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) if k in (0, 1, 2) else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
               + "  " + r[5])
-    print(f"{len(infos)} tensors, {_human(raw)} -> {_human(stored)} ({raw / stored if stored else 1:.3f}x); "
+    size = "" if args.input == "-" else f", archive {_human(os.path.getsize(args.input))}"
+    print(f"{len(infos)} tensors, {_human(raw)} -> {_human(stored)} ({raw / stored if stored else 1:.3f}x){size}; "
           f"source {meta['source_format']}, written by nnar {meta['nnar_version']}")
     return 0
 
