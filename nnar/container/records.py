@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
+
 from .. import constants as C
 from ..errors import BadLayout, ChecksumMismatch, InvalidInput, LimitExceeded, NnarIOError, ReservedNonZero, Truncated, UnsupportedRecord, WriterStateError
 from ..limits import DEFAULT_LIMITS, Limits
@@ -128,8 +130,8 @@ class RecordReader:
         offset = self.src.pos
         frame = F.parse_frame(self.src.read_exact(C.FRAME_SIZE, f"{what} frame"), offset)
         self.limits.check("descriptor_length", frame.descriptor_length, "max_descriptor_bytes", f"offset {offset + 16}")
-        # a body holds at most max_segments segments of max_tensor_bytes... but a real one holds
-        # about one tensor; padding is the only slack a valid writer adds
+        # a body holds one record array's streams; allow each segment an alignment's worth of
+        # slack beyond max_tensor_bytes (FORMAT.md §9), checked here before anything is read
         slack = self.limits.max_segments * C.SEGMENT_ALIGNMENT
         if frame.body_length > self.limits.max_tensor_bytes + slack:
             raise LimitExceeded(f"body_length: expected at most {self.limits.max_tensor_bytes + slack} "
@@ -139,7 +141,7 @@ class RecordReader:
         return frame, F.decode_descriptor(raw, frame.record_flags, self.limits.max_descriptor_bytes,
                                           f"{frame.type_name()} record at offset {offset}")
 
-    def _read_body(self, frame: F.Frame) -> bytearray:
+    def _read_body(self, frame: F.Frame) -> np.ndarray:
         body = self.src.read_exact(frame.body_length, f"{frame.type_name()} record body")
         crc = F.crc32(body)
         if crc != frame.body_crc:
@@ -151,7 +153,7 @@ class RecordReader:
         return S.parse_tensor(desc, frame.offset, frame.body_offset, frame.body_length, self.limits,
                               f"TENS record at offset {frame.offset}", self.strict)
 
-    def _segments(self, rec: S.TensorRecord, body: bytearray, body_offset: int) -> dict:
+    def _segments(self, rec: S.TensorRecord, body: np.ndarray, body_offset: int) -> dict:
         """Slice the checked body into segments; the padding between them must be zero."""
         view, out, pos = memoryview(body), {}, 0
         for s in rec.segments:
