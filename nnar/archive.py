@@ -118,6 +118,7 @@ class ArchiveWriter:
         self._rw = RecordWriter(f, S.Meta(__version__, source_format, md))
         self._pending: list[tuple[str, np.ndarray]] = []
         self._pending_names: set[str] = set()
+        self._pending_bytes = 0
         self.infos: list[TensorInfo] = []
 
     def write(self, name: str, array: Any, *, dtype: str | None = None,
@@ -153,17 +154,14 @@ class ArchiveWriter:
             # held until its group is written: a copy, so the caller may reuse its array meanwhile
             self._pending.append((name, data.copy()))
             self._pending_names.add(name)
+            self._pending_bytes += data.nbytes
             self._pending_dtype = name_dt
             return
         self._write_record(name_dt, [(name, data)], pipeline)
 
-    @property
-    def _pending_bytes(self) -> int:
-        return sum(a.nbytes for _, a in self._pending)
-
     def _flush(self) -> None:
         if self._pending:
-            members, self._pending, self._pending_names = self._pending, [], set()
+            members, self._pending, self._pending_names, self._pending_bytes = self._pending, [], set(), 0
             self._write_record(self._pending_dtype, members, None)
 
     def _write_record(self, dtype: str, members: list[tuple[str, np.ndarray]], pipeline) -> None:

@@ -23,6 +23,7 @@ the caller has already checked against :class:`nnar.Limits`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, Mapping
 
@@ -41,11 +42,11 @@ class TensorSpec:
     dtype: str
     shape: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return math.prod(self.shape)  # Python ints: never wraps, unlike np.prod
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
         return self.size * dtypes.itemsize(self.dtype)
 

@@ -203,10 +203,15 @@ def unpack_descriptor(data: bytes, where: str) -> dict:
                             where=where) from e
     if not isinstance(obj, dict):
         raise BadDescriptor(f"descriptor: expected a msgpack map, found {type(obj).__name__}", where=where)
-    if _has_timestamp(obj):
+    if any(marker in data for marker in _TIMESTAMP_HEADERS) and _has_timestamp(obj):
         raise BadDescriptor("descriptor: msgpack extension types are not allowed, found a timestamp (type -1)",
                             where=where)
     return obj
+
+
+#: how a msgpack timestamp (ext type -1) can start: fixext 4, fixext 8, ext 8 of 12 bytes. Only
+#: a descriptor holding one of these byte pairs is walked for timestamps.
+_TIMESTAMP_HEADERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
 
 
 def _has_timestamp(obj) -> bool:

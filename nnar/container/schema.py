@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 from .. import constants as C
@@ -54,10 +55,14 @@ def check_name(name: Any, where: str, error=BadDescriptor) -> str:
     n = len(name.encode("utf-8", "surrogatepass"))
     if not 1 <= n <= C.MAX_NAME_BYTES:
         raise error(f"tensor name: expected 1 to {C.MAX_NAME_BYTES} bytes of UTF-8, found {n}", where=where)
-    bad = next((ch for ch in name if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000), None)
+    bad = _FORBIDDEN.search(name)
     if bad is not None:
-        raise error(f"tensor name {name!r:.80}: expected no control characters, found U+{ord(bad):04X}", where=where)
+        raise error(f"tensor name {name!r:.80}: expected no control characters, found U+{ord(bad.group()):04X}",
+                    where=where)
     return name
+
+
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True)
