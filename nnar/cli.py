@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import warnings
 
@@ -236,13 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     except NnarError as e:
         if isinstance(e.__cause__, BrokenPipeError):  # whoever read our stdout went away: not ours to report
             return _broken_pipe()
-        print(f"nnar: error[{e.code}]: {e}", file=sys.stderr)
+        print(f"nnar: error[{e.code}]: {_one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nnar: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return _broken_pipe()
+
+
+def _one_line(text: str) -> str:
+    """Control characters escaped: whatever an archive put in a message, it stays one line."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _broken_pipe() -> int:

@@ -91,7 +91,9 @@ class Frame:
         return self.body_offset + self.body_length
 
     def type_name(self) -> str:
-        return self.record_type.decode("latin-1")
+        """The tag for messages: printable ASCII as is, anything else escaped (a hostile tag
+        must not break an error line)."""
+        return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in self.record_type)
 
     def check_header_crc(self, descriptor: bytes, prefix: bytes = b"") -> None:
         """``prefix``: the preamble, for the META record (its CRC covers the preamble too)."""

@@ -181,7 +181,7 @@ class RecordReader:
                 break
             if frame.record_type != C.RECORD_TENSOR:
                 self._skip_unknown(frame)
-                seen.append(S.IndexEntry(frame.type_name(), frame.offset, frame.end - frame.offset, ()))
+                seen.append(S.IndexEntry(frame.record_type.decode("latin-1"), frame.offset, frame.end - frame.offset, ()))
                 continue
             rec = self._tensor(frame, desc)
             self.limits.check("tensors", len(names) + len(rec.members), "max_tensors", f"offset {frame.offset}")
