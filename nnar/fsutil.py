@@ -63,7 +63,8 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, inputs: tuple
             os.link(tmp, path)  # fails if someone created path meanwhile: never clobber without force
             os.unlink(tmp)
     except BaseException as e:
-        f.close()
+        with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails again
+            f.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, FileExistsError) and not isinstance(e, OutputExists):

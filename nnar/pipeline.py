@@ -183,6 +183,11 @@ def decode(
     needed = ab.stream_names(ab_spec, ab_params)
     if set(segments) != set(needed):
         raise BadDescriptor(f"segments: expected streams {list(needed)} for {ab.codec_id}, found {list(segments)}", where=where)
+    # before any decompression: a stream may not claim more than its tensor needs
+    for name, length in _run(ab.stream_lengths, where, ab_spec, ab_params).items():
+        if segments[name][1] != length:
+            raise CodecDataError(f"segment {name!r}: raw_length {segments[name][1]}, expected {length} for "
+                                 f"{ab.codec_id} of {ab_spec.dtype}{list(ab_spec.shape)}", where=where)
     streams = {}
     for name, (chain, raw_length, data) in segments.items():
         if not isinstance(chain, list):

@@ -119,6 +119,15 @@ class ArrayBytesCodec(Codec):
         """The streams :meth:`decode` needs, in the order :meth:`encode` emits them."""
         raise NotImplementedError
 
+    def stream_lengths(self, spec: TensorSpec, params: Mapping[str, Any]) -> Mapping[str, int]:
+        """The exact decoded length of each stream whose length ``spec`` and ``params`` fix.
+
+        The pipeline compares stored ``raw_length`` values with these *before* decompressing
+        anything, so a tiny record cannot make a reader inflate a stream far larger than its
+        tensor needs. Codecs whose streams vary in length leave them out (and must then bound
+        them in :meth:`decode`)."""
+        return {}
+
 
 class BytesBytesCodec(Codec):
     kind = "bytes-bytes"

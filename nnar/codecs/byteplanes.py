@@ -29,6 +29,9 @@ class BytePlanes(ArrayBytesCodec):
     def stream_names(self, spec, params):
         return tuple(f"p{i}" for i in range(spec.storage_dtype.itemsize))
 
+    def stream_lengths(self, spec, params):
+        return {name: spec.size for name in self.stream_names(spec, params)}
+
     def encode(self, array, spec):
         width = spec.storage_dtype.itemsize
         u = np.ascontiguousarray(array).reshape(-1).view(_UINT[width])

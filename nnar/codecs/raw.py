@@ -22,6 +22,9 @@ class Raw(ArrayBytesCodec):
     def stream_names(self, spec, params):
         return ("data",)
 
+    def stream_lengths(self, spec, params):
+        return {"data": spec.nbytes}
+
     def decode(self, streams, spec, params):
         expect_streams(self, streams, {"data": spec.nbytes})
         return np.frombuffer(streams["data"], dtype=spec.storage_dtype).reshape(spec.shape)
