@@ -1,9 +1,13 @@
+#!/usr/bin/env python3
 """Fuzz harness: a whole archive, read every way a user can.
 
 Entry point :func:`test_one_input`: the bytes are an archive. They are read (1) in order from
 memory with ``nnar.unpack``, (2) in order from a pipe-like stream with ``nnar.StreamReader``
 checking every digest, and (3) at random from a seekable file with ``nnar.open``: list, info,
 read every tensor, ``verify``. Each may return or raise an ``nnar.NnarError`` (common.py).
+
+Every input is read twice: as it is, and with its CRCs recomputed (common.fix_crcs), so that
+mutations reach the checks behind the checksums.
 
 One more law, since it costs nothing: when the full in-order check (2) passes, the archive is
 valid, so (1) and (3) must succeed too and give the same tensors, bit for bit.
@@ -19,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import LIMITS, ContractViolation, NonSeekable, call, fuzz_main  # noqa: E402
+from common import LIMITS, ContractViolation, NonSeekable, call, fix_crcs, fuzz_main  # noqa: E402
 
 import nnar  # noqa: E402
 
@@ -59,6 +63,13 @@ def _check_arrays(result, how: str) -> None:
 
 def test_one_input(data: bytes) -> None:
     data = bytes(data)
+    check_archive(data)
+    fixed = fix_crcs(data)
+    if fixed != data:
+        check_archive(fixed)
+
+
+def check_archive(data: bytes) -> None:
     mem = call(nnar.unpack, data, limits=LIMITS)
     mem = list(mem.items()) if mem is not None else None
     stream = call(_stream, data)
