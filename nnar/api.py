@@ -13,7 +13,7 @@ import numpy as np
 
 from . import dtypes, formats, planner
 from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo
-from .errors import InvalidInput, NnarIOError
+from .errors import NnarIOError
 from .fsutil import atomic_output
 from .limits import DEFAULT_LIMITS, Limits
 

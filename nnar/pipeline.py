@@ -16,7 +16,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import dtypes
 from .codecs import get_codec_class
 from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, Buffer, BytesBytesCodec, Codec, TensorSpec
 from .codecs.raw import Raw
@@ -224,8 +223,4 @@ def _run(fn, where, *args):
         raise CodecDataError(f"codec failed on stored data: {type(e).__name__}: {e}", where=where) from e
 
 
-def spec_of(array: np.ndarray, dtype: str | None = None) -> TensorSpec:
-    return TensorSpec(dtype or dtypes.dtype_name_of(array), tuple(int(d) for d in array.shape))
-
-
-__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "check_pipeline", "spec_of"]
+__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "check_pipeline"]

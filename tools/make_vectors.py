@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nnar import constants as C  # noqa: E402
 from nnar import pipeline as P  # noqa: E402
 from nnar.archive import digest_of  # noqa: E402
-from nnar.codecs.abc import TensorSpec  # noqa: E402
 from nnar.codecs.byteplanes import BytePlanes  # noqa: E402
 from nnar.codecs.raw import Raw  # noqa: E402
 from nnar.codecs.zstd import Zstd  # noqa: E402
@@ -387,7 +386,6 @@ def invalid_vectors():
     add("rank-40", b.finish(), "limit-exceeded", "rank 40 > max_rank")
 
     b = base()
-    start = len(b.buf)
     b.buf += struct.pack("<4sIQIII", b"TENS", 1, 1 << 40, 16, 0, 0) + bytes(4)
     add("huge-body-length", bytes(b.buf), "limit-exceeded", "51-byte kind: a 1 TiB body declared, nothing there",
         random_code="truncated")

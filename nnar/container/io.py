@@ -9,7 +9,6 @@ tiny stream that declares a huge body fails after reading what it really has.
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 
@@ -91,10 +90,3 @@ class Source:
             return self.pos >= self.size
         b = self.f.read(1)
         return not b
-
-
-def file_size(f) -> int | None:
-    try:
-        return os.fstat(f.fileno()).st_size
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return None
