@@ -18,6 +18,7 @@ from . import __version__, dtypes, planner
 from . import pipeline as P
 from .codecs.abc import TensorSpec, as_bytes
 from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
+from .constants import FORMAT_MAJOR
 from .container import schema as S
 from .container.records import RecordReader, RecordWriter
 from .errors import DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound, UnsupportedDtype
@@ -265,7 +266,6 @@ class Archive:
 
     @property
     def format_version(self) -> tuple[int, int]:
-        from .constants import FORMAT_MAJOR
         return FORMAT_MAJOR, self._reader.minor
 
     # tensors ---------------------------------------------------------------------------------

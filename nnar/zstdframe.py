@@ -17,6 +17,10 @@ class FrameError(ValueError):
     """The bytes are not exactly one acceptable frame (callers turn this into an NnarError)."""
 
 
+class FrameTooLarge(FrameError):
+    """The frame declares more output than the caller allows (a limit, not corruption)."""
+
+
 def frame_length(data) -> int:
     """Bytes taken by the frame at the start of ``data``, found by walking its block headers."""
     view = memoryview(data).cast("B")
@@ -50,7 +54,7 @@ def decompress_exact(data, max_length: int) -> bytes:
     if size < 0:
         raise FrameError("expected a zstd frame that declares its content size, found none")
     if size > max_length:
-        raise FrameError(f"zstd frame declares {size} bytes, expected at most {max_length}")
+        raise FrameTooLarge(f"zstd frame declares {size} bytes, expected at most {max_length}")
     length = frame_length(data)
     if length != len(data):
         raise FrameError(f"expected exactly one zstd frame of {len(data)} bytes, found a frame of {length} bytes"

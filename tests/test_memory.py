@@ -29,7 +29,7 @@ import zstandard
 import nnar
 from nnar.container.io import CHUNK
 
-from archive_builder import Builder, preamble, record, zstd_stage
+from archive_builder import Builder, preamble, zstd_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 from common import NonSeekable  # noqa: E402

@@ -11,7 +11,7 @@ import msgpack
 import zstandard
 
 from .. import constants as C
-from ..zstdframe import FrameError, decompress_exact
+from ..zstdframe import FrameError, FrameTooLarge, decompress_exact
 from ..errors import (
     BadDescriptor, BadLayout, BadMagic, ChecksumMismatch, LimitExceeded, ReservedNonZero, Truncated,
     UnsupportedVersion,
@@ -171,14 +171,9 @@ def encode_descriptor(obj: dict) -> tuple[bytes, int]:
 def decode_descriptor(stored: bytes, flags: int, max_bytes: int, where: str) -> dict:
     if flags & C.RECORD_FLAG_DESCRIPTOR_ZSTD:
         try:
-            size = zstandard.frame_content_size(stored) if len(stored) >= 6 else -1
-        except zstandard.ZstdError:
-            size = -1
-        if size > max_bytes:
-            raise LimitExceeded(f"compressed descriptor declares {size} bytes: expected at most {max_bytes} "
-                                "(max_descriptor_bytes)", where=where)
-        try:
             stored = decompress_exact(stored, max_bytes)
+        except FrameTooLarge as e:
+            raise LimitExceeded(f"compressed descriptor: {e} (max_descriptor_bytes)", where=where) from None
         except FrameError as e:
             raise BadDescriptor(f"compressed descriptor: {e}", where=where) from None
     return unpack_descriptor(stored, where)
