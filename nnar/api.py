@@ -13,6 +13,8 @@ import numpy as np
 
 from . import dtypes, formats, planner
 from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo
+from .config import PackConfig, from_mapping as config_from
+from .quant import prune
 from .errors import NnarIOError
 from .fsutil import atomic_output
 from .limits import DEFAULT_LIMITS, Limits
@@ -62,13 +64,19 @@ def _model_from_mapping(tensors: Mapping[str, Any]) -> formats.Model:
 
 def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, fmt: str | None = None,
          level: int = planner.DEFAULT_LEVEL, metadata: Mapping[str, str] | None = None, force: bool = False,
-         progress: Progress | None = None) -> list[TensorInfo] | bytes:
+         progress: Progress | None = None, config: PackConfig | Mapping[str, Any] | str | None = None,
+         ) -> list[TensorInfo] | bytes:
     """Pack a model (a path to .npz/.safetensors, a binary file, or a mapping name → array) into an
     nnar archive at ``dst`` (a path, ``"-"`` for stdout, or a binary file). With no ``dst``, return
-    the archive's bytes. Lossless: every tensor comes back bit for bit."""
+    the archive's bytes.
+
+    Lossless unless ``config`` says otherwise: a preset name (``"int8"``, ``"balanced"``, ...), a
+    mapping (``{"quant": "kmeans", "bits": 4, "prune": 0.5, "layers": {"fc.*": {"bits": 8}}}``),
+    or a :class:`nnar.config.PackConfig`. Lossy tensors' infos carry a ``fidelity`` report."""
+    cfg = config_from(config)
     if dst is None:
         buf = io.BytesIO()
-        pack(src, buf, fmt=fmt, level=level, metadata=metadata, progress=progress)
+        pack(src, buf, fmt=fmt, level=level, metadata=metadata, progress=progress, config=cfg)
         return buf.getvalue()
     with contextlib.ExitStack() as stack:
         if isinstance(src, Mapping):
@@ -80,13 +88,27 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
                 stack.callback(model.close)
         md = dict(model.metadata)
         md.update(metadata or {})
+        threshold = _global_threshold(model, cfg) if cfg.prune_global is not None else None
         out = stack.enter_context(_output(dst, force, (src,) if _is_path(src) else ()))
-        with ArchiveWriter(out, metadata=md, source_format=model.source_format, level=level) as w:
+        with ArchiveWriter(out, metadata=md, source_format=model.source_format, level=level, config=cfg,
+                           global_threshold=threshold) as w:
             for i, (name, arr, dt) in enumerate(model.tensors()):
                 w.write(name, arr, dtype=dt)
                 if progress:
                     progress(name, i + 1, model.count)
         return w.infos
+
+
+def _global_threshold(model: formats.Model, cfg: PackConfig) -> float:
+    """One magnitude threshold over every tensor that pruning applies to (a first pass)."""
+    mags = []
+    for name, arr, dt in model.tensors():
+        if dt in dtypes.FLOAT_DTYPES:
+            s = cfg.settings_for(name, arr.shape, True)
+            if not s.lossless and cfg.eligible(arr.shape) and s.prune is None and s.threshold is None:
+                x = dtypes.bfloat16_to_float32(arr) if dt == "bfloat16" else arr
+                mags.append(np.abs(x.astype(np.float32)).reshape(-1))
+    return prune.global_threshold(mags, cfg.prune_global)
 
 
 def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | None = None, force: bool = False,

@@ -14,10 +14,11 @@ from typing import Any, BinaryIO, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__, dtypes, planner
+from . import __version__, dtypes, lossy, planner
 from . import pipeline as P
 from .codecs.abc import TensorSpec, as_bytes
 from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
+from .config import PackConfig, TensorSettings
 from .constants import FORMAT_MAJOR
 from .container import schema as S
 from .container.records import RecordReader, RecordWriter
@@ -50,6 +51,29 @@ class TensorInfo:
     pipeline: tuple[dict, ...]
     segments: tuple[dict, ...]
     group: int = 1  # tensors stored in the same record
+    fidelity: dict = dataclasses.field(default_factory=dict)  # what a lossy pack changed (empty: exact)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def lossy(self) -> bool:
+        return bool(self.fidelity)
+
+    def bits_by_role(self) -> dict[str, float]:
+        """Stored bits per element, split as Deep Compression reports them: ``values`` (the
+        weights or their codebook indices), ``indices`` (sparse positions), ``codebook``
+        (tables, scales, zero points)."""
+        out = {"values": 0.0, "indices": 0.0, "codebook": 0.0}
+        if self.group > 1 or not self.size:
+            return out
+        for seg in self.segments:
+            out[stream_role(seg["name"])] += 8.0 * seg["length"] / self.size
+        return out
 
     @property
     def ratio(self) -> float:
@@ -64,13 +88,31 @@ class TensorInfo:
         return f"{stages}[{segs}]" + (f" (group of {self.group})" if self.group > 1 else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "nbytes": self.nbytes,
-                "stored_bytes": self.stored_bytes, "ratio": round(self.ratio, 4), "digest": self.digest.hex(),
-                "pipeline": self.describe_pipeline(), "group": self.group}
+        out = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "nbytes": self.nbytes,
+               "stored_bytes": self.stored_bytes, "ratio": round(self.ratio, 4), "digest": self.digest.hex(),
+               "pipeline": self.describe_pipeline(), "group": self.group}
+        if self.fidelity:
+            out["fidelity"] = {k: _json_number(v) for k, v in self.fidelity.items()}
+            out["bits_per_weight"] = {k: round(v, 4) for k, v in self.bits_by_role().items()}
+        return out
 
 
-def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segs: tuple[dict, ...]
-           ) -> list[TensorInfo]:
+def _json_number(v: Any) -> Any:
+    """JSON has no infinity: an exact tensor's SQNR is reported as null."""
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def stream_role(name: str) -> str:
+    base = name.rsplit(".", 1)[-1]
+    if base == "positions":
+        return "indices"
+    if base in ("codebook", "scales", "zero_points"):
+        return "codebook"
+    return "values"
+
+
+def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segs: tuple[dict, ...],
+           fidelity: dict | None = None) -> list[TensorInfo]:
     """One TensorInfo per member of a record; ``members`` are (name, spec) pairs."""
     known = spec.dtype in dtypes.DTYPE_NAMES  # an unknown dtype: sizes unknown (reported as 0)
     total = spec.nbytes if known else 0
@@ -79,7 +121,7 @@ def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segs
         nbytes = mspec.nbytes if known else 0
         share = stored if len(members) == 1 else (stored * nbytes // total if total else 0)
         out.append(TensorInfo(name, mspec.dtype, mspec.shape, nbytes, share, digest, tuple(pipeline), segs,
-                              len(members)))
+                              len(members), dict(fidelity or {})))
     return out
 
 
@@ -89,7 +131,8 @@ def _segment_info(name: str, length: int, raw_length: int, codecs: list) -> dict
 
 def _record_infos(rec: S.TensorRecord) -> list[TensorInfo]:
     segs = tuple(_segment_info(s.name, s.length, s.raw_length, s.codecs) for s in rec.segments)
-    return _infos([(m.name, m.spec) for m in rec.members], rec.spec, rec.stored_bytes, rec.digest, rec.pipeline, segs)
+    return _infos([(m.name, m.spec) for m in rec.members], rec.spec, rec.stored_bytes, rec.digest, rec.pipeline, segs,
+                  rec.fidelity)
 
 
 class ArchiveWriter:
@@ -103,7 +146,8 @@ class ArchiveWriter:
     """
 
     def __init__(self, f: BinaryIO, *, metadata: Mapping[str, str] | None = None, source_format: str = "python",
-                 level: int = planner.DEFAULT_LEVEL, group_small: bool = True):
+                 level: int = planner.DEFAULT_LEVEL, group_small: bool = True,
+                 config: PackConfig | None = None, global_threshold: float | None = None):
         md = dict(metadata or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InvalidInput("metadata: expected a map of strings to strings")
@@ -116,6 +160,9 @@ class ArchiveWriter:
             raise InvalidInput(f"level: expected an integer in [{MIN_LEVEL}, {MAX_LEVEL}], found {level!r}")
         self.level = level
         self.group_small = group_small
+        self.config = config or PackConfig()
+        #: one pruning threshold for every eligible tensor (``PackConfig.prune_global``)
+        self.global_threshold = global_threshold
         self._rw = RecordWriter(f, S.Meta(__version__, source_format, md))
         self._pending: list[tuple[str, np.ndarray]] = []
         self._pending_names: set[str] = set()
@@ -123,10 +170,13 @@ class ArchiveWriter:
         self.infos: list[TensorInfo] = []
 
     def write(self, name: str, array: Any, *, dtype: str | None = None,
-              pipeline: P.Pipeline | list[P.Pipeline] | None = None) -> None:
+              pipeline: P.Pipeline | list[P.Pipeline] | None = None,
+              settings: TensorSettings | None = None) -> TensorInfo | None:
         """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits.
 
-        With ``pipeline`` (one or several candidates) the tensor gets a record of its own."""
+        ``settings`` (default: the writer's config for this name) may make it lossy. With
+        ``pipeline`` (one or several candidates) or lossy settings the tensor gets a record of
+        its own. Returns its info, or None while it waits to be grouped with its neighbours."""
         self._rw.expect_open("write a tensor")
         S.check_name(name, where="write()", error=InvalidInput)
         if name in self._pending_names or self._rw.has_name(name):
@@ -147,6 +197,17 @@ class ArchiveWriter:
             data = dtypes.to_storage(array, name_dt)
         except NnarError as e:
             raise InvalidInput(f"tensor {name!r}: {e.message}") from None
+        if settings is None and pipeline is None:
+            settings = self.config.settings_for(name, data.shape, name_dt in dtypes.FLOAT_DTYPES)
+        prunable = self.global_threshold is not None and settings is not None and not settings.lossless \
+            and self.config.eligible(data.shape) and name_dt in dtypes.FLOAT_DTYPES
+        if pipeline is None and settings is not None and (settings.lossy or prunable):
+            choice = lossy.plan(name, data, TensorSpec(name_dt, data.shape), settings, self.level,
+                                self.global_threshold if prunable else None)
+            if choice is not None:
+                if self._pending:
+                    self._flush()
+                return self._write_choice(name, name_dt, data, choice)
         small = self.group_small and pipeline is None and data.nbytes <= GROUP_TENSOR_MAX_BYTES
         if self._pending and (not small or name_dt != self._pending_dtype
                               or self._pending_bytes + data.nbytes > GROUP_MAX_BYTES):
@@ -157,8 +218,20 @@ class ArchiveWriter:
             self._pending_names.add(name)
             self._pending_bytes += data.nbytes
             self._pending_dtype = name_dt
-            return
+            return None
         self._write_record(name_dt, [(name, data)], pipeline)
+        return self.infos[-1]
+
+    def _write_choice(self, name: str, dtype: str, data: np.ndarray, choice: "lossy.Choice") -> TensorInfo:
+        """A lossy tensor: its digest is of what readers will decode, not of the input."""
+        enc = choice.encoded
+        digest = digest_of(choice.decoded)
+        desc = S.tensor_descriptor([(name, data.shape)], dtype, digest, enc.pipeline, enc.segments, choice.fidelity)
+        self._rw.write_tensor([name], desc, enc.segments)
+        segs = tuple(_segment_info(g.name, memoryview(g.data).nbytes, g.raw_length, g.codecs) for g in enc.segments)
+        self.infos += _infos([(name, TensorSpec(dtype, data.shape))], enc.spec, enc.stored_bytes, digest,
+                             enc.pipeline, segs, choice.fidelity)
+        return self.infos[-1]
 
     def _flush(self) -> None:
         if self._pending:

@@ -15,7 +15,7 @@ import re
 import sys
 import warnings
 
-from . import __version__, api, planner
+from . import __version__, api, config, planner, report
 from .archive import Archive, StreamReader, TensorInfo
 from .errors import InvalidInput, NnarError
 from .limits import DEFAULT_LIMITS, Limits
@@ -23,6 +23,9 @@ from .limits import DEFAULT_LIMITS, Limits
 EPILOG = """\
 examples:
   nnar pack model.safetensors -o model.nnar       lossless archive of a model
+  nnar pack model.safetensors -o m.nnar --preset balanced    8-bit k-means (Deep Compression)
+  nnar pack m.safetensors -o m.nnar --prune 0.9 --quant kmeans --bits 4 --layer 'fc.*:bits=8'
+  nnar pack m.safetensors -o m.nnar --quant kmeans --max-error 30   smallest setting with SQNR >= 30 dB
   nnar pack weights.npz -o - | ssh dev 'cat > w.nnar'   write to a pipe
   nnar ls model.nnar                               what is inside, and how small
   nnar verify model.nnar                           check every checksum and digest
@@ -81,15 +84,35 @@ def _parse_meta(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _pack_config(args) -> config.PackConfig:
+    if args.json and args.output == "-":
+        raise InvalidInput("--json prints the report on stdout, which -o - uses for the archive; write the "
+                           "archive to a file")
+    return config.build(preset=args.preset, rules=args.layer, min_params=args.min_params,
+                        prune_global=args.prune_global, quant=args.quant, bits=args.bits,
+                        granularity=args.granularity, block=args.block, prune=args.prune,
+                        threshold=args.prune_threshold, init=args.init, seed=args.seed, max_error=args.max_error)
+
+
 def cmd_pack(args) -> int:
+    cfg = _pack_config(args)
     prog = Progress("packing")
     try:
-        infos = api.pack(args.input, args.output, fmt=args.from_, level=args.level, metadata=_parse_meta(args.meta),
-                         force=args.force, progress=prog)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            infos = api.pack(args.input, args.output, fmt=args.from_, level=args.level,
+                             metadata=_parse_meta(args.meta), force=args.force, progress=prog, config=cfg)
     finally:
         prog.done()
+    for w in caught:
+        print(f"nnar: warning: {_one_line(str(w.message))}", file=sys.stderr)
     raw = sum(i.nbytes for i in infos)
     stored = sum(i.stored_bytes for i in infos)
+    if args.json:
+        json.dump({"tensors": [i.to_json() for i in infos], "totals": report.totals(infos)}, sys.stdout, indent=1)
+        print()
+    elif not args.quiet and any(i.lossy for i in infos):
+        print(report.table(infos), file=sys.stderr)
     if not args.quiet:
         size = "" if args.output == "-" else f"; archive {_human(os.path.getsize(args.output))}"
         print(f"packed {len(infos)} tensors: {_human(raw)} -> {_human(stored)} of tensor data "
@@ -131,6 +154,8 @@ def cmd_ls(args) -> int:
                   "ratio": round(raw / stored, 4) if stored else None}
         if args.input != "-":
             totals["archive_bytes"] = os.path.getsize(args.input)
+        if any(i.lossy for i in infos):
+            totals["fidelity"] = report.totals(infos)
         json.dump({**meta, "tensors": [i.to_json() for i in infos], "totals": totals}, sys.stdout, indent=1)
         print()
         return 0
@@ -141,6 +166,9 @@ def cmd_ls(args) -> int:
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) if k in (0, 1, 2) else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
               + "  " + r[5])
+    fidelity = report.table(infos)
+    if fidelity:
+        print("\nfidelity (what the lossy pack changed):\n" + fidelity)
     size = "" if args.input == "-" else f", archive {_human(os.path.getsize(args.input))}"
     print(f"{len(infos)} tensors, {_human(raw)} -> {_human(stored)} ({raw / stored if stored else 1:.3f}x){size}; "
           f"source {meta['source_format']}, written by nnar {meta['nnar_version']}")
@@ -160,6 +188,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {value}")
     return value
 
 
@@ -193,7 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"default {getattr(DEFAULT_LIMITS, f.name)}")
 
     sp = sub.add_parser("pack", help="model file -> .nnar archive",
-                        description="Pack a .npz or .safetensors model into an .nnar archive (lossless).")
+                        description="Pack a .npz or .safetensors model into an .nnar archive: lossless by default; "
+                                    "with --preset, --quant, --prune or --max-error, Deep Compression per tensor, "
+                                    "with a report of what it changed.",
+                        epilog="Weight matrices and kernels (2+ dimensions, --min-params elements or more) get the "
+                               "lossy settings; biases, norms and small tensors stay lossless unless a --layer rule "
+                               "names them. Presets: " + "; ".join(
+                                   f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'bit-exact'}"
+                                   for k, v in config.PRESETS.items()))
     sp.add_argument("input", help="model file, or - for stdin")
     sp.add_argument("-o", "--output", required=True, help=".nnar file to write, or - for stdout")
     sp.add_argument("--from", dest="from_", choices=["npz", "safetensors"], help="input format (default: by extension)")
@@ -202,6 +247,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="add archive metadata")
     sp.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     sp.add_argument("-q", "--quiet", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the per-tensor report as JSON on stdout")
+    g = sp.add_argument_group("compression (lossy; default lossless)")
+    g.add_argument("--preset", choices=list(config.PRESETS), help="a ready-made setting (see below)")
+    g.add_argument("--quant", choices=config.QUANTS, help="quantizer for weight tensors")
+    g.add_argument("--bits", type=_positive, help="index width for kmeans (1-8) and uniform (2-8); default 8")
+    g.add_argument("--granularity", choices=config.GRANULARITIES, help="uniform: one scale per tensor, output "
+                   "channel (first axis) or block of --block elements (default tensor)")
+    g.add_argument("--block", type=_positive, help="uniform block size (default 64)")
+    g.add_argument("--prune", type=_fraction, metavar="SPARSITY", help="magnitude-prune each weight tensor to this "
+                   "fraction of zeros, e.g. 0.9")
+    g.add_argument("--prune-threshold", type=float, metavar="T", help="prune weights with |w| <= T")
+    g.add_argument("--prune-global", type=_fraction, metavar="SPARSITY",
+                   help="one magnitude threshold across all weight tensors, pruning this fraction overall")
+    g.add_argument("--init", choices=config.INITS, help="k-means seeding (default optimal; linear is the paper's)")
+    g.add_argument("--seed", type=int, help="seed for anything random (default 0)")
+    g.add_argument("--max-error", type=float, metavar="DB", help="lowest SQNR in dB a tensor may have: pick, per "
+                   "tensor, the smallest setting that meets it (fp16 or lossless when none does)")
+    g.add_argument("--layer", action="append", default=[], metavar="GLOB:KEY=VALUE[,...]",
+                   help="per-tensor override, e.g. 'classifier.*:bits=8' or 'embed*:lossless'; later ones win")
+    g.add_argument("--min-params", type=int, default=config.DEFAULT_MIN_PARAMS, metavar="N",
+                   help=f"smaller tensors stay lossless (default {config.DEFAULT_MIN_PARAMS})")
     sp.set_defaults(func=cmd_pack)
 
     sp = sub.add_parser("unpack", help=".nnar archive -> model file",

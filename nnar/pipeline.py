@@ -187,6 +187,10 @@ def decode(
         if segments[name][1] != length:
             raise CodecDataError(f"segment {name!r}: raw_length {segments[name][1]}, expected {length} for "
                                  f"{ab.codec_id} of {ab_spec.dtype}{list(ab_spec.shape)}", where=where)
+    for name, bound in _run(ab.stream_bounds, where, ab_spec, ab_params).items():
+        if segments[name][1] > bound:
+            raise CodecDataError(f"segment {name!r}: raw_length {segments[name][1]}, expected at most {bound} for "
+                                 f"{ab.codec_id} of {ab_spec.dtype}{list(ab_spec.shape)}", where=where)
     streams = {}
     for name, (chain, raw_length, data) in segments.items():
         if not isinstance(chain, list):

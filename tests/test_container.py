@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import nnar
+from nnar import constants as C
 from nnar import pipeline as P
 from nnar.archive import GROUP_MAX_BYTES, GROUP_TENSOR_MAX_BYTES
 from nnar.codecs.byteplanes import BytePlanes
@@ -177,7 +178,7 @@ def test_metadata_round_trips(md):
     with nnar.open(io.BytesIO(blob)) as a:
         assert a.metadata == md
         assert a.source_format == "python" and a.nnar_version == nnar.__version__
-        assert a.format_version == (1, 0)
+        assert a.format_version == (1, C.FORMAT_MINOR)
     r = nnar.StreamReader(io.BytesIO(blob))
     assert r.metadata == md and r.source_format == "python" and r.nnar_version == nnar.__version__
     with nnar.open(io.BytesIO(nnar.pack({"x": np.ones(2)}, metadata=md))) as a:

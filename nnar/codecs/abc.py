@@ -125,7 +125,13 @@ class ArrayBytesCodec(Codec):
         The pipeline compares stored ``raw_length`` values with these *before* decompressing
         anything, so a tiny record cannot make a reader inflate a stream far larger than its
         tensor needs. Codecs whose streams vary in length leave them out (and must then bound
-        them in :meth:`decode`)."""
+        them in :meth:`stream_bounds`)."""
+        return {}
+
+    def stream_bounds(self, spec: TensorSpec, params: Mapping[str, Any]) -> Mapping[str, int]:
+        """An upper bound on the decoded length of each stream :meth:`stream_lengths` leaves out
+        (a gap stream's length depends on the data). Checked, like exact lengths, before any
+        stream is decompressed; :meth:`decode` checks the exact length."""
         return {}
 
 

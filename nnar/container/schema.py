@@ -22,17 +22,23 @@ from .framing import segment_start
 
 META_KEYS = ("nnar_version", "source_format", "metadata")
 TENSOR_KEYS = ("tensors", "dtype", "digest", "pipeline", "segments")
+TENSOR_OPTIONAL_KEYS = ("fidelity",)  # since 1.1
 SEGMENT_KEYS = ("name", "length", "raw_length", "codecs")
+#: a fidelity map: what a lossy encoder measured; listed, never needed to decode
+MAX_FIDELITY_ENTRIES = 64
+MAX_FIDELITY_TEXT = 1024
 INDEX_KEYS = ("records",)
 MAX_U63 = (1 << 63) - 1
 
 
-def _keys(d: dict, required: tuple[str, ...], what: str, where: str, strict: bool) -> None:
+def _keys(d: dict, required: tuple[str, ...], what: str, where: str, strict: bool,
+          optional: tuple[str, ...] = ()) -> None:
     missing = [k for k in required if k not in d]
     if missing:
         raise BadDescriptor(f"{what}: expected keys {list(required)}, missing {missing}", where=where)
-    if strict and len(d) != len(required):
-        raise BadDescriptor(f"{what}: unexpected keys {sorted(set(d) - set(required))}", where=where)
+    unexpected = set(d) - set(required) - set(optional)
+    if strict and unexpected:
+        raise BadDescriptor(f"{what}: unexpected keys {sorted(map(str, unexpected))}", where=where)
 
 
 def _int(v: Any, what: str, where: str, lo: int = 0, hi: int = MAX_U63) -> int:
@@ -117,6 +123,7 @@ class TensorRecord:
     segments: tuple[SegmentRef, ...]
     offset: int  # of the frame
     length: int  # of the whole record
+    fidelity: dict = dataclasses.field(default_factory=dict)  # what a lossy encoder measured (since 1.1)
 
     @property
     def stored_bytes(self) -> int:
@@ -150,7 +157,8 @@ def layout_segments(body_offset: int, segments: list[tuple[int, bool]]) -> list[
 def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int, limits: Limits, where: str,
                  strict: bool) -> TensorRecord:
     """Check a TENS descriptor and lay out its segments from ``body_offset``."""
-    _keys(d, TENSOR_KEYS, "TENS descriptor", where, strict)
+    _keys(d, TENSOR_KEYS, "TENS descriptor", where, strict, TENSOR_OPTIONAL_KEYS)
+    fidelity = _fidelity(d.get("fidelity", {}), where)
     dtype = _str(d["dtype"], "dtype", where)
     # An unknown dtype (from a newer nnar) fails when the record is decoded, not here, so the
     # rest of the archive can still be listed (FORMAT.md §10); sizes are then unknown too.
@@ -212,16 +220,32 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
         raise BadLayout(f"body: segments end {end - body_offset} bytes into the body, expected body_length "
                         f"{body_length}", where=where)
     return TensorRecord(tuple(members), spec, digest, d["pipeline"], out, frame_offset,
-                        body_offset + body_length - frame_offset)
+                        body_offset + body_length - frame_offset, fidelity)
+
+
+def _fidelity(v: Any, where: str) -> dict[str, Any]:
+    """The optional ``fidelity`` map (FORMAT.md §5.2.5): string keys, string or number values."""
+    if not isinstance(v, dict) or len(v) > MAX_FIDELITY_ENTRIES:
+        raise BadDescriptor(f"fidelity: expected a map of at most {MAX_FIDELITY_ENTRIES} entries, found {v!r:.80}",
+                            where=where)
+    for k, x in v.items():
+        ok_value = isinstance(x, (int, float)) and not isinstance(x, bool) or \
+            isinstance(x, str) and len(x) <= MAX_FIDELITY_TEXT
+        if not (isinstance(k, str) and len(k) <= MAX_FIDELITY_TEXT) or not ok_value:
+            raise BadDescriptor(f"fidelity: expected string keys and string or number values, found {k!r:.40}: "
+                                f"{x!r:.40}", where=where)
+    return dict(v)
 
 
 def tensor_descriptor(members: list[tuple[str, tuple[int, ...]]], dtype: str, digest: bytes, pipeline: list,
-                      segments: list) -> dict:
+                      segments: list, fidelity: dict | None = None) -> dict:
+    extra = {"fidelity": fidelity} if fidelity else {}
     return {
         "tensors": [[name, list(shape)] for name, shape in members], "dtype": dtype, "digest": digest,
         "pipeline": pipeline,
         "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
                       "codecs": s.codecs} for s in segments],
+        **extra,
     }
 
 

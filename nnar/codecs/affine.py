@@ -1,0 +1,109 @@
+"""``nnar.affine``: uniform quantization, ``value = scale * (q - zero_point)`` per group of
+consecutive elements (spec/codecs/affine.md).
+
+One group is the whole tensor (per-tensor), a row of the leading axis (per output channel: a
+torch Linear or Conv weight is laid out ``[out, ...]``), or a block of N elements, all expressed
+as ``group_size``. The zero point is an integer, so 0.0 is stored exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import packing, register
+from .abc import ArrayBytesCodec, expect_streams
+from ..errors import CodecDataError
+
+
+@register
+class Affine(ArrayBytesCodec):
+    codec_id = "nnar.affine"
+    lossless = False
+
+    def __init__(self, bits: int, group_size: int):
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
+            raise CodecDataError(f"nnar.affine: bits: expected an integer in [1, 8], found {bits!r}")
+        if not isinstance(group_size, int) or isinstance(group_size, bool) or not 1 <= group_size < 1 << 63:
+            raise CodecDataError(f"nnar.affine: group_size: expected an integer >= 1, found {group_size!r}")
+        self.bits, self.group_size = bits, group_size
+
+    def get_config(self):
+        return {"bits": self.bits, "group_size": self.group_size}
+
+    def _check_spec(self, spec):
+        if spec.dtype != "float32":
+            raise CodecDataError(f"nnar.affine: expected a float32 array, found {spec.dtype}")
+
+    def groups(self, count: int) -> int:
+        return -(-count // self.group_size)
+
+    def stream_names(self, spec, params):
+        return ("scales", "zero_points", "indices")
+
+    def stream_lengths(self, spec, params):
+        self._check_spec(spec)
+        g = self.groups(spec.size)
+        return {"scales": 4 * g, "zero_points": g, "indices": packing.packed_length(spec.size, self.bits)}
+
+    def encode(self, array, spec):
+        self._check_spec(spec)
+        x = array.reshape(-1)
+        qmax = (1 << self.bits) - 1
+        g, n, G = self.groups(x.size), x.size, self.group_size
+        lo = np.zeros(g, np.float64)
+        hi = np.zeros(g, np.float64)
+        full = n // G
+        if full:
+            body = x[: full * G].reshape(full, G)
+            lo[:full], hi[:full] = body.min(axis=1), body.max(axis=1)
+        if n % G:
+            lo[full], hi[full] = x[full * G:].min(), x[full * G:].max()
+        lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)  # the range holds 0, so 0 is a grid point
+        step = (hi - lo) / qmax
+        zp = np.where(step > 0, np.clip(np.rint(-lo / np.where(step > 0, step, 1)), 0, qmax), 0)
+        # the rounded zero point shifts the grid; widen the step so both ends stay covered and
+        # no value is clipped (error <= step / 2 everywhere)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.maximum(np.where(zp < qmax, hi / (qmax - zp), 0), np.where(zp > 0, -lo / zp, 0))
+        scale = need.astype(np.float32)
+        short = scale.astype(np.float64) < need
+        scale[short] = np.nextafter(scale[short], np.float32(np.inf))
+        scale[scale == 0] = 1.0  # an all-zero group: any scale works; 1 keeps decoding finite
+        zp = zp.astype(np.uint8)
+        q = self._quantize(x, scale, zp, qmax)
+        streams = {"scales": scale.astype("<f4").tobytes(), "zero_points": zp.tobytes(),
+                   "indices": packing.pack(q, self.bits)}
+        return streams, {}
+
+    def _quantize(self, x, scale, zp, qmax):
+        G, n = self.group_size, x.size
+        s = np.repeat(scale.astype(np.float64), G)[:n] if scale.size > 1 else scale.astype(np.float64)
+        z = np.repeat(zp.astype(np.float64), G)[:n] if zp.size > 1 else zp.astype(np.float64)
+        return np.clip(np.rint(x / s) + z, 0, qmax).astype(np.uint8)
+
+    def decode(self, streams, spec, params):
+        expect_streams(self, streams, self.stream_lengths(spec, params))
+        scale = np.frombuffer(streams["scales"], "<f4")
+        zp = np.frombuffer(streams["zero_points"], np.uint8)
+        qmax = (1 << self.bits) - 1
+        if zp.size and int(zp.max()) > qmax:
+            raise CodecDataError(f"nnar.affine: zero point {int(zp.max())} exceeds {qmax}, the largest "
+                                 f"{self.bits}-bit index")
+        n = spec.size
+        packed = packing.check_packed(streams["indices"], n, self.bits, 1 << self.bits, self.codec_id, "indices")
+        if scale.size == 1:  # one group: decoding is a table lookup, like a codebook
+            table = scale[0] * (np.arange(1 << packing.slot_bits(self.bits), dtype=np.float32) - np.float32(zp[0]))
+            return packing.expand(packed, table.astype(np.float32), n, self.bits).reshape(spec.shape)
+        q = packing.expand(packed, np.arange(1 << packing.slot_bits(self.bits), dtype=np.uint8), n, self.bits)
+        out = np.empty(n, np.float32)
+        G = self.group_size
+        full = n // G
+        if full:
+            body = out[: full * G].reshape(full, G)
+            np.subtract(q[: full * G].reshape(full, G), zp[:full, None], out=body, dtype=np.float32)
+            body *= scale[:full, None]
+        if n % G:
+            tail = out[full * G:]
+            np.subtract(q[full * G:], zp[full], out=tail, dtype=np.float32)
+            tail *= scale[full]
+        return out.reshape(spec.shape)

@@ -1,0 +1,242 @@
+"""Lossy planning: a tensor's settings → candidate pipelines → the smallest, and what it changed.
+
+The steps are Deep Compression's: prune (choose zeros), quantize (choose values), entropy code
+(every stream, by whichever chain is smallest). Pruned tensors try dense storage and the sparse
+position layouts; the planner keeps the cheapest. Every lossy choice is decoded once by the real
+decoder: the archive's digest is of what readers will get, and the fidelity report measures it.
+
+With ``max_error`` (a minimum SQNR in dB) the planner walks the quantizer's ladder of settings,
+smallest first, and keeps the first that meets it: the "saturation point" of Han et al., per
+tensor. If nothing on the ladder meets it, fp16, then lossless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from typing import Any
+
+import numpy as np
+
+from . import dtypes, planner
+from . import pipeline as P
+from .codecs import registered
+from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, TensorSpec
+from .codecs.affine import Affine
+from .codecs.byteplanes import BytePlanes
+from .codecs.cast import Cast
+from .codecs.codebook import Codebook
+from .codecs.raw import Raw
+from .codecs.sparse import Sparse
+from .config import TensorSettings
+from .limits import DEFAULT_LIMITS
+from .quant import metrics, prune, ternary
+
+FP16_MAX = 65504.0
+DEFAULT_BITS = 8
+
+
+@dataclasses.dataclass
+class Choice:
+    encoded: P.EncodedTensor
+    decoded: np.ndarray  # what a reader gets back (storage dtype)
+    fidelity: dict[str, Any]
+
+
+class LossyWarning(UserWarning):
+    """A tensor could not get the lossy treatment asked for (it was stored losslessly)."""
+
+
+def chains(level: int) -> tuple[tuple, ...]:
+    base = planner.lossless_candidates(TensorSpec("uint8", (1 << 20,)), level)[0].stream_chains
+    huff = registered().get("nnar.huffman")
+    return (*base, (huff(),)) if huff else base
+
+
+# -- quantizers: values → sorted codebook (encode side only) --------------------------------------
+
+def _kmeans(init: str, seed: int, keep_zero: bool):
+    from .quant import kmeans
+
+    def fit(values: np.ndarray, k: int) -> np.ndarray:
+        v = values[values != 0] if keep_zero else values
+        if keep_zero:
+            cb = kmeans.fit(v, k - 1, init=init, seed=seed) if v.size and k > 1 else np.zeros(0, np.float32)
+            return np.unique(np.concatenate([cb, np.zeros(1, np.float32)]))
+        return kmeans.fit(v, k, init=init, seed=seed)
+    return fit
+
+
+def value_codec(s: TensorSettings, spec: TensorSpec, bits: int | None, keep_zero: bool) -> ArrayBytesCodec:
+    """The array→bytes codec that stores values of a float32 array as ``s`` asks."""
+    q = s.quant
+    if q == "kmeans":
+        return Codebook(bits).using(_kmeans(s.init, s.seed, keep_zero))
+    if q == "ternary":
+        return Codebook(2).using(ternary.ternary)
+    if q == "binary":
+        return Codebook(1).using(ternary.binary)
+    if q == "uniform":
+        n = spec.size
+        G = {"tensor": max(1, n), "channel": max(1, n // spec.shape[0]) if spec.shape and spec.shape[0] else max(1, n),
+             "block": s.block}[s.granularity]
+        return Affine(bits, G)
+    raise AssertionError(q)
+
+
+def _lossless_values(spec: TensorSpec) -> list[ArrayBytesCodec]:
+    return [Raw(), BytePlanes()] if spec.storage_dtype.itemsize > 1 else [Raw()]
+
+
+def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bool, level: int
+               ) -> list[P.Pipeline]:
+    """Pipelines for a float tensor of ``spec`` (already pruned when ``pruned``)."""
+    pre: list[ArrayArrayCodec] = []
+    cur = spec
+    if s.quant in ("fp16", "bf16"):
+        target = "float16" if s.quant == "fp16" else "bfloat16"
+        if spec.dtype != target:
+            if (spec.dtype, target) not in {("float32", "float16"), ("float32", "bfloat16"), ("float64", "float16")}:
+                pre.append(Cast("float32"))
+            pre.append(Cast(target))
+        cur = TensorSpec(target, spec.shape)
+        values = _lossless_values(cur)
+    elif s.quant is None:
+        values = _lossless_values(spec)
+    else:
+        if spec.dtype != "float32":
+            pre.append(Cast("float32"))
+        cur = TensorSpec("float32", spec.shape)
+        values = [value_codec(s, cur, bits, keep_zero=pruned)]
+    ch = chains(level)
+    out = []
+    dense_ok = not (pruned and s.quant == "binary")  # binary has no zero: pruned weights need positions
+    if dense_ok:
+        out += [P.Pipeline(tuple(pre), v, ch) for v in values]
+    if pruned:
+        # survivors need no zero in the codebook: k-means spends every entry on them
+        inner = [value_codec(s, cur, bits, keep_zero=False)] if s.quant == "kmeans" else values
+        for v in inner:
+            out.append(P.Pipeline(tuple(pre), Sparse("gaps", v, 8), ch))
+            out.append(P.Pipeline(tuple(pre), Sparse("bitmask", v), ch))
+    return out
+
+
+# -- the plan -------------------------------------------------------------------------------------
+
+def _decode(enc: P.EncodedTensor) -> np.ndarray:
+    segs = {s.name: (s.codecs, s.raw_length, s.data) for s in enc.segments}
+    return P.decode(enc.spec, enc.pipeline, segs, DEFAULT_LIMITS, "planner")
+
+
+def _as_float(array: np.ndarray, dtype: str) -> np.ndarray:
+    return dtypes.bfloat16_to_float32(array) if dtype == "bfloat16" else array
+
+
+def _try(array, spec, s, bits, pruned, level):
+    enc = planner.encode(array, spec, candidates(s, spec, bits, pruned, level))
+    return enc, _decode(enc)
+
+
+def describe(s: TensorSettings, bits: int | None, sparsity: float | None) -> str:
+    parts = []
+    if sparsity:
+        parts.append(f"prune {sparsity:.0%}")
+    if s.quant in ("kmeans", "uniform"):
+        parts.append(f"{s.quant} {bits}-bit" + (f" per {s.granularity}" if s.quant == "uniform" and
+                                                 s.granularity != "tensor" else ""))
+    elif s.quant:
+        parts.append(s.quant)
+    return ", ".join(parts) or "lossless"
+
+
+def plan(name: str, array: np.ndarray, spec: TensorSpec, s: TensorSettings, level: int,
+         global_threshold: float | None = None) -> Choice | None:
+    """Encode one tensor as ``s`` asks; ``None`` means store it losslessly (with a warning when
+    the settings asked for more)."""
+    if not s.lossy and global_threshold is None:
+        return None
+    if spec.dtype not in dtypes.FLOAT_DTYPES:
+        return None
+    x = _as_float(array, spec.dtype)
+    finite = bool(np.isfinite(x).all())
+    quant = s.quant if s.quant is not None or s.max_error is None else "kmeans"
+    s = dataclasses.replace(s, quant=quant)
+    if not finite and (quant not in (None, "fp16", "bf16") or s.prune is not None or s.threshold is not None):
+        warnings.warn(f"{name}: has NaN or infinite values; stored losslessly", LossyWarning, stacklevel=2)
+        return None
+    # pruning: choose the zeros
+    mask = None
+    if s.threshold is not None:
+        mask = prune.survivors_for_threshold(x, s.threshold)
+    elif s.prune:
+        mask = prune.survivors_for_sparsity(x, s.prune)
+    elif global_threshold is not None and global_threshold >= 0:
+        mask = prune.survivors_for_threshold(x, global_threshold)
+    pruned_sparsity = None
+    work = array
+    if mask is not None and not mask.all():
+        work = np.ascontiguousarray(np.where(mask, array, np.zeros((), array.dtype)))
+        pruned_sparsity = 1.0 - float(np.count_nonzero(mask)) / mask.size
+    pruned = pruned_sparsity is not None
+
+    def fp16_ok() -> bool:
+        return spec.dtype == "float16" or float(np.abs(x).max(initial=0)) <= FP16_MAX
+
+    if quant == "fp16" and not fp16_ok():
+        big = float(np.abs(x).max())
+        warnings.warn(f"{name}: |value| up to {big:.4g} overflows float16 (max 65504); stored "
+                      + ("as bf16" if s.max_error is None else "losslessly"), LossyWarning, stacklevel=2)
+        if s.max_error is not None:
+            return None
+        s = dataclasses.replace(s, quant="bf16")
+
+    def attempt(settings, bits):
+        enc, dec = _try(work, spec, settings, bits, pruned, level)
+        stats = metrics.error_stats(x, _as_float(dec, spec.dtype))
+        return enc, dec, stats
+
+    if s.max_error is None:
+        bits = (s.bits or DEFAULT_BITS) if s.quant in ("kmeans", "uniform") else None
+        enc, dec, stats = attempt(s, bits)
+        return Choice(enc, dec, _fidelity(stats, describe(s, bits, pruned_sparsity)))
+    return _search(s, attempt, pruned_sparsity, fp16_ok)
+
+
+def _search(s: TensorSettings, attempt, pruned_sparsity, fp16_ok) -> Choice | None:
+    """The smallest setting on the ladder whose SQNR is at least ``s.max_error``."""
+    target = float(s.max_error)
+    if s.quant in ("kmeans", "uniform"):
+        lo_bits = 1 if s.quant == "kmeans" else 2
+        ladder = [(s, b) for b in range(lo_bits, (s.bits or 8) + 1)]
+    else:
+        ladder = [(s, None)]
+
+    @functools.lru_cache(maxsize=None)
+    def probe(i):
+        return attempt(*ladder[i])
+
+    lo, hi = 0, len(ladder) - 1
+    if probe(hi)[2]["sqnr_db"] >= target:
+        while lo < hi:  # SQNR grows with bits: bisect for the first setting that meets the target
+            mid = (lo + hi) // 2
+            if probe(mid)[2]["sqnr_db"] >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        enc, dec, stats = probe(lo)
+        return Choice(enc, dec, _fidelity(stats, describe(*ladder[lo], pruned_sparsity), target))
+    if s.quant != "fp16" and fp16_ok():
+        f16 = dataclasses.replace(s, quant="fp16")
+        enc, dec, stats = attempt(f16, None)
+        if stats["sqnr_db"] >= target:
+            return Choice(enc, dec, _fidelity(stats, describe(f16, None, pruned_sparsity), target))
+    return None
+
+
+def _fidelity(stats: dict[str, float], method: str, target: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"method": method, **{k: float(v) for k, v in stats.items()}}
+    if target is not None:
+        out["max_error"] = float(target)
+    return out
