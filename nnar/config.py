@@ -156,7 +156,9 @@ def parse_rule(text: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq:
-            if key in QUANTS:
+            if key == "lossless":
+                key, value = "lossless", "true"
+            elif key in QUANTS:
                 key, value = "quant", key
             elif key in PRESETS:
                 changes.update(PRESETS[key])

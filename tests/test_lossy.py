@@ -1,0 +1,231 @@
+"""Lossy packing end to end (issue 3): settings → pipelines → archive → the same values back,
+with the fidelity report measured against the input and stored in the archive."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nnar
+from nnar import config, lossy
+from nnar.quant import metrics
+
+from test_cli import run
+
+
+def weights(shape=(128, 256), seed=0, scale=0.05):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def model(seed=0):
+    return {"fc1.weight": weights((128, 256), seed), "fc1.bias": weights((128,), seed + 1),
+            "fc2.weight": weights((64, 128), seed + 2), "norm.weight": np.ones(64, np.float32)}
+
+
+def packed(cfg, m=None):
+    m = m or model()
+    blob = nnar.pack(m, config=cfg)
+    return m, blob, nnar.open(io.BytesIO(blob))
+
+
+@pytest.mark.parametrize("preset", list(config.PRESETS))
+def test_every_preset_round_trips_and_verifies(preset):
+    m, blob, a = packed(preset)
+    nnar.verify(blob)  # digests are of the decoded (lossy) arrays
+    for name, x in m.items():
+        info = a.info(name)
+        y = a.read(name, verify=True)
+        assert y.dtype == x.dtype and y.shape == x.shape
+        if preset == "lossless" or x.ndim < 2:  # biases and norms stay exact under every preset
+            assert not info.lossy and np.array_equal(x, y)
+        else:
+            assert info.lossy
+            stats = metrics.error_stats(x, y)
+            assert info.fidelity["sqnr_db"] == pytest.approx(stats["sqnr_db"])
+            assert info.fidelity["rel_l2"] == pytest.approx(stats["rel_l2"])
+            assert info.fidelity["sparsity"] == pytest.approx(stats["sparsity"])
+    # streaming reads give the same arrays as random access
+    streamed = nnar.unpack(blob)
+    for name in m:
+        assert np.array_equal(streamed[name], a.read(name))
+
+
+def test_lossy_is_smaller_in_the_expected_order():
+    sizes = {p: len(packed(p)[1]) for p in ("lossless", "fp16", "int8", "balanced", "small", "tiny")}
+    assert sizes["lossless"] > sizes["fp16"] > sizes["int8"] > sizes["small"] > sizes["tiny"]
+    assert sizes["balanced"] < sizes["int8"]  # entropy-coded 8-bit k-means beats plain int8
+
+
+def test_kmeans_values_lie_in_the_codebook_and_pruned_weights_are_zero():
+    x = weights((256, 256), 3)
+    m, blob, a = packed({"quant": "kmeans", "bits": 4, "prune": 0.75}, {"w": x})
+    y = a.read("w")
+    assert np.count_nonzero(y) == round(0.25 * x.size)
+    survivors = np.argsort(np.abs(x).reshape(-1), kind="stable")[-round(0.25 * x.size):]
+    assert set(np.flatnonzero(y.reshape(-1))) == set(survivors)  # exactly the largest magnitudes survive
+    assert len(np.unique(y[y != 0])) <= 16
+
+
+@pytest.mark.parametrize("quant", ["kmeans", "uniform"])
+@pytest.mark.parametrize("target", [15.0, 30.0, 45.0])
+def test_max_error_picks_the_smallest_setting_that_meets_it(quant, target):
+    x = weights((128, 256), 5)
+    _, _, a = packed({"quant": quant, "max_error": target}, {"w": x})
+    info = a.info("w")
+    assert info.fidelity["sqnr_db"] >= target and info.fidelity["max_error"] == target
+    if info.fidelity["method"] == "fp16":  # beyond the ladder: its top did not meet the target
+        _, _, b = packed({"quant": quant, "bits": 8}, {"w": x})
+        assert b.info("w").fidelity["sqnr_db"] < target
+        return
+    bits = int(info.fidelity["method"].split()[1].split("-")[0])
+    if bits > (1 if quant == "kmeans" else 2):  # one bit fewer would not have met the target
+        _, _, b = packed({"quant": quant, "bits": bits - 1}, {"w": x})
+        assert b.info("w").fidelity["sqnr_db"] < target
+
+
+def test_max_error_beyond_reach_falls_back_to_fp16_then_lossless():
+    x = weights((64, 64), 6)
+    _, _, a = packed({"quant": "kmeans", "max_error": 60.0}, {"w": x})
+    assert a.info("w").fidelity["method"] == "fp16"
+    _, _, b = packed({"quant": "kmeans", "max_error": 200.0}, {"w": x})
+    assert not b.info("w").lossy and np.array_equal(b.read("w"), x)
+
+
+def test_layer_rules_override_by_glob_later_rules_winning():
+    cfg = {"quant": "kmeans", "bits": 4, "layers": [("fc2.*", {"bits": 8}), ("fc1.bias", {"quant": "uniform", "bits": 8}),
+                                                     ("fc1.weight", {"lossless": True})]}
+    m, _, a = packed(cfg)
+    assert not a.info("fc1.weight").lossy and np.array_equal(a.read("fc1.weight"), m["fc1.weight"])
+    assert a.info("fc2.weight").fidelity["method"] == "kmeans 8-bit"
+    assert a.info("fc1.bias").fidelity["method"] == "uniform 8-bit"  # a rule names it: small or not
+    assert not a.info("norm.weight").lossy
+
+
+def test_global_pruning_uses_one_threshold_across_tensors():
+    m = {"a": weights((64, 64), 1, scale=1.0), "b": weights((64, 64), 2, scale=0.1)}
+    _, _, a = packed({"prune_global": 0.5}, m)
+    ya, yb = a.read("a"), a.read("b")
+    total = np.count_nonzero(ya == 0) + np.count_nonzero(yb == 0)
+    assert abs(total - 0.5 * (ya.size + yb.size)) <= 1
+    assert np.count_nonzero(yb == 0) > np.count_nonzero(ya == 0)  # the small-valued tensor loses more
+    kept_min = min(np.abs(ya[ya != 0]).min(), np.abs(yb[yb != 0]).min())
+    pruned_max = max(np.abs(m["a"][ya == 0]).max(), np.abs(m["b"][yb == 0]).max())
+    assert kept_min >= pruned_max
+
+
+def test_fp16_overflow_warns_and_uses_bf16():
+    x = weights((64, 64), 7)
+    x[0, 0] = 1e8  # a BatchNorm running variance would do this
+    with pytest.warns(lossy.LossyWarning, match="overflows float16"):
+        _, _, a = packed("fp16", {"w": x})
+    y = a.read("w")
+    assert np.isfinite(y).all() and a.info("w").fidelity["method"] == "bf16"
+
+
+def test_non_finite_tensors_stay_lossless_with_a_warning():
+    x = weights((64, 64), 8)
+    x[1, 2] = np.nan
+    with pytest.warns(lossy.LossyWarning, match="NaN"):
+        _, _, a = packed("balanced", {"w": x})
+    assert not a.info("w").lossy
+    assert np.array_equal(a.read("w"), x, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64", "bfloat16"])
+def test_other_float_dtypes_come_back_in_their_own_dtype(dtype):
+    import ml_dtypes
+    x = weights((64, 64), 9).astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    for cfg in ("balanced", "int8", "fp16", "bf16", {"prune": 0.5}):
+        _, blob, a = packed(cfg, {"w": x})
+        y = a.read("w", verify=True)
+        assert y.dtype == (np.uint16 if dtype == "bfloat16" else np.dtype(dtype)) and y.shape == x.shape
+
+
+def test_pruning_alone_is_otherwise_lossless():
+    x = weights((128, 128), 10)
+    _, _, a = packed({"prune": 0.6}, {"w": x})
+    y = a.read("w")
+    kept = y != 0
+    assert np.array_equal(y[kept], x[kept]) and abs(kept.mean() - 0.4) < 1e-3
+
+
+def test_fidelity_is_listed_by_ls_and_reported_by_pack(tmp_path):
+    import safetensors.numpy
+    src = tmp_path / "m.safetensors"
+    safetensors.numpy.save_file(model(), str(src))
+    out = tmp_path / "m.nnar"
+    r = run("pack", str(src), "-o", str(out), "--quant", "kmeans", "--bits", "4", "--prune", "0.5",
+            "--layer", "fc2.*:bits=6")
+    assert r.returncode == 0, r.stderr
+    err = r.stderr.decode()
+    assert "SQNR dB" in err and "prune 50%, kmeans 4-bit" in err and "kmeans 6-bit" in err
+    ls = run("ls", str(out))
+    assert ls.returncode == 0 and "fidelity" in ls.stdout.decode() and "kmeans 6-bit" in ls.stdout.decode()
+    js = json.loads(run("ls", str(out), "--json").stdout)
+    fc1 = next(t for t in js["tensors"] if t["name"] == "fc1.weight")
+    assert fc1["fidelity"]["method"] == "prune 50%, kmeans 4-bit" and fc1["bits_per_weight"]["indices"] > 0
+    assert js["totals"]["fidelity"]["lossy_tensors"] == 2
+    r = run("pack", str(src), "-o", str(tmp_path / "n.nnar"), "--preset", "int8", "--json")
+    rep = json.loads(r.stdout)
+    assert rep["totals"]["lossy_tensors"] == 2 and all(
+        t["fidelity"]["sqnr_db"] > 35 for t in rep["tensors"] if "fidelity" in t)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bits", "9", "--quant", "kmeans"], "bits"),
+    (["--quant", "fp16", "--bits", "4"], "bits"),
+    (["--layer", "nocolon"], "GLOB"),
+    (["--layer", "x:colour=red"], "colour"),
+    (["--prune", "0.5", "--prune-threshold", "0.1"], "either"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, args, message):
+    import safetensors.numpy
+    src = tmp_path / "m.safetensors"
+    safetensors.numpy.save_file(model(), str(src))
+    r = run("pack", str(src), "-o", str(tmp_path / "o.nnar"), *args)
+    assert r.returncode == 1 and message in r.stderr.decode() and len(r.stderr.decode().strip().splitlines()) == 1
+    assert not (tmp_path / "o.nnar").exists()
+
+
+quant_settings = st.fixed_dictionaries({
+    "quant": st.sampled_from([None, *config.QUANTS]),
+    "prune": st.one_of(st.none(), st.sampled_from([0.0, 0.3, 0.9, 0.99])),
+}).map(lambda d: {**d, "bits": None})
+
+
+@settings(max_examples=25, deadline=None)
+@given(quant_settings, st.integers(0, 2**16), st.sampled_from([(33, 47), (64, 64), (2, 3, 200)]))
+def test_any_settings_give_an_archive_that_verifies_and_reports_truthfully(cfg, seed, shape):
+    x = weights(shape, seed)
+    blob = nnar.pack({"w": x}, config={**cfg, "min_params": 1})
+    nnar.verify(blob)
+    a = nnar.open(io.BytesIO(blob))
+    y = a.read("w")
+    info = a.info("w")
+    if info.lossy:
+        s = metrics.error_stats(x, y)
+        assert info.fidelity["sqnr_db"] == pytest.approx(s["sqnr_db"]) or math.isinf(s["sqnr_db"])
+    else:
+        assert np.array_equal(x, y)
+
+
+def test_config_parsing():
+    glob, changes = config.parse_rule("classifier.*:bits=8,quant=kmeans")
+    assert glob == "classifier.*" and changes == {"bits": 8, "quant": "kmeans"}
+    assert config.parse_rule("a:b:lossless") == ("a:b", {"lossless": True})
+    assert config.parse_rule("x:uniform") == ("x", {"quant": "uniform"})
+    assert config.parse_rule("x:int8")[1] == config.PRESETS["int8"]
+    cfg = config.build(preset="small", quant="uniform")
+    assert cfg.default.quant == "uniform" and cfg.default.bits is None  # the preset's bits were k-means'
+    with pytest.raises(nnar.InvalidInput, match="preset"):
+        config.build(preset="huge")
+    s = config.from_mapping({"quant": "kmeans", "layers": {"fc*": {"bits": 3}}}).settings_for("fc1", (64, 64), True)
+    assert s.quant == "kmeans" and s.bits == 3
+    assert config.from_mapping("balanced").settings_for("b", (10,), True).lossless  # 1-D: lossless
+    assert config.from_mapping("balanced").settings_for("e", (64, 64), False).lossless  # integers: lossless
