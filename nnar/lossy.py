@@ -56,6 +56,34 @@ def chains(level: int) -> tuple[tuple, ...]:
 
 # -- quantizers: values → sorted codebook (encode side only) --------------------------------------
 
+def _ecsq(mse: float, keep_zero: bool):
+    """Entropy-constrained codebook within a mean squared error per value (raises
+    _Unreachable when no codebook of the size can); with ``keep_zero``, zeros (pruned
+    weights) keep an exact entry and are not counted."""
+    from .quant import ecsq
+
+    def fit(values: np.ndarray, k: int):
+        nz = values != 0 if keep_zero else None
+        v = values[nz] if keep_zero else values
+        if v.size == 0:
+            return np.zeros(1, np.float32), np.zeros(values.size, np.uint8)
+        got = ecsq.fit_for_error(v, k - 1 if keep_zero else k, mse)
+        if got is None:
+            raise _Unreachable()
+        table, idx = got
+        if not keep_zero:
+            return table, idx
+        full = np.unique(np.concatenate([table, np.zeros(1, np.float32)]))
+        out = np.full(values.size, int(np.searchsorted(full, 0.0)), np.uint8)
+        out[nz] = np.searchsorted(full, table)[idx]
+        return full, out
+    return fit
+
+
+class _Unreachable(Exception):
+    """No codebook of the allowed size meets the error budget."""
+
+
 def _kmeans(init: str, seed: int, keep_zero: bool):
     from .quant import kmeans
 
@@ -63,16 +91,21 @@ def _kmeans(init: str, seed: int, keep_zero: bool):
         v = values[values != 0] if keep_zero else values
         if keep_zero:
             cb = kmeans.fit(v, k - 1, init=init, seed=seed) if v.size and k > 1 else np.zeros(0, np.float32)
-            return np.unique(np.concatenate([cb, np.zeros(1, np.float32)]))
-        return kmeans.fit(v, k, init=init, seed=seed)
+            table = np.unique(np.concatenate([cb, np.zeros(1, np.float32)]))
+        else:
+            table = kmeans.fit(v, k, init=init, seed=seed)
+        return table, kmeans.assign(values, table)
     return fit
 
 
-def value_codec(s: TensorSettings, spec: TensorSpec, bits: int | None, keep_zero: bool) -> ArrayBytesCodec:
-    """The array→bytes codec that stores values of a float32 array as ``s`` asks."""
+def value_codec(s: TensorSettings, spec: TensorSpec, bits: int | None, keep_zero: bool,
+                budget: float | None = None) -> ArrayBytesCodec:
+    """The array→bytes codec that stores values of a float32 array as ``s`` asks (k-means
+    within a squared-error ``budget``: entropy-constrained)."""
     q = s.quant
     if q == "kmeans":
-        return Codebook(bits).using(_kmeans(s.init, s.seed, keep_zero))
+        fit = _ecsq(budget, keep_zero) if budget is not None else _kmeans(s.init, s.seed, keep_zero)
+        return Codebook(bits).using(fit)
     if q == "ternary":
         return Codebook(2).using(ternary.ternary)
     if q == "binary":
@@ -89,8 +122,8 @@ def _lossless_values(spec: TensorSpec) -> list[ArrayBytesCodec]:
     return [Raw(), BytePlanes()] if spec.storage_dtype.itemsize > 1 else [Raw()]
 
 
-def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bool, level: int
-               ) -> list[P.Pipeline]:
+def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bool, level: int,
+               budget: float | None = None) -> list[P.Pipeline]:
     """Pipelines for a float tensor of ``spec`` (already pruned when ``pruned``)."""
     pre: list[ArrayArrayCodec] = []
     cur = spec
@@ -108,7 +141,7 @@ def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bo
         if spec.dtype != "float32":
             pre.append(Cast("float32"))
         cur = TensorSpec("float32", spec.shape)
-        values = [value_codec(s, cur, bits, keep_zero=pruned)]
+        values = [value_codec(s, cur, bits, keep_zero=pruned, budget=budget)]
     ch = chains(level)
     out = []
     dense_ok = not (pruned and s.quant == "binary")  # binary has no zero: pruned weights need positions
@@ -116,7 +149,7 @@ def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bo
         out += [P.Pipeline(tuple(pre), v, ch) for v in values]
     if pruned:
         # survivors need no zero in the codebook: k-means spends every entry on them
-        inner = [value_codec(s, cur, bits, keep_zero=False)] if s.quant == "kmeans" else values
+        inner = [value_codec(s, cur, bits, keep_zero=False, budget=budget)] if s.quant == "kmeans" else values
         for v in inner:
             out.append(P.Pipeline(tuple(pre), Sparse("gaps", v, 8), ch))
             out.append(P.Pipeline(tuple(pre), Sparse("bitmask", v), ch))
@@ -134,8 +167,8 @@ def _as_float(array: np.ndarray, dtype: str) -> np.ndarray:
     return dtypes.bfloat16_to_float32(array) if dtype == "bfloat16" else array
 
 
-def _try(array, spec, s, bits, pruned, level):
-    enc = planner.encode(array, spec, candidates(s, spec, bits, pruned, level))
+def _try(array, spec, s, bits, pruned, level, budget=None):
+    enc = planner.encode(array, spec, candidates(s, spec, bits, pruned, level, budget))
     return enc, _decode(enc)
 
 
@@ -192,10 +225,16 @@ def plan(name: str, array: np.ndarray, spec: TensorSpec, s: TensorSettings, leve
             return None
         s = dataclasses.replace(s, quant="bf16")
 
-    def attempt(settings, bits):
-        enc, dec = _try(work, spec, settings, bits, pruned, level)
+    def attempt(settings, bits, budget=None):
+        enc, dec = _try(work, spec, settings, bits, pruned, level, budget)
         stats = metrics.error_stats(x, _as_float(dec, spec.dtype))
         return enc, dec, stats
+
+    if s.max_error is not None and s.quant == "kmeans":
+        found = _entropy_constrained(s, x, work, spec, attempt, pruned_sparsity)
+        if found is not None:
+            return found
+        return _fallback(s, attempt, pruned_sparsity, fp16_ok)
 
     if s.max_error is None:
         bits = (s.bits or DEFAULT_BITS) if s.quant in ("kmeans", "uniform") else None
@@ -218,17 +257,47 @@ def _search(s: TensorSettings, attempt, pruned_sparsity, fp16_ok) -> Choice | No
         return attempt(*ladder[i])
 
     lo, hi = 0, len(ladder) - 1
-    if probe(hi)[2]["sqnr_db"] >= target:
-        while lo < hi:  # SQNR grows with bits: bisect for the first setting that meets the target
-            mid = (lo + hi) // 2
-            if probe(mid)[2]["sqnr_db"] >= target:
-                hi = mid
-            else:
-                lo = mid + 1
-        enc, dec, stats = probe(lo)
-        return Choice(enc, dec, _fidelity(stats, describe(*ladder[lo], pruned_sparsity), target))
+    if probe(hi)[2]["sqnr_db"] < target:
+        return _fallback(s, attempt, pruned_sparsity, fp16_ok)
+    while lo < hi:  # SQNR grows with bits: bisect for the first setting that meets the target
+        mid = (lo + hi) // 2
+        if probe(mid)[2]["sqnr_db"] >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    enc, dec, stats = probe(lo)
+    return Choice(enc, dec, _fidelity(stats, describe(*ladder[lo], pruned_sparsity), target))
+
+
+def _entropy_constrained(s: TensorSettings, x, work, spec, attempt, pruned_sparsity) -> Choice | None:
+    """k-means with a target: the entropy-constrained codebook that just meets it (the
+    squared-error budget is what the target leaves after pruning's own error)."""
+    x64 = x.astype(np.float64).reshape(-1)
+    w64 = _as_float(work, spec.dtype).astype(np.float64).reshape(-1)
+    signal = float(x64 @ x64)
+    allowed = signal * 10 ** (-float(s.max_error) / 10)
+    pruned_err = float((x64 - w64) @ (x64 - w64))
+    quantized = int(np.count_nonzero(w64)) if pruned_sparsity else w64.size  # what the codebook codes
+    bits = s.bits or DEFAULT_BITS
+    for margin in (0.98, 0.9, 0.7):  # float32 rounding of the table can cost a hair
+        budget = (allowed - pruned_err) * margin / max(quantized, 1)  # per coded value
+        if budget <= 0:
+            return None
+        try:
+            enc, dec, stats = attempt(s, bits, budget)
+        except _Unreachable:
+            return None
+        if stats["sqnr_db"] >= s.max_error:
+            method = describe(s, bits, pruned_sparsity).replace(f"kmeans {bits}-bit", f"kmeans-ec {bits}-bit")
+            return Choice(enc, dec, _fidelity(stats, method, float(s.max_error)))
+    return None
+
+
+def _fallback(s: TensorSettings, attempt, pruned_sparsity, fp16_ok) -> Choice | None:
+    """Nothing on the quantizer's ladder meets the target: fp16 if it does, else lossless."""
+    target = float(s.max_error)
     if s.quant != "fp16" and fp16_ok():
-        f16 = dataclasses.replace(s, quant="fp16")
+        f16 = dataclasses.replace(s, quant="fp16", prune=None, threshold=None)
         enc, dec, stats = attempt(f16, None)
         if stats["sqnr_db"] >= target:
             return Choice(enc, dec, _fidelity(stats, describe(f16, None, pruned_sparsity), target))

@@ -85,21 +85,40 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
             view = memoryview(stream).cast("B")
             probe = b"".join(view[a:b] for a, b in sample_runs(len(view)))
             sizes = {c: _nbytes(_run_chain(probe, c)[0]) if c else len(probe) for c in chains}
-            smallest = min(sizes.values())
-            best_chain = next(c for c in chains if sizes[c] <= smallest * (1 + CHAIN_TOLERANCE))
+            best_chain = _pick(chains, sizes)
             chains = ((), best_chain) if best_chain else ((),)
-        best: EncodedSegment | None = None
-        for chain in chains:
-            data, stage_records = _run_chain(stream, chain)
-            if best is None or _nbytes(data) < _nbytes(best.data):
-                best = EncodedSegment(name, stage_records, _nbytes(stream), data)
-        segments.append(best)
+        results = {chain: _run_chain(stream, chain) for chain in chains}
+        chain = _pick(chains, {c: _nbytes(d) for c, (d, _) in results.items()}, exact=True)
+        data, stage_records = results[chain]
+        segments.append(EncodedSegment(name, stage_records, _nbytes(stream), data))
     return EncodedTensor(spec, records, segments)
 
 
 SAMPLE_STREAM_ABOVE = 256 << 10
 #: a slower chain must store a sample this much smaller than every faster one to be chosen
 CHAIN_TOLERANCE = 0.005
+#: ... and a chain with a slow decoder (Huffman: ~40 M symbols/s against zstd's GB/s) this much
+SLOW_CHAIN_TOLERANCE = 0.02
+
+
+def _slow(chain) -> bool:
+    return any(c.slow_decode for c in chain)
+
+
+def _pick(chains, sizes, exact: bool = False):
+    """The chain to keep: the smallest fast chain (on a sample: the fastest within
+    ``CHAIN_TOLERANCE`` of it), unless a slow-decoding chain beats it by ``SLOW_CHAIN_TOLERANCE``."""
+    fast = [c for c in chains if not _slow(c)]
+    slow = [c for c in chains if _slow(c)]
+    best = None
+    if fast:
+        smallest = min(sizes[c] for c in fast)
+        best = min(fast, key=lambda c: sizes[c]) if exact else \
+            next(c for c in fast if sizes[c] <= smallest * (1 + CHAIN_TOLERANCE))
+    for c in slow:
+        if best is None or sizes[c] * (1 + SLOW_CHAIN_TOLERANCE) < sizes[best]:
+            best = c if best is None or sizes[c] < sizes[best] else best
+    return best
 
 
 def sample_runs(n: int, runs: int = 4, share: int = 16, cap: int = 256 << 10) -> list[tuple[int, int]]:
@@ -179,7 +198,7 @@ def decode(
 ) -> np.ndarray:
     """Decode one tensor. ``segments`` maps stream name → (codec records, raw_length, bytes)."""
     aa, (ab, ab_params), ab_spec = check_pipeline(spec, stages, limits, where, strict)
-    needed = ab.stream_names(ab_spec, ab_params)
+    needed = _run(ab.stream_names, where, ab_spec, ab_params)
     if set(segments) != set(needed):
         raise BadDescriptor(f"segments: expected streams {list(needed)} for {ab.codec_id}, found {list(segments)}", where=where)
     # before any decompression: a stream may not claim more than its tensor needs

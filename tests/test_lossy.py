@@ -169,7 +169,7 @@ def test_fidelity_is_listed_by_ls_and_reported_by_pack(tmp_path):
     assert ls.returncode == 0 and "fidelity" in ls.stdout.decode() and "kmeans 6-bit" in ls.stdout.decode()
     js = json.loads(run("ls", str(out), "--json").stdout)
     fc1 = next(t for t in js["tensors"] if t["name"] == "fc1.weight")
-    assert fc1["fidelity"]["method"] == "prune 50%, kmeans 4-bit" and fc1["bits_per_weight"]["indices"] > 0
+    assert fc1["fidelity"]["method"] == "prune 50%, kmeans 4-bit" and set(fc1["bits_per_weight"]) == {"values", "indices", "codebook"}
     assert js["totals"]["fidelity"]["lossy_tensors"] == 2
     r = run("pack", str(src), "-o", str(tmp_path / "n.nnar"), "--preset", "int8", "--json")
     rep = json.loads(r.stdout)
@@ -227,5 +227,5 @@ def test_config_parsing():
         config.build(preset="huge")
     s = config.from_mapping({"quant": "kmeans", "layers": {"fc*": {"bits": 3}}}).settings_for("fc1", (64, 64), True)
     assert s.quant == "kmeans" and s.bits == 3
-    assert config.from_mapping("balanced").settings_for("b", (10,), True).lossless  # 1-D: lossless
+    assert not config.from_mapping("balanced").settings_for("b", (10,), True).lossy  # 1-D: lossless
     assert config.from_mapping("balanced").settings_for("e", (64, 64), False).lossless  # integers: lossless

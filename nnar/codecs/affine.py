@@ -86,6 +86,10 @@ class Affine(ArrayBytesCodec):
         scale = np.frombuffer(streams["scales"], "<f4")
         zp = np.frombuffer(streams["zero_points"], np.uint8)
         qmax = (1 << self.bits) - 1
+        if not np.isfinite(scale).all():
+            at = int(np.flatnonzero(~np.isfinite(scale))[0])
+            raise CodecDataError(f"nnar.affine: scale of group {at}: expected a finite number, found {scale[at]!r} "
+                                 "(an infinite scale times zero gives a NaN whose bits differ between processors)")
         if zp.size and int(zp.max()) > qmax:
             raise CodecDataError(f"nnar.affine: zero point {int(zp.max())} exceeds {qmax}, the largest "
                                  f"{self.bits}-bit index")

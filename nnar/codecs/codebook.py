@@ -18,8 +18,9 @@ from .abc import ArrayBytesCodec, as_bytes, expect_streams, param
 from .. import dtypes
 from ..errors import CodecDataError
 
-#: values → sorted codebook of at most 2**bits entries, in the values' dtype
-Quantizer = Callable[[np.ndarray, int], np.ndarray]
+#: (values, 2**bits) → sorted codebook, or (sorted codebook, uint8 index per value) when the
+#: quantizer's assignment is not simply the nearest entry (entropy-constrained quantization)
+Quantizer = Callable[[np.ndarray, int], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
 def nearest(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -68,15 +69,23 @@ class Codebook(ArrayBytesCodec):
 
     def encode(self, array, spec):
         flat = array.reshape(-1)
+        indices = None
         if self.quantizer is not None:
-            table = np.asarray(self.quantizer(flat, 1 << self.bits), dtype=array.dtype)
-        else:  # exact: the tensor's own distinct values
-            table = np.unique(flat)
-            if table.size > 1 << self.bits:
-                raise ValueError(f"{table.size} distinct values do not fit {self.bits}-bit indices")
+            chosen = self.quantizer(flat, 1 << self.bits)
+            if isinstance(chosen, tuple):  # the quantizer assigned the values itself
+                chosen, indices = chosen
+            table = np.asarray(chosen, dtype=array.dtype)
+        else:  # exact: the tensor's own distinct bit patterns (-0.0 and each NaN kept as they are)
+            bits = flat.view(f"u{flat.itemsize}") if flat.dtype != np.bool_ else flat.view(np.uint8)
+            distinct = np.unique(bits)
+            if distinct.size > 1 << self.bits:
+                raise ValueError(f"{distinct.size} distinct values do not fit {self.bits}-bit indices")
+            table = distinct.view(array.dtype)
+            indices = np.searchsorted(distinct, bits).astype(np.uint8)
         if table.size == 0:  # an empty tensor still stores a one-entry table: size >= 1 always
             table = np.zeros(1, array.dtype)
-        indices = nearest(flat, table) if flat.size else np.zeros(0, np.uint8)
+        if indices is None:
+            indices = nearest(flat, table) if flat.size else np.zeros(0, np.uint8)
         streams = {"codebook": as_bytes(table), "indices": packing.pack(indices, self.bits)}
         return streams, {"size": int(table.size)}
 

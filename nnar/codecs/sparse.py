@@ -66,14 +66,24 @@ class Sparse(ArrayBytesCodec):
             raise CodecDataError(f"nnar.sparse: values: expected an array-bytes codec other than nnar.sparse, found "
                                  f"{self.inner.codec_id} ({self.inner.kind})")
 
+    @classmethod
+    def from_config(cls, config):
+        if isinstance(config, Mapping) and "gap_bits" in config and config.get("positions") == "bitmask":
+            raise CodecDataError("nnar.sparse: gap_bits: expected no such key with bitmask positions, found one")
+        return super().from_config(config)
+
     @staticmethod
     def _inner_from(stage: object) -> Codec:
         if not isinstance(stage, Mapping) or set(stage) != {"codec", "config"}:
             raise CodecDataError(f"nnar.sparse: values: expected a map with keys codec and config, found {stage!r:.100}")
         try:
             cls = get_codec_class(stage["codec"])
-        except UnsupportedCodec as e:
-            raise CodecDataError(f"nnar.sparse: values: {e.message}") from None
+        except UnsupportedCodec as e:  # the tensor is unreadable by this reader, not corrupt
+            raise UnsupportedCodec(f"nnar.sparse: values: {e.message}") from None
+        # checked before its config is read: a nested sparse stage could nest again, without end
+        if not issubclass(cls, ArrayBytesCodec) or issubclass(cls, Sparse):
+            raise CodecDataError(f"nnar.sparse: values: expected an array-bytes codec other than nnar.sparse, "
+                                 f"found {cls.codec_id} ({cls.kind})")
         return cls.from_config(stage["config"])
 
     def get_config(self):
@@ -95,6 +105,10 @@ class Sparse(ArrayBytesCodec):
             raise CodecDataError(f"nnar.sparse: count: expected 0 to {spec.size} stored values, found {count}")
         if invert and self.positions == "bitmask":
             raise CodecDataError("nnar.sparse: invert: expected false with bitmask positions, found true")
+        unknown = set(inner) - self.inner.param_keys
+        if unknown:
+            raise CodecDataError(f"nnar.sparse: values params: {self.inner.codec_id} defines no "
+                                 f"{sorted(map(str, unknown))}")
         return count, invert, spec.size - count if invert else count, inner
 
     def _inner_spec(self, spec, count):

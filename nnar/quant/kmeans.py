@@ -1,0 +1,486 @@
+"""Weight sharing by 1-D k-means (Deep Compression, Han et al. 2016): choose a codebook of at
+most ``k`` float32 values and map every weight to its nearest entry.
+
+This is an encoder's choice, not part of the file format: the format stores only the codebook
+and the indices, so any quantizer may replace this one.
+
+``fit(values, k)`` (``init="optimal"``) reaches within a fraction of a percent of the exact 1-D
+optimum (Wu 1991; Ckmeans.1d.dp) at a cost of a few passes over the data:
+
+1. **Fine bins.** Each value goes to the bin named by the top 21 bits of its float32 pattern
+   (sign, exponent and 12 mantissa bits, after subtracting a centre when zero is far from the
+   data), so bins are 2**-12 wide relative to the distance from the centre whatever the tails
+   look like. Two ``np.bincount`` passes give each bin's count and exact sum. Inputs of at most
+   ``EXACT_MAX`` values, and inputs the fine bins cannot resolve, use their sorted distinct
+   values as bins instead, which makes the problem exact.
+2. **Start.** Boundaries from companding: cells of equal mass under the density to the power
+   1/3, the high-resolution optimum (Panter and Dite 1951).
+3. **Windowed exact DP.** Every boundary gets a window of candidate positions around where it
+   is; a Viterbi pass over the k-1 boundaries finds the best partition with all boundaries in
+   their windows (the within-cluster sum of squares of a run of bins is O(1) from prefix sums).
+   Windows start as wide as the neighbouring cells, so whole runs of centroids can move from
+   one mode to another, and shrink to single bins. The current partition is always a
+   candidate, so the cost never rises.
+4. Centroids are the exact means of their clusters.
+
+``init="linear"`` is the paper's method: k centroids evenly spaced between min and max, then
+Lloyd iterations on the data until no assignment changes (or ``LLOYD_MAX_ITER``).
+
+``assign`` maps values to the nearest entry exactly (ties to the lower index) through a lookup
+table on the same float-bit bins, with an exact comparison for values in the few bins that
+contain a decision threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EXACT_MAX = 1 << 16  #: inputs up to this size are binned by their distinct values (exact)
+LLOYD_MAX_ITER = 100  #: bound on Lloyd iterations for ``init="linear"``
+MAX_K = 256
+
+_SHIFT = 11  # fine bins keep the top 32 - 11 = 21 bits of a float32: 12 mantissa bits
+_NBINS = 1 << (32 - _SHIFT)
+_HALF = _NBINS >> 1  # bins >= _HALF hold negative values, in reverse order
+_SMALL = 1 << 15
+TRACE = None  # assign: below this many values, a binary search beats building a table
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+def _values(values: np.ndarray) -> np.ndarray:
+    a = np.asarray(values)
+    if a.ndim != 1:
+        raise ValueError(f"values: expected a 1-D array, found shape {a.shape}")
+    if a.size == 0:
+        raise ValueError("values: expected at least one value, found an empty array")
+    if a.dtype.kind not in "fiu" or a.dtype.kind == "f" and a.dtype.itemsize > 8:
+        raise ValueError(f"values: expected a float32 or float64 array, found {a.dtype}")
+    a = a.astype(np.float32 if a.dtype.kind == "f" and a.dtype.itemsize <= 4 else np.float64, copy=False)
+    return np.ascontiguousarray(a)
+
+
+def _k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k: expected an integer in [1, {MAX_K}], found {k!r}")
+    return int(k)
+
+
+def _codebook(codebook: np.ndarray) -> np.ndarray:
+    c = np.asarray(codebook)
+    if c.ndim != 1 or not 1 <= c.size <= MAX_K or c.dtype.kind not in "fiu":
+        raise ValueError(f"codebook: expected 1 to {MAX_K} numbers in a 1-D array, found {c.dtype} {c.shape}")
+    c = c.astype(np.float64)
+    if not np.isfinite(c).all() or (c.size > 1 and not (np.diff(c) > 0).all()):
+        raise ValueError("codebook: expected finite, strictly increasing values")
+    return c
+
+
+def _to_codebook(means: np.ndarray) -> np.ndarray:
+    """Cluster means (float64, increasing) → sorted unique float32 codebook."""
+    f32 = np.finfo(np.float32)
+    return np.unique(np.clip(means, -float(f32.max), float(f32.max)).astype(np.float32))
+
+
+# -- bins -----------------------------------------------------------------------------------------
+
+
+class _Bins:
+    """A weighted problem: bins in increasing value order with count and exact sum each."""
+
+    __slots__ = ("counts", "sums", "exact")
+
+    def __init__(self, counts: np.ndarray, sums: np.ndarray, exact: bool):
+        self.counts = counts  # float64, every entry >= 1
+        self.sums = sums  # float64
+        self.exact = exact  # every bin holds one distinct value
+
+
+def _distinct_bins(x: np.ndarray) -> _Bins:
+    v, c = np.unique(x, return_counts=True)
+    c = c.astype(np.float64)
+    return _Bins(c, v.astype(np.float64) * c, True)
+
+
+def _sorted_bins(x: np.ndarray, max_bins: int = 1 << 17) -> _Bins:
+    """Bins from a full sort: the distinct values, or, when there are too many, runs of equal
+    count that never split a value. Slow (a sort) but resolves any data."""
+    v, c = np.unique(x, return_counts=True)
+    if v.size <= max_bins:
+        c = c.astype(np.float64)
+        return _Bins(c, v.astype(np.float64) * c, True)
+    cum = np.cumsum(c)
+    cuts = np.unique(np.searchsorted(cum, np.linspace(0, cum[-1], max_bins + 1)[1:-1], side="right"))
+    starts = np.concatenate([[0], cuts[(cuts > 0) & (cuts < v.size)]])
+    w = v.astype(np.float64) * c
+    return _Bins(np.add.reduceat(c, starts).astype(np.float64), np.add.reduceat(w, starts), False)
+
+
+def _centre(x: np.ndarray, lo: float, hi: float) -> float:
+    """Where the fine bins are finest: zero when zero lies within the bulk of the data (keeps
+    exact zeros in a bin of their own), else the median of a strided sample."""
+    step = max(1, x.size >> 12)
+    q1, med, q3 = np.quantile(x[::step], [0.25, 0.5, 0.75])
+    if lo <= 0.0 <= hi and abs(med) <= max(q3 - q1, 0.0):
+        return 0.0
+    return float(np.float32(med)) if x.dtype == np.float32 else float(med)
+
+
+def _keys(x: np.ndarray, centre: float) -> np.ndarray:
+    """Fine-bin key (uint32 in [0, _NBINS)) of every value: a monotone map (non-increasing on
+    the negative half) from the float32 bit pattern of ``x - centre``."""
+    if centre == 0.0:
+        y = x if x.dtype == np.float32 else x.astype(np.float32)
+    elif x.dtype == np.float32:
+        y = x - np.float32(centre)
+    else:
+        y = (x - centre).astype(np.float32)
+    return y.view(np.uint32) >> np.uint32(_SHIFT)
+
+
+def _value_order(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct keys → the same keys in increasing value order."""
+    split = np.searchsorted(keys, _HALF)
+    return np.concatenate([keys[split:][::-1], keys[:split]])
+
+
+def _fine_bins(x: np.ndarray, lo: float, hi: float, k: int) -> _Bins:
+    if x.size <= EXACT_MAX:
+        return _distinct_bins(x)
+    keys = _keys(x, _centre(x, lo, hi))
+    counts = np.bincount(keys, minlength=_NBINS)
+    order = _value_order(np.flatnonzero(counts))
+    sums = np.bincount(keys, weights=x, minlength=_NBINS)
+    bins = _Bins(counts[order].astype(np.float64), sums[order], False)
+    if order.size < 32 * k:
+        # few bins for this k: fine if each bin holds one value (quantized input), else the
+        # bins are too coarse for the data and a sort resolves it
+        rank = np.empty(_NBINS, np.int32)
+        rank[order] = np.arange(order.size, dtype=np.int32)
+        means = bins.sums / bins.counts
+        if np.array_equal(x, means[rank[keys]]):
+            bins.exact = True
+        else:
+            bins = _sorted_bins(x)
+    return bins
+
+
+# -- the partition ----------------------------------------------------------------------------------
+
+
+def _prefix(bins: _Bins) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix counts and prefix sums, centred on the mean and scaled by a power of two, so the
+    cost -S**2/N of a run of bins (its sum of squares less a constant) is exact enough."""
+    n, s = bins.counts, bins.sums
+    mu = s.sum() / n.sum()
+    sc = s - n * mu
+    m = np.abs(sc / n).max()
+    if m > 0:
+        sc = np.ldexp(sc, -int(np.frexp(m)[1]))
+    return np.concatenate([[0.0], np.cumsum(n)]), np.concatenate([[0.0], np.cumsum(sc)])
+
+
+def _companded(bins: _Bins, k: int) -> np.ndarray:
+    """Interior boundaries (bin indices) of k cells of equal mass under density**(1/3), the
+    high-resolution optimum, the density estimated on runs of about equal count."""
+    n = bins.counts
+    F = n.size
+    pos = bins.sums / n
+    cum = np.concatenate([[0.0], np.cumsum(n)])
+    edges = np.unique(np.searchsorted(cum, np.linspace(0, cum[-1], min(F, 4096) + 1), side="left"))
+    edges = np.unique(np.concatenate([[0], np.clip(edges, 0, F), [F]]))
+    gn = cum[edges[1:]] - cum[edges[:-1]]
+    gw = np.maximum(pos[np.minimum(edges[1:], F - 1)] - pos[edges[:-1]], 0.0)  # to the next run
+    mass = np.cbrt(gn) * np.cbrt(gw) ** 2
+    total = mass.sum()
+    if not total > 0:
+        mass, total = gn, gn.sum()
+    cm = np.concatenate([[0.0], np.cumsum(mass)])
+    t = np.arange(1, k) * (total / k)
+    g = np.clip(np.searchsorted(cm, t, side="right") - 1, 0, edges.size - 2)
+    frac = np.clip((t - cm[g]) / np.where(mass[g] > 0, mass[g], 1.0), 0.0, 1.0)
+    # within a run, interpolate in value (a run in the tail spans a wide range)
+    return np.searchsorted(pos, pos[edges[g]] + frac * gw[g], side="left")
+
+
+def _coarse_starts(bins: _Bins, k: int, per_cell: int = 8) -> np.ndarray:
+    """First fine bin of each coarse bin: the union of equal-count cuts (resolve the bulk),
+    companded cuts (resolve the tails) and equal-index cuts (resolve point masses)."""
+    F = bins.counts.size
+    m = per_cell * k // 2
+    if F <= 2 * m:
+        return np.arange(F)
+    cum = np.cumsum(bins.counts)
+    cuts = np.concatenate([[0], np.searchsorted(cum, np.linspace(0, cum[-1], m + 1)[:-1], side="right"),
+                           _companded(bins, m), np.linspace(0, F, m, endpoint=False).astype(np.int64)])
+    cuts = np.unique(cuts)
+    return cuts[cuts < F]
+
+
+def _group_dp(PN: np.ndarray, PS: np.ndarray, starts: np.ndarray, k: int, cells_per_group: int = 8) -> np.ndarray:
+    """Exact DP on coarse bins with the coarse bins cut into groups whose edges are forced to
+    be boundaries: one DP per group, all groups at once, then the k clusters shared out
+    between the groups exactly (the optimal cost of a group is convex in its number of
+    clusters, so the best share takes the largest marginal gains). Returns interior
+    boundaries (fine-bin indices)."""
+    F = PN.size - 1
+    Fc = starts.size
+    edges = np.concatenate([starts, [F]])
+    G = max(1, min(k // cells_per_group, Fc // 2))
+    S = -(-Fc // G)
+    G = -(-Fc // S)
+    first = np.arange(G) * S
+    size = np.minimum(S, Fc - first)
+    loc = np.minimum(first[:, None] + np.arange(S + 1)[None, :], (first + size)[:, None])
+    pos = edges[loc]
+    n = PN[pos][:, None, :] - PN[pos][:, :, None]  # [group, from, to]
+    s = PS[pos][:, None, :] - PS[pos][:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = -(s * s) / n
+    cost[~(n > 0)] = np.inf
+    rows = np.arange(G)
+    D = cost[:, 0, :]
+    backs = [None]
+    best = [D[rows, size]]
+    M = 1
+    want = min(S, max(2, -(-4 * k // G)))
+    while True:
+        while M < want:
+            T = D[:, :, None] + cost
+            a = T.argmin(1)
+            D = np.take_along_axis(T, a[:, None, :], 1)[:, 0, :]
+            backs.append(a)
+            best.append(D[rows, size])
+            M += 1
+        c = np.array(best).T  # [group, clusters - 1]
+        with np.errstate(invalid="ignore"):
+            gain = c[:, :-1] - c[:, 1:]
+        ok = (np.arange(2, M + 1)[None, :] <= size[:, None]) & np.isfinite(gain)
+        gain = np.where(ok, gain, -np.inf).ravel()
+        top = np.argsort(-gain, kind="stable")[:k - G]
+        top = top[np.isfinite(gain[top])]
+        share = 1 + np.bincount(top // (M - 1), minlength=G) if M > 1 else np.ones(G, np.int64)
+        if M >= S or not ((share == M) & (size > M)).any():
+            break
+        want = min(S, 2 * M)
+    out = []
+    for g in range(G):
+        if g:
+            out.append(first[g])
+        j, local = size[g], []
+        for m in range(share[g], 1, -1):
+            j = backs[m - 1][g, j]
+            local.append(first[g] + j)
+        out.extend(local[::-1])
+    return edges[np.array(out, np.int64)]
+
+
+def _viterbi(PN: np.ndarray, PS: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Best partition with interior boundary r at one of ``cand[r]`` (K-1 by W positions)."""
+    F = PN.size - 1
+    K1, W = cand.shape
+    i = np.concatenate([np.zeros((1, W), np.int64), cand])
+    j = np.concatenate([cand, np.full((1, W), F, np.int64)])
+    n = PN[j][:, None, :] - PN[i][:, :, None]
+    s = PS[j][:, None, :] - PS[i][:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = -(s * s) / n
+    cost[~(n > 0)] = np.inf
+    back = np.empty((K1, W), np.intp)
+    cols = np.arange(W)
+    D = cost[0, 0]
+    for r in range(1, K1 + 1):
+        T = D[:, None] + cost[r]
+        a = T.argmin(0)
+        back[r - 1] = a
+        D = T[a, cols]
+    back_l, cand_l = back.tolist(), cand.tolist()  # plain lists: scalar indexing is 20x faster
+    out = [0] * K1
+    q = 0
+    for r in range(K1 - 1, -1, -1):
+        q = back_l[r][q]
+        out[r] = cand_l[r][q]
+    return np.array(out, np.int64), float(D[0])
+
+
+def _refine(PN: np.ndarray, PS: np.ndarray, pos: np.ndarray, b: np.ndarray, span: float = 1.5,
+            res: int = 8, W: int = 17, max_iter: int = 12) -> np.ndarray:
+    """Windowed exact DP (see the module docstring), in two phases. First the windows are in
+    units of the local cell width (boundary r may move to where boundary r +- 1.5 is, in steps
+    of 1/8), so a slow drift of many boundaries over a cell, which Lloyd's algorithm takes
+    forever to make, is one step. Then windows in value space shrink by 4 each step down to
+    single bins. ``pos``: a value in each bin (increasing); candidates are found in value
+    space so that the fine bins' density (logarithmic near the centre) does not matter."""
+    F = PN.size - 1
+    K1 = b.size
+    if K1 == 0:
+        return b
+    ranks = np.arange(K1 + 2)
+    r = np.clip(np.arange(1, K1 + 1)[:, None] + np.arange(-span * res, span * res + 1)[None, :] / res, 0, K1 + 1)
+    lo_v, hi_v = pos[0], pos[-1]
+    cost = np.inf
+    for _ in range(max_iter):
+        ends = np.concatenate([[lo_v], pos[b], [hi_v]])
+        cand = np.clip(np.searchsorted(pos, np.interp(r, ranks, ends)), 1, F - 1)
+        cand[:, cand.shape[1] // 2] = b
+        nb, c = _viterbi(PN, PS, cand)
+        if TRACE is not None: TRACE.append(("rank", c))
+        done = np.array_equal(nb, b) or c >= cost
+        b, cost = nb, min(c, cost)
+        if done:
+            break
+    off = np.linspace(-1.0, 1.0, W)
+    steps = np.arange(-(W // 2), W // 2 + 1)
+    ends = np.concatenate([[lo_v], pos[b], [hi_v]])
+    h = (ends[2:] - ends[:-2]) / (2 * res)
+    floor = h * 2.0 ** -12
+    for _ in range(4 * max_iter):
+        cand = np.searchsorted(pos, pos[b][:, None] + off * h[:, None])
+        narrow = cand[:, -1] - cand[:, 0] <= W - 1  # every bin in the window: take them all
+        cand = np.where(narrow[:, None], b[:, None] + steps, cand)
+        cand[:, W // 2] = b
+        np.clip(cand, 1, F - 1, out=cand)
+        nb, c = _viterbi(PN, PS, cand)
+        if TRACE is not None: TRACE.append(("bin", c, int(narrow.sum()), np.flatnonzero(nb != b)[:8].tolist(), (nb-b)[nb != b][:8].tolist()))
+        edge = ((nb == cand[:, 0]) | (nb == cand[:, -1])) & (nb != b)
+        done = (np.array_equal(nb, b) or c >= cost) and not edge.any() and (narrow | (h <= floor)).all()
+        b, cost = nb, min(c, cost)
+        if done:
+            break
+        h = np.where(edge, h * 4, np.maximum(h / 4, floor))
+    return b
+
+
+def _cluster_means(bins: _Bins, b: np.ndarray) -> np.ndarray:
+    starts = np.concatenate([[0], b])
+    return np.add.reduceat(bins.sums, starts) / np.add.reduceat(bins.counts, starts)
+
+
+def _fit_optimal(x: np.ndarray, k: int, lo: float, hi: float) -> np.ndarray:
+    bins = _fine_bins(x, lo, hi, k)
+    F = bins.counts.size
+    if F <= k:
+        return _to_codebook(bins.sums / bins.counts)
+    PN, PS = _prefix(bins)
+    b = _group_dp(PN, PS, _coarse_starts(bins, k), k)
+    b = _refine(PN, PS, bins.sums / bins.counts, b)
+    return _to_codebook(_cluster_means(bins, b))
+
+
+# -- Lloyd (init="linear") -------------------------------------------------------------------------
+
+
+def _fit_linear(x: np.ndarray, k: int, lo: float, hi: float) -> np.ndarray:
+    c = np.unique(np.linspace(lo, hi, k).astype(np.float32)).astype(np.float64)
+    prev = None
+    for _ in range(LLOYD_MAX_ITER):
+        idx = _assign_flat(x, c)
+        if prev is not None and np.array_equal(idx, prev):
+            break
+        cnt = np.bincount(idx, minlength=c.size)
+        sm = np.bincount(idx, weights=x, minlength=c.size)
+        keep = cnt > 0  # empty clusters are dropped
+        new = np.unique((sm[keep] / cnt[keep]).astype(np.float32)).astype(np.float64)
+        if new.size != c.size:
+            prev = None  # indices changed meaning
+        else:
+            prev = idx
+        c = new
+    return c.astype(np.float32)
+
+
+# -- public API -------------------------------------------------------------------------------------
+
+
+def fit(values: np.ndarray, k: int, *, init: str = "optimal", seed: int = 0) -> np.ndarray:
+    """Codebook of at most ``k`` float32 values (sorted, strictly increasing) minimising the
+    squared error of ``values`` (1-D, float32 or float64, finite, non-empty) mapped to their
+    nearest entries.
+
+    With at most ``k`` distinct values the codebook is exactly those values (as float32).
+    ``init="optimal"`` (default) comes within a fraction of a percent of the exact optimum;
+    ``init="linear"`` is Han et al.'s linear initialisation followed by Lloyd iterations.
+    ``seed`` is accepted for reproducibility contracts; both methods are deterministic, so the
+    same input and arguments always give a bit-identical codebook.
+    """
+    k = _k(k)
+    if init not in ("optimal", "linear"):
+        raise ValueError(f"init: expected 'optimal' or 'linear', found {init!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed: expected an integer, found {seed!r}")
+    x = _values(values)
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("values: expected finite values, found NaN or infinity")
+    if lo == hi:
+        return np.array([lo], np.float32)
+    if k == 1:
+        return _to_codebook(np.array([x.sum(dtype=np.float64) / x.size]))
+    if init == "linear":
+        return _fit_linear(x, k, lo, hi)
+    return _fit_optimal(x, k, lo, hi)
+
+
+def _thresholds(c: np.ndarray) -> np.ndarray:
+    """t[i] such that x goes above entry i exactly when x > t[i] (exact midpoints; a tie goes
+    to the lower entry)."""
+    a, b = c[:-1], c[1:]
+    s = a + b
+    bb = s - a  # TwoSum: e = (a + b) - s exactly
+    e = (a - (s - bb)) + (b - bb)
+    mid = s * 0.5
+    return np.where(e < 0, np.nextafter(mid, -np.inf), mid)
+
+
+def _assign_flat(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """x: 1-D float32/float64, c: float64 codebook → uint8 (or uint16) indices."""
+    t = _thresholds(c)
+    if t.size == 0:
+        return np.zeros(x.size, np.uint8)
+    if x.size < _SMALL:
+        return np.searchsorted(t, x, side="left").astype(np.uint8)
+    # table on fine-bin keys: each bin → the index of its lowest value, flagged (bit 15) when a
+    # threshold falls in it; flagged values then get an exact binary search
+    centre = 0.0 if c[0] <= 0.0 <= c[-1] else float(np.float32(c[c.size // 2]))
+    if x.dtype == np.float32:
+        tk = _keys(t.astype(np.float32), centre)  # monotone: x <= t implies x <= fl32(t)
+    else:
+        tk = _keys(t, centre)
+    tv = np.where(tk >= _HALF, _NBINS - 1 - tk.astype(np.int64), tk.astype(np.int64) + _HALF)  # value rank
+    lo_v, hi_v = int(tv[0]), int(tv[-1])
+    lut_v = np.empty(_NBINS, np.uint16)
+    lut_v[:lo_v] = 0
+    lut_v[lo_v:hi_v + 1] = np.cumsum(np.bincount(tv - lo_v + 1, minlength=hi_v - lo_v + 2)[:-1], dtype=np.uint16)
+    lut_v[hi_v + 1:] = t.size
+    lut_v[tv] |= np.uint16(0x8000)
+    lut = np.concatenate([lut_v[_HALF:], lut_v[:_HALF][::-1]])
+    raw = lut[_keys(x, centre)]
+    out = raw.astype(np.uint8)
+    flagged = np.flatnonzero(raw >= 0x8000)
+    if flagged.size:
+        out[flagged] = np.searchsorted(t, x[flagged], side="left")
+    return out
+
+
+def assign(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Index (uint8) of the nearest codebook entry for every value, same shape as ``values``.
+
+    Nearest is decided exactly (as if in real arithmetic on the float values), a tie going to
+    the lower index. ``codebook``: 1 to 256 finite, strictly increasing values.
+    """
+    c = _codebook(codebook)
+    v = np.asarray(values)
+    if v.dtype.kind not in "fiu":
+        raise ValueError(f"values: expected a float array, found {v.dtype}")
+    flat = v.reshape(-1)
+    flat = np.ascontiguousarray(flat.astype(np.float32 if v.dtype.kind == "f" and v.dtype.itemsize <= 4 else np.float64, copy=False))
+    return _assign_flat(flat, c).reshape(v.shape)
+
+
+def mse(values: np.ndarray, codebook: np.ndarray) -> float:
+    """Mean squared error of ``values`` mapped to their nearest codebook entries (float64)."""
+    v = np.asarray(values).reshape(-1)
+    c = _codebook(codebook)
+    d = v.astype(np.float64) - c[assign(v, c)]
+    return float(np.dot(d, d) / max(d.size, 1))
