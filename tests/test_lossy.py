@@ -72,9 +72,24 @@ def test_kmeans_values_lie_in_the_codebook_and_pruned_weights_are_zero():
     assert len(np.unique(y[y != 0])) <= 16
 
 
-@pytest.mark.parametrize("quant", ["kmeans", "uniform"])
+@pytest.mark.parametrize("target", [15.0, 24.0, 30.0, 36.0])
+def test_max_error_with_kmeans_is_entropy_constrained_and_beats_plain_kmeans(target):
+    x = (np.random.default_rng(11).laplace(size=(256, 256)) * 0.02).astype(np.float32)
+    _, blob, a = packed({"quant": "kmeans", "max_error": target}, {"w": x})
+    info = a.info("w")
+    assert info.fidelity["sqnr_db"] >= target and "kmeans-ec" in info.fidelity["method"]
+    assert info.fidelity["sqnr_db"] < target + 1.0  # just meets it: no rate wasted on accuracy not asked for
+    # the smallest plain (MSE-optimal) k-means that meets the target is larger
+    for bits in range(1, 9):
+        _, plain, b = packed({"quant": "kmeans", "bits": bits}, {"w": x})
+        if b.info("w").fidelity["sqnr_db"] >= target:
+            assert len(blob) < len(plain)
+            break
+
+
 @pytest.mark.parametrize("target", [15.0, 30.0, 45.0])
-def test_max_error_picks_the_smallest_setting_that_meets_it(quant, target):
+def test_max_error_picks_the_smallest_setting_that_meets_it(target):
+    quant = "uniform"
     x = weights((128, 256), 5)
     _, _, a = packed({"quant": quant, "max_error": target}, {"w": x})
     info = a.info("w")

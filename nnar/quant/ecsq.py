@@ -123,13 +123,22 @@ def fit_for_error(values: np.ndarray, k: int, mse: float) -> tuple[np.ndarray, n
     # high-rate theory: a uniform quantizer of step sqrt(12 D), and dD/dR = -2 ln2 D
     lam0 = 2 * math.log(2) * D
     start = _grid(h, k, math.sqrt(12 * D))
-    # the most accurate codebook first: if the optimal k-means misses the budget, nothing will
-    from .kmeans import fit as kmeans_fit
-    c0 = kmeans_fit(x, k).astype(np.float64)
-    c0, brk0, d0, _ = _lloyd(h, c0, 0.0)
-    if d0 > budget:
-        return None
-    best = (c0, brk0)
+    best = _bisect(h, start, lam0, budget)
+    if best is None:
+        # the grid cannot cover the data within k entries at this step (heavy tails): start
+        # from the most accurate codebook instead, if even it meets the budget
+        from .kmeans import fit as kmeans_fit
+        c0, brk0, d0, _ = _lloyd(h, kmeans_fit(x, k).astype(np.float64), 0.0)
+        if d0 > budget:
+            return None
+        best = _bisect(h, c0, lam0, budget) or (c0, brk0)
+    c, brk = best
+    return _finish(x, c, brk)
+
+
+def _bisect(h: _Hist, start: np.ndarray, lam0: float, budget: float):
+    """The largest lambda (lowest rate) whose codebook, grown from ``start``, meets ``budget``."""
+    best = None
     lo, hi = 0.0, lam0 * 16
     c_prev = start
     for _ in range(BISECTIONS):
@@ -139,10 +148,9 @@ def fit_for_error(values: np.ndarray, k: int, mse: float) -> tuple[np.ndarray, n
             best, lo, c_prev = (c, brk), lam, c
         else:
             hi = lam
-        if hi - lo <= 0.02 * hi:
+        if hi - lo <= 0.005 * hi:
             break
-    c, brk = best
-    return _finish(x, c, brk)
+    return best
 
 
 def _finish(x: np.ndarray, c: np.ndarray, brk: np.ndarray, exact_entries: bool = False):

@@ -39,7 +39,7 @@ EXACT_MAX = 1 << 16  #: inputs up to this size are binned by their distinct valu
 LLOYD_MAX_ITER = 100  #: bound on Lloyd iterations for ``init="linear"``
 MAX_K = 256
 
-_SHIFT = 11  # fine bins keep the top 32 - 11 = 21 bits of a float32: 12 mantissa bits
+_SHIFT = 12  # fine bins keep the top 32 - 12 = 20 bits of a float32: 11 mantissa bits
 _NBINS = 1 << (32 - _SHIFT)
 _HALF = _NBINS >> 1  # bins >= _HALF hold negative values, in reverse order
 _SMALL = 1 << 15
@@ -148,7 +148,7 @@ def _value_order(keys: np.ndarray) -> np.ndarray:
 def _fine_bins(x: np.ndarray, lo: float, hi: float, k: int) -> _Bins:
     if x.size <= EXACT_MAX:
         return _distinct_bins(x)
-    keys = _keys(x, _centre(x, lo, hi))
+    keys = _keys(x, _centre(x, lo, hi)).astype(np.intp)  # once, not inside each bincount
     counts = np.bincount(keys, minlength=_NBINS)
     order = _value_order(np.flatnonzero(counts))
     sums = np.bincount(keys, weights=x, minlength=_NBINS)
@@ -169,16 +169,18 @@ def _fine_bins(x: np.ndarray, lo: float, hi: float, k: int) -> _Bins:
 # -- the partition ----------------------------------------------------------------------------------
 
 
-def _prefix(bins: _Bins) -> tuple[np.ndarray, np.ndarray]:
+def _prefix(bins: _Bins) -> tuple[np.ndarray, np.ndarray, float]:
     """Prefix counts and prefix sums, centred on the mean and scaled by a power of two, so the
-    cost -S**2/N of a run of bins (its sum of squares less a constant) is exact enough."""
+    cost -S**2/N of a run of bins (its sum of squares less a constant) is exact enough; and
+    that constant for the bins themselves (a run's cost plus it is its sum of squares about
+    its mean, not counting the spread inside bins)."""
     n, s = bins.counts, bins.sums
     mu = s.sum() / n.sum()
     sc = s - n * mu
     m = np.abs(sc / n).max()
     if m > 0:
         sc = np.ldexp(sc, -int(np.frexp(m)[1]))
-    return np.concatenate([[0.0], np.cumsum(n)]), np.concatenate([[0.0], np.cumsum(sc)])
+    return np.concatenate([[0.0], np.cumsum(n)]), np.concatenate([[0.0], np.cumsum(sc)]), float((sc * sc / n).sum())
 
 
 def _companded(bins: _Bins, k: int) -> np.ndarray:
@@ -234,23 +236,22 @@ def _group_dp(PN: np.ndarray, PS: np.ndarray, starts: np.ndarray, k: int, cells_
     size = np.minimum(S, Fc - first)
     loc = np.minimum(first[:, None] + np.arange(S + 1)[None, :], (first + size)[:, None])
     pos = edges[loc]
-    n = PN[pos][:, None, :] - PN[pos][:, :, None]  # [group, from, to]
-    s = PS[pos][:, None, :] - PS[pos][:, :, None]
+    n = PN[pos][:, :, None] - PN[pos][:, None, :]  # [group, to, from]: reductions run along rows
+    s = PS[pos][:, :, None] - PS[pos][:, None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         cost = -(s * s) / n
     cost[~(n > 0)] = np.inf
     rows = np.arange(G)
-    D = cost[:, 0, :]
+    D = cost[:, :, 0]
     backs = [None]
     best = [D[rows, size]]
     M = 1
-    want = min(S, max(2, -(-4 * k // G)))
+    want = min(S, 2 * -(-k // G) + 2)
     while True:
         while M < want:
-            T = D[:, :, None] + cost
-            a = T.argmin(1)
-            D = np.take_along_axis(T, a[:, None, :], 1)[:, 0, :]
-            backs.append(a)
+            T = cost + D[:, None, :]
+            backs.append(T.argmin(2))
+            D = T.min(2)
             best.append(D[rows, size])
             M += 1
         c = np.array(best).T  # [group, clusters - 1]
@@ -304,14 +305,15 @@ def _viterbi(PN: np.ndarray, PS: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return np.array(out, np.int64), float(D[0])
 
 
-def _refine(PN: np.ndarray, PS: np.ndarray, pos: np.ndarray, b: np.ndarray, span: float = 1.5,
-            res: int = 8, W: int = 17, max_iter: int = 12) -> np.ndarray:
+def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np.ndarray, span: float = 1.5,
+            res: int = 8, W: int = 17, max_iter: int = 12, tol: tuple[float, float] = (1e-4, 1e-6)) -> np.ndarray:
     """Windowed exact DP (see the module docstring), in two phases. First the windows are in
     units of the local cell width (boundary r may move to where boundary r +- 1.5 is, in steps
     of 1/8), so a slow drift of many boundaries over a cell, which Lloyd's algorithm takes
     forever to make, is one step. Then windows in value space shrink by 4 each step down to
     single bins. ``pos``: a value in each bin (increasing); candidates are found in value
-    space so that the fine bins' density (logarithmic near the centre) does not matter."""
+    space so that the fine bins' density (logarithmic near the centre) does not matter. A phase
+    ends when a step gains less than ``tol`` of the sum of squares (``total`` + cost)."""
     F = PN.size - 1
     K1 = b.size
     if K1 == 0:
@@ -326,7 +328,7 @@ def _refine(PN: np.ndarray, PS: np.ndarray, pos: np.ndarray, b: np.ndarray, span
         cand[:, cand.shape[1] // 2] = b
         nb, c = _viterbi(PN, PS, cand)
         if TRACE is not None: TRACE.append(("rank", c))
-        done = np.array_equal(nb, b) or c >= cost
+        done = np.array_equal(nb, b) or cost - c <= tol[0] * (total + c)
         b, cost = nb, min(c, cost)
         if done:
             break
@@ -344,7 +346,8 @@ def _refine(PN: np.ndarray, PS: np.ndarray, pos: np.ndarray, b: np.ndarray, span
         nb, c = _viterbi(PN, PS, cand)
         if TRACE is not None: TRACE.append(("bin", c, int(narrow.sum()), np.flatnonzero(nb != b)[:8].tolist(), (nb-b)[nb != b][:8].tolist()))
         edge = ((nb == cand[:, 0]) | (nb == cand[:, -1])) & (nb != b)
-        done = (np.array_equal(nb, b) or c >= cost) and not edge.any() and (narrow | (h <= floor)).all()
+        done = (np.array_equal(nb, b) and not edge.any() and (narrow | (h <= floor)).all()
+                or cost - c <= tol[1] * (total + c))
         b, cost = nb, min(c, cost)
         if done:
             break
@@ -362,9 +365,9 @@ def _fit_optimal(x: np.ndarray, k: int, lo: float, hi: float) -> np.ndarray:
     F = bins.counts.size
     if F <= k:
         return _to_codebook(bins.sums / bins.counts)
-    PN, PS = _prefix(bins)
+    PN, PS, total = _prefix(bins)
     b = _group_dp(PN, PS, _coarse_starts(bins, k), k)
-    b = _refine(PN, PS, bins.sums / bins.counts, b)
+    b = _refine(PN, PS, total, bins.sums / bins.counts, b)
     return _to_codebook(_cluster_means(bins, b))
 
 
