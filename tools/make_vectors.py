@@ -27,7 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nnar import constants as C  # noqa: E402
 from nnar import pipeline as P  # noqa: E402
 from nnar.archive import digest_of  # noqa: E402
+from nnar.codecs.affine import Affine  # noqa: E402
 from nnar.codecs.byteplanes import BytePlanes  # noqa: E402
+from nnar.codecs.cast import Cast  # noqa: E402
+from nnar.codecs.codebook import Codebook  # noqa: E402
+from nnar.codecs.huffman import Huffman  # noqa: E402
+from nnar.codecs.sparse import Sparse  # noqa: E402
+from nnar.limits import DEFAULT_LIMITS  # noqa: E402
 from nnar.codecs.raw import Raw  # noqa: E402
 from nnar.codecs.zstd import Zstd  # noqa: E402
 from nnar.container import framing as F  # noqa: E402
@@ -42,7 +48,9 @@ VERSION = "0.1.0"  # what the META record of every vector says, whatever nnar ge
 
 
 class Builder:
-    def __init__(self, *, magic=C.MAGIC, major=C.FORMAT_MAJOR, minor=C.FORMAT_MINOR, flags=0):
+    # minor 0: the 1.0 vectors below must come out byte for byte as they were frozen; the 1.1
+    # vectors ask for minor 1 themselves
+    def __init__(self, *, magic=C.MAGIC, major=C.FORMAT_MAJOR, minor=0, flags=0):
         self.buf = bytearray(struct.pack("<8sHHI", magic, major, minor, flags))
         self.entries: list[list] = []
         self.meta_end = None
@@ -92,8 +100,12 @@ class Builder:
         spec = S.record_spec(dt, [a.shape for a in arrays])
         data = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(-1) for a in arrays])
         enc = P.encode(data, spec, pipeline)
-        desc = S.tensor_descriptor([(n, a.shape) for (n, _), a in zip(members, arrays)], dt, digest_of(data),
-                                   enc.pipeline, enc.segments)
+        # the digest is of what readers get: the input itself unless a stage is lossy
+        segs = {g.name: (g.codecs, g.raw_length, g.data) for g in enc.segments}
+        decoded = P.decode(spec, enc.pipeline, segs, DEFAULT_LIMITS, name_of(members))
+        self.last_decoded = decoded
+        desc = S.tensor_descriptor([(n, a.shape) for (n, _), a in zip(members, arrays)], dt, digest_of(decoded),
+                                   enc.pipeline, enc.segments, kw.pop("fidelity", None))
         segs = [(s.codecs, bytes(memoryview(s.data).cast("B"))) for s in enc.segments]
         if segment_edit:
             segs = segment_edit(segs, desc)
@@ -111,6 +123,10 @@ class Builder:
                     flags=index_flags, compress=compress)
         self.buf += F.pack_trailer(index_offset, len(self.buf) + C.TRAILER_SIZE) if trailer is None else trailer
         return bytes(self.buf)
+
+
+def name_of(members) -> str:
+    return str(members[0][0])
 
 
 ZSTD = P.Pipeline(array_bytes=Raw(), stream_chains=((Zstd(3),),))
@@ -252,12 +268,90 @@ def valid_vectors():
     t = {"a": (np.arange(6, dtype=np.float32).reshape(2, 3), "float32")}
     b.tensor("a", t["a"][0], edit=lambda d: d.update(future={"x": 1}))
     out["newer-minor"] = (b.finish(), t, {})
+    out.update(valid_vectors_1_1())
 
     b = base()
     t = {"pad": (np.arange(3, dtype=np.uint8), "uint8"), "aligned": (np.arange(20, dtype=np.float64), "float64")}
     b.tensor("pad", t["pad"][0])
     b.tensor("aligned", t["aligned"][0])
     out["aligned-raw"] = (b.finish(), t, {})
+    return out
+
+
+def fixed(table):
+    """A quantizer that always answers ``table`` (vectors must not depend on k-means' details)."""
+    return lambda values, k: np.asarray(table, values.dtype)
+
+
+def lossy(b: Builder, t: dict, name: str, array, pipeline, dtype=None, **kw) -> None:
+    """Append a lossy tensor; its expected value in ``t`` is what a decoder must produce."""
+    b.tensor(name, array, pipeline, dtype=dtype, **kw)
+    t[name] = (b.last_decoded, dtype or np.asarray(array).dtype.name)
+
+
+HUFF = ((Huffman(),),)
+V11 = {"minor": 1}
+
+
+def valid_vectors_1_1():
+    """Format 1.1: Deep Compression codecs and the fidelity map."""
+    out = {}
+    rng = np.random.default_rng(11)
+    w = (rng.laplace(size=(6, 7)) * 0.1).astype(np.float32)
+
+    b, t = base(**V11), {}
+    edges = _edge_floats()
+    lossy(b, t, "fp16", np.concatenate([edges, np.array([65519, 65520, 1e-8, 2.98e-8], np.float32)]),
+          P.Pipeline((Cast("float16"),), BytePlanes()))
+    lossy(b, t, "bf16", edges, P.Pipeline((Cast("bfloat16"),), Raw()))
+    lossy(b, t, "f16-widened", np.array([1.5, -0.0, np.inf, 6e-8], np.float16), P.Pipeline((Cast("float32"),), Raw()),
+          dtype="float16")
+    out["cast"] = (b.finish(), t, {})
+
+    b, t = base(**V11), {}
+    cb4 = np.linspace(-0.3, 0.3, 16).astype(np.float32)
+    lossy(b, t, "k4", w, P.Pipeline((), Codebook(4).using(fixed(cb4))),
+          fidelity={"method": "kmeans 4-bit", "sqnr_db": 20.5, "rel_l2": 0.094, "max_abs_error": 0.02,
+                    "sparsity": 0.0})
+    lossy(b, t, "k3", w[:5, :5], P.Pipeline((), Codebook(3).using(fixed(cb4[::2])), HUFF))
+    lossy(b, t, "k1", w.T.copy(), P.Pipeline((), Codebook(1).using(fixed([-0.1, 0.1])), ((Zstd(3),),)))
+    lossy(b, t, "k8-f64", w.astype(np.float64), P.Pipeline((), Codebook(8).using(fixed(np.linspace(-1, 1, 200)))))
+    lossy(b, t, "exact-bf16", np.array([0x3F80, 0x8000, 0x0000, 0xBF80, 0x3F80, 0x0000, 0x8000], np.uint16),
+          P.Pipeline((), Codebook(2)), dtype="bfloat16")  # no quantizer: the distinct bit patterns, -0.0 kept
+    out["codebook"] = (b.finish(), t, {})
+
+    b, t = base(**V11), {}
+    lossy(b, t, "per-row-8bit", w, P.Pipeline((), Affine(8, 7)))
+    lossy(b, t, "block5-4bit", w, P.Pipeline((), Affine(4, 5), ((Zstd(3),),)))
+    lossy(b, t, "tensor-2bit", np.array([-1.0, 0.0, 0.25, 3.0], np.float32), P.Pipeline((), Affine(2, 1 << 40)))
+    lossy(b, t, "zeros", np.zeros(9, np.float32), P.Pipeline((), Affine(3, 4)))
+    out["affine"] = (b.finish(), t, {})
+
+    b, t = base(**V11), {}
+    sp = np.zeros(600, np.float32)
+    sp[[0, 1, 7, 300, 301, 599]] = [1.5, -0.0, 2.0, -3.0, 0.5, 4.0]
+    lossy(b, t, "bitmask-raw", sp, P.Pipeline((), Sparse("bitmask", Raw())))
+    lossy(b, t, "gaps8-fillers", sp, P.Pipeline((), Sparse("gaps", Raw(), 8), ((Zstd(3),),)))
+    lossy(b, t, "gaps3", sp[:40], P.Pipeline((), Sparse("gaps", BytePlanes(), 3)))
+    dense = np.arange(1, 41, dtype=np.int16)
+    dense[[3, 17, 18, 39]] = 0
+    lossy(b, t, "gaps5-invert-int16", dense, P.Pipeline((), Sparse("gaps", BytePlanes(), 5)))
+    pr = w.copy()
+    pr[np.abs(pr) < 0.08] = 0
+    lossy(b, t, "gaps8-codebook", pr, P.Pipeline((), Sparse("gaps", Codebook(2).using(fixed([-0.3, -0.1, 0.1, 0.3])), 8),
+                                                 ((), HUFF[0])))
+    lossy(b, t, "bitmask-affine-f16", pr.astype(np.float16),
+          P.Pipeline((Cast("float32"),), Sparse("bitmask", Affine(4, 1 << 40))), dtype="float16")
+    lossy(b, t, "empty", np.zeros(0, np.float32), P.Pipeline((), Sparse("gaps", Raw(), 8)))
+    lossy(b, t, "all-zero", np.zeros(10, np.float32), P.Pipeline((), Sparse("bitmask", Raw())))
+    out["sparse"] = (b.finish(), t, {})
+
+    b, t = base(**V11), {}
+    text = np.frombuffer(b"abracadabra, said the weights " * 9, np.uint8)
+    lossy(b, t, "text", text, P.Pipeline((), Raw(), HUFF))
+    lossy(b, t, "one-symbol", np.full(50, 7, np.uint8), P.Pipeline((), Raw(), HUFF))
+    lossy(b, t, "empty", np.zeros(0, np.uint8), P.Pipeline((), Raw(), HUFF))
+    out["huffman"] = (b.finish(), t, {})
     return out
 
 
@@ -474,7 +568,86 @@ def invalid_vectors():
     b = base()
     b.tensor("x", np.arange(4, dtype=np.int32), body_suffix=b"extra!")
     add("body-longer-than-segments", b.finish(), "bad-layout", "body has bytes after the last segment")
+    invalid_vectors_1_1(add)
     return out
+
+
+def stream_edit(name, fn):
+    """A segment_edit replacing the bytes of stream ``name`` by ``fn(bytes)``."""
+    def edit(segs, desc):
+        names = [d["name"] for d in desc["segments"]]
+        out = list(segs)
+        i = names.index(name)
+        out[i] = (segs[i][0], fn(segs[i][1]))
+        desc["segments"][i]["raw_length"] = len(out[i][1]) if not segs[i][0] else desc["segments"][i]["raw_length"]
+        return out
+    return edit
+
+
+def set_byte(i, value):
+    return lambda data: data[:i] + bytes([value]) + data[i + 1:]
+
+
+def invalid_vectors_1_1(add):
+    """Format 1.1: what the Deep Compression codecs must reject (CRCs all valid)."""
+    w = np.linspace(-1, 1, 10, dtype=np.float32)
+    cb = P.Pipeline((), Codebook(2).using(fixed([-1.0, 0.0, 1.0])))
+
+    def one(name, array, pipeline, code, why, **kw):
+        b = base(**V11)
+        b.tensor("x", array, pipeline, **kw)
+        add(name, b.finish(), code, why)
+
+    one("codebook-index-past-table", w, cb, "codec-data", "index 3 in a 3-entry codebook",
+        segment_edit=stream_edit("indices", set_byte(0, 0xFF)))
+    one("codebook-size-too-big", w, cb, "codec-data", "size 5 for 2-bit indices",
+        edit=lambda d: d["pipeline"][0]["params"].update(size=5))
+    one("codebook-padding-nonzero", w, cb, "codec-data", "unused slots of the last index byte not zero",
+        segment_edit=stream_edit("indices", lambda x: x[:-1] + bytes([x[-1] | 0xF0])))
+    one("codebook-bits-9", w, cb, "codec-data", "bits 9", edit=lambda d: d["pipeline"][0]["config"].update(bits=9))
+    aff = P.Pipeline((), Affine(8, 5))
+    one("affine-nan-scale", w, aff, "codec-data", "a NaN scale",
+        segment_edit=stream_edit("scales", lambda x: np.float32(np.nan).tobytes() + x[4:]))
+    one("affine-zero-point-too-big", w, P.Pipeline((), Affine(2, 5)), "codec-data", "zero point 9 for 2-bit indices",
+        segment_edit=stream_edit("zero_points", set_byte(0, 9)))
+    one("affine-on-int32", np.arange(4, dtype=np.float32), aff, "codec-data", "affine stage on an int32 tensor",
+        edit=lambda d: d.update(dtype="int32"))
+    one("cast-to-int8", w, P.Pipeline((Cast("float16"),)), "codec-data", "cast to int8",
+        edit=lambda d: d["pipeline"][0]["config"].update(dtype="int8"))
+    sp = np.zeros(40, np.float32)
+    sp[[2, 30]] = [1.0, 2.0]
+    gaps = P.Pipeline((), Sparse("gaps", Raw(), 8))
+    one("sparse-count-mismatch", sp, gaps, "codec-data", "count 3, the gaps list 2 positions",
+        edit=lambda d: (d["pipeline"][0]["params"].update(count=3), d["segments"][1].update(raw_length=12, length=12)),
+        segment_edit=stream_edit("values.data", lambda x: x + bytes(4)))
+    one("sparse-gap-past-end", sp, gaps, "codec-data", "the second gap reaches position 41 of 40",
+        segment_edit=stream_edit("positions", set_byte(1, 38)))
+    one("sparse-positions-over-bound", sp, gaps, "codec-data", "gap stream longer than any 40-element tensor needs",
+        segment_edit=stream_edit("positions", lambda x: x + bytes([255]) * 60))
+    sp41 = np.zeros(41, np.float32)
+    sp41[[2, 30]] = [1.0, 2.0]
+    one("sparse-bitmask-padding-41", sp41, P.Pipeline((), Sparse("bitmask", Raw())), "codec-data",
+        "a bitmask bit set past the last of 41 elements",
+        segment_edit=stream_edit("positions", lambda x: x[:-1] + bytes([x[-1] | 0x80])))
+
+    def nest(d):
+        inner = d["pipeline"][0]["config"]["values"]
+        d["pipeline"][0]["config"]["values"] = {"codec": "nnar.sparse",
+                                                "config": {"positions": "bitmask", "values": inner}}
+    one("sparse-nested-sparse", sp, gaps, "codec-data", "a sparse stage nested in a sparse stage", edit=nest)
+    one("sparse-nested-unknown", sp, gaps, "unsupported-codec", "nested codec id acme.magic",
+        edit=lambda d: d["pipeline"][0]["config"]["values"].update(codec="acme.magic"))
+    text = np.frombuffer(b"abracadabra" * 5, np.uint8)
+    huff = P.Pipeline((), Raw(), HUFF)
+
+    def lengths(fn):
+        return lambda segs, desc: [(c, fn(x)) for c, x in segs]
+    one("huffman-incomplete-code", text, huff, "codec-data", "code lengths that do not fill the code space",
+        segment_edit=lengths(lambda x: x[:8] + bytes([x[8] + 1]) + x[9:] if x[8] & 0x0F < 15 else x))
+    one("huffman-count-over-raw-length", text, huff, "codec-data", "count 2^40 for a 55-byte stream",
+        segment_edit=lengths(lambda x: struct.pack("<Q", 1 << 40) + x[8:]))
+    one("fidelity-not-map", w, cb, "bad-descriptor", "fidelity is a list", fidelity=None,
+        edit=lambda d: d.update(fidelity=[1, 2]))
 
 
 # -- writing ------------------------------------------------------------------------------------
