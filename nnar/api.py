@@ -107,7 +107,7 @@ def _global_threshold(model: formats.Model, cfg: PackConfig) -> float:
             s = cfg.settings_for(name, arr.shape, True)
             if not s.lossless and cfg.eligible(arr.shape) and s.prune is None and s.threshold is None:
                 x = dtypes.bfloat16_to_float32(arr) if dt == "bfloat16" else arr
-                mags.append(np.abs(x.astype(np.float32)).reshape(-1))
+                mags.append(np.abs(x).reshape(-1))
     return prune.global_threshold(mags, cfg.prune_global)
 
 

@@ -69,15 +69,18 @@ def to_storage(array: np.ndarray, name: str) -> np.ndarray:
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     """Widen bfloat16 bit patterns to float32 exactly (every bfloat16 is a float32)."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    wide = np.array(bits, dtype=np.uint32)  # an array even when 0-d (an operator would give a scalar)
+    wide <<= 16
+    return wide.view(np.float32)
 
 
 def float32_to_bfloat16(values: np.ndarray) -> np.ndarray:
     """Round float32 values to bfloat16 bit patterns, to nearest, ties to even (NaN stays NaN:
     its payload is truncated and the quiet bit set, so rounding never turns it into infinity)."""
-    bits = np.ascontiguousarray(values, dtype="<f4").view(np.uint32)
+    values = np.asarray(values, dtype="<f4")
+    bits = np.ascontiguousarray(values).reshape(-1).view(np.uint32)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(values)
+    nan = np.isnan(values.reshape(-1))
     if nan.any():
         rounded[nan] = ((bits[nan] >> 16) | 0x0040).astype(np.uint16)
-    return rounded
+    return rounded.reshape(values.shape)

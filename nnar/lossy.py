@@ -188,6 +188,14 @@ def plan(name: str, array: np.ndarray, spec: TensorSpec, s: TensorSettings, leve
          global_threshold: float | None = None) -> Choice | None:
     """Encode one tensor as ``s`` asks; ``None`` means store it losslessly (with a warning when
     the settings asked for more)."""
+    try:
+        return _plan(name, array, spec, s, level, global_threshold)
+    except ValueError as e:  # a quantizer that cannot represent this tensor (values near float32's limit)
+        warnings.warn(f"{name}: {e}; stored losslessly", LossyWarning, stacklevel=2)
+        return None
+
+
+def _plan(name, array, spec, s, level, global_threshold):
     if not s.lossy and global_threshold is None:
         return None
     if spec.dtype not in dtypes.FLOAT_DTYPES:

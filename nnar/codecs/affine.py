@@ -15,6 +15,35 @@ from .abc import ArrayBytesCodec, expect_streams
 from ..errors import CodecDataError
 
 
+def _grid(lo: np.ndarray, hi: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: the smallest float32 scale and an integer zero point whose grid
+    ``scale * (q - zp)``, q in [0, qmax], covers [lo, hi] (lo <= 0 <= hi), so that no value is
+    clipped and every error is at most scale / 2."""
+    step = (hi - lo) / qmax
+    z = np.where(step > 0, -lo / np.where(step > 0, step, 1), 0)
+    # a side with values needs at least one grid point beyond zero
+    zmin = np.where(lo < 0, 1, 0)
+    zmax = np.where(hi > 0, qmax - 1, qmax)
+    if qmax == 1:  # one bit: two points; the grid is {0, scale} or {-scale, 0}
+        zmin, zmax = np.where(hi >= -lo, 0, 1), np.where(hi >= -lo, 0, 1)
+    best_scale = np.full(lo.shape, np.inf)
+    best_zp = np.zeros(lo.shape)
+    for cand in (np.floor(z), np.ceil(z)):
+        zp = np.clip(cand, zmin, zmax)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.maximum(np.where(qmax > zp, hi / (qmax - zp), 0), np.where(zp > 0, -lo / zp, 0))
+        if qmax == 1:  # the side without a point is clipped to 0 (error <= scale / 2 by the choice)
+            need = np.maximum(hi, -lo)
+        better = need < best_scale
+        best_scale = np.where(better, need, best_scale)
+        best_zp = np.where(better, zp, best_zp)
+    scale = best_scale.astype(np.float32)
+    short = scale.astype(np.float64) < best_scale
+    scale[short] = np.nextafter(scale[short], np.float32(np.inf))
+    scale[scale == 0] = 1.0  # an all-zero group: any scale works; 1 keeps decoding finite
+    return scale, best_zp
+
+
 @register
 class Affine(ArrayBytesCodec):
     codec_id = "nnar.affine"
@@ -59,16 +88,12 @@ class Affine(ArrayBytesCodec):
         if n % G:
             lo[full], hi[full] = x[full * G:].min(), x[full * G:].max()
         lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)  # the range holds 0, so 0 is a grid point
-        step = (hi - lo) / qmax
-        zp = np.where(step > 0, np.clip(np.rint(-lo / np.where(step > 0, step, 1)), 0, qmax), 0)
-        # the rounded zero point shifts the grid; widen the step so both ends stay covered and
-        # no value is clipped (error <= step / 2 everywhere)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.maximum(np.where(zp < qmax, hi / (qmax - zp), 0), np.where(zp > 0, -lo / zp, 0))
-        scale = need.astype(np.float32)
-        short = scale.astype(np.float64) < need
-        scale[short] = np.nextafter(scale[short], np.float32(np.inf))
-        scale[scale == 0] = 1.0  # an all-zero group: any scale works; 1 keeps decoding finite
+        scale, zp = _grid(lo, hi, qmax)
+        with np.errstate(over="ignore"):
+            ends = np.concatenate([(np.float32(qmax) - zp.astype(np.float32)) * scale, -zp.astype(np.float32) * scale])
+        if not np.isfinite(ends).all():
+            raise ValueError(f"|value| up to {max(-lo.min(), hi.max()):.4g}: too close to the float32 limit for a "
+                             "uniform grid, whose end points must stay finite")
         zp = zp.astype(np.uint8)
         q = self._quantize(x, scale, zp, qmax)
         streams = {"scales": scale.astype("<f4").tobytes(), "zero_points": zp.tobytes(),

@@ -24,12 +24,12 @@ Quantizer = Callable[[np.ndarray, int], "np.ndarray | tuple[np.ndarray, np.ndarr
 
 
 def nearest(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    """Index of the nearest entry of a sorted codebook (ties to the lower index)."""
-    cb = codebook.astype(np.float64)
+    """Index of the nearest entry of a sorted codebook, exactly (ties to the lower index)."""
+    from ..quant import kmeans  # encode side only: decoding never imports the quantizers
+    cb = np.asarray(codebook)
     if cb.size > 1 and not (cb[1:] > cb[:-1]).all():
         raise ValueError("a quantizer must return a sorted codebook of distinct values")
-    mids = (cb[1:] + cb[:-1]) / 2
-    return np.searchsorted(mids, values.astype(np.float64), side="left").astype(np.uint8)
+    return kmeans.assign(values, cb)
 
 
 @register

@@ -1,34 +1,40 @@
-"""Weight sharing by 1-D k-means (Deep Compression, Han et al. 2016): choose a codebook of at
-most ``k`` float32 values and map every weight to its nearest entry.
+"""Weight sharing by 1-D k-means (Deep Compression, Han et al. 2016): a codebook of at most
+``k`` float32 values and, for every weight, the index of its nearest entry.
 
-This is an encoder's choice, not part of the file format: the format stores only the codebook
-and the indices, so any quantizer may replace this one.
+An encoder's choice, not part of the file format: the format stores only the codebook and the
+indices, so any quantizer may replace this one.
 
-``fit(values, k)`` (``init="optimal"``) reaches within a fraction of a percent of the exact 1-D
-optimum (Wu 1991; Ckmeans.1d.dp) at a cost of a few passes over the data:
+``fit(values, k)`` (``init="optimal"``) comes within hundredths of a percent of the exact 1-D
+optimum (Wu 1991; Ckmeans.1d.dp) for a few passes over the data and a DP whose cost does not
+depend on the number of values:
 
-1. **Fine bins.** Each value goes to the bin named by the top 21 bits of its float32 pattern
-   (sign, exponent and 12 mantissa bits, after subtracting a centre when zero is far from the
-   data), so bins are 2**-12 wide relative to the distance from the centre whatever the tails
-   look like. Two ``np.bincount`` passes give each bin's count and exact sum. Inputs of at most
-   ``EXACT_MAX`` values, and inputs the fine bins cannot resolve, use their sorted distinct
-   values as bins instead, which makes the problem exact.
-2. **Start.** Boundaries from companding: cells of equal mass under the density to the power
-   1/3, the high-resolution optimum (Panter and Dite 1951).
-3. **Windowed exact DP.** Every boundary gets a window of candidate positions around where it
-   is; a Viterbi pass over the k-1 boundaries finds the best partition with all boundaries in
-   their windows (the within-cluster sum of squares of a run of bins is O(1) from prefix sums).
-   Windows start as wide as the neighbouring cells, so whole runs of centroids can move from
-   one mode to another, and shrink to single bins. The current partition is always a
-   candidate, so the cost never rises.
-4. Centroids are the exact means of their clusters.
+1. **Fine bins.** A value's bin is the top 20 bits of the float32 pattern of ``x - centre``
+   (sign, exponent, 11 mantissa bits; the centre is 0 unless zero is far from the bulk), so a
+   bin is 2**-11 of its distance to the centre wide however heavy the tails. Two
+   ``np.bincount`` passes give each bin's count and exact sum; with prefix sums the sum of
+   squares of any run of bins (less a constant) is O(1). At most ``EXACT_MAX`` values, and
+   data the bins cannot resolve, are binned by their distinct values instead (a sort), which
+   makes the problem exact.
+2. **Coarse DP.** A few thousand coarse bins (equal-count cuts for the bulk, cuts of equal
+   mass under density**(1/3), the high-resolution optimum, for the tails) are cut into groups
+   of about 8 clusters' worth. An exact DP runs in all groups at once and the k clusters are
+   shared out between the groups exactly: a group's optimal cost is convex in its number of
+   clusters, so the best share takes the largest marginal gains.
+3. **Windowed exact DP.** Every boundary gets a row of candidate positions and a Viterbi pass
+   over the k-1 boundaries finds the best partition with each boundary at one of its
+   candidates. The current partition is always a candidate, so the cost never rises.
+   Candidates first lie where the neighbouring boundaries are (+-1.5 cells in steps of 1/8),
+   which makes a slow drift of many boundaries, Lloyd's weak spot, a single step; then windows
+   in value space shrink by 4 per step down to single fine bins.
+4. The codebook is the exact means of the clusters.
 
 ``init="linear"`` is the paper's method: k centroids evenly spaced between min and max, then
-Lloyd iterations on the data until no assignment changes (or ``LLOYD_MAX_ITER``).
+Lloyd iterations (on the same bins, which is exact on distinct-value bins) until no
+assignment changes or ``LLOYD_MAX_ITER``; an emptied cluster is dropped.
 
-``assign`` maps values to the nearest entry exactly (ties to the lower index) through a lookup
-table on the same float-bit bins, with an exact comparison for values in the few bins that
-contain a decision threshold.
+``assign`` is exact (ties to the lower index) and fast: a table on fine-bin keys gives every
+value's index, except in the few bins that hold a decision threshold, whose values are
+compared exactly.
 """
 
 from __future__ import annotations
@@ -36,14 +42,13 @@ from __future__ import annotations
 import numpy as np
 
 EXACT_MAX = 1 << 16  #: inputs up to this size are binned by their distinct values (exact)
-LLOYD_MAX_ITER = 100  #: bound on Lloyd iterations for ``init="linear"``
+LLOYD_MAX_ITER = 1000  #: bound on Lloyd iterations for ``init="linear"``
 MAX_K = 256
 
 _SHIFT = 12  # fine bins keep the top 32 - 12 = 20 bits of a float32: 11 mantissa bits
 _NBINS = 1 << (32 - _SHIFT)
 _HALF = _NBINS >> 1  # bins >= _HALF hold negative values, in reverse order
-_SMALL = 1 << 15
-TRACE = None  # assign: below this many values, a binary search beats building a table
+_SMALL = 1 << 15  # assign: below this many values, a binary search beats building a table
 
 
 # -- checks ---------------------------------------------------------------------------------------
@@ -130,12 +135,13 @@ def _centre(x: np.ndarray, lo: float, hi: float) -> float:
 def _keys(x: np.ndarray, centre: float) -> np.ndarray:
     """Fine-bin key (uint32 in [0, _NBINS)) of every value: a monotone map (non-increasing on
     the negative half) from the float32 bit pattern of ``x - centre``."""
-    if centre == 0.0:
-        y = x if x.dtype == np.float32 else x.astype(np.float32)
-    elif x.dtype == np.float32:
-        y = x - np.float32(centre)
-    else:
-        y = (x - centre).astype(np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond the float32 range: +-inf keeps the order
+        if centre == 0.0:
+            y = x if x.dtype == np.float32 else x.astype(np.float32)
+        elif x.dtype == np.float32:
+            y = x - np.float32(centre)
+        else:
+            y = (x - centre).astype(np.float32)
     return y.view(np.uint32) >> np.uint32(_SHIFT)
 
 
@@ -206,16 +212,16 @@ def _companded(bins: _Bins, k: int) -> np.ndarray:
     return np.searchsorted(pos, pos[edges[g]] + frac * gw[g], side="left")
 
 
-def _coarse_starts(bins: _Bins, k: int, per_cell: int = 8) -> np.ndarray:
-    """First fine bin of each coarse bin: the union of equal-count cuts (resolve the bulk),
-    companded cuts (resolve the tails) and equal-index cuts (resolve point masses)."""
+def _coarse_starts(bins: _Bins, k: int, per_cell: int = 6) -> np.ndarray:
+    """First fine bin of each coarse bin: the union of equal-count cuts (resolve the bulk and
+    isolate point masses) and companded cuts (resolve the tails)."""
     F = bins.counts.size
-    m = per_cell * k // 2
+    m = max(per_cell * k // 2, 192)  # small k: finer, so the DP on coarse bins is nearly exact
     if F <= 2 * m:
         return np.arange(F)
     cum = np.cumsum(bins.counts)
     cuts = np.concatenate([[0], np.searchsorted(cum, np.linspace(0, cum[-1], m + 1)[:-1], side="right"),
-                           _companded(bins, m), np.linspace(0, F, m, endpoint=False).astype(np.int64)])
+                           _companded(bins, m)])
     cuts = np.unique(cuts)
     return cuts[cuts < F]
 
@@ -305,8 +311,8 @@ def _viterbi(PN: np.ndarray, PS: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return np.array(out, np.int64), float(D[0])
 
 
-def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np.ndarray, span: float = 1.5,
-            res: int = 8, W: int = 17, max_iter: int = 12, tol: tuple[float, float] = (1e-4, 1e-6)) -> np.ndarray:
+def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np.ndarray, span: float = 1.0,
+            budget: int = 160_000, W: int = 17, max_iter: int = 12, tol: tuple[float, float] = (1e-3, 2e-5)) -> np.ndarray:
     """Windowed exact DP (see the module docstring), in two phases. First the windows are in
     units of the local cell width (boundary r may move to where boundary r +- 1.5 is, in steps
     of 1/8), so a slow drift of many boundaries over a cell, which Lloyd's algorithm takes
@@ -318,8 +324,12 @@ def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np
     K1 = b.size
     if K1 == 0:
         return b
+    # the finer the steps the better (coarse steps can prefer the wrong one of two nearly equal
+    # solutions); the Viterbi tensor is K1 x Wr x Wr, so small k affords finer steps
+    res = max(4, min(16, int((np.sqrt(budget / K1) - 1) / (2 * span))))
+    reach = int(round(span * res))
     ranks = np.arange(K1 + 2)
-    r = np.clip(np.arange(1, K1 + 1)[:, None] + np.arange(-span * res, span * res + 1)[None, :] / res, 0, K1 + 1)
+    r = np.clip(np.arange(1, K1 + 1)[:, None] + np.arange(-reach, reach + 1)[None, :] / res, 0, K1 + 1)
     lo_v, hi_v = pos[0], pos[-1]
     cost = np.inf
     for _ in range(max_iter):
@@ -327,11 +337,11 @@ def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np
         cand = np.clip(np.searchsorted(pos, np.interp(r, ranks, ends)), 1, F - 1)
         cand[:, cand.shape[1] // 2] = b
         nb, c = _viterbi(PN, PS, cand)
-        if TRACE is not None: TRACE.append(("rank", c))
         done = np.array_equal(nb, b) or cost - c <= tol[0] * (total + c)
         b, cost = nb, min(c, cost)
         if done:
             break
+    W = max(W, min(129, int(np.sqrt(60_000 / K1)) | 1))  # small k: wider windows are cheap
     off = np.linspace(-1.0, 1.0, W)
     steps = np.arange(-(W // 2), W // 2 + 1)
     ends = np.concatenate([[lo_v], pos[b], [hi_v]])
@@ -344,7 +354,6 @@ def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np
         cand[:, W // 2] = b
         np.clip(cand, 1, F - 1, out=cand)
         nb, c = _viterbi(PN, PS, cand)
-        if TRACE is not None: TRACE.append(("bin", c, int(narrow.sum()), np.flatnonzero(nb != b)[:8].tolist(), (nb-b)[nb != b][:8].tolist()))
         edge = ((nb == cand[:, 0]) | (nb == cand[:, -1])) & (nb != b)
         done = (np.array_equal(nb, b) and not edge.any() and (narrow | (h <= floor)).all()
                 or cost - c <= tol[1] * (total + c))
@@ -360,11 +369,7 @@ def _cluster_means(bins: _Bins, b: np.ndarray) -> np.ndarray:
     return np.add.reduceat(bins.sums, starts) / np.add.reduceat(bins.counts, starts)
 
 
-def _fit_optimal(x: np.ndarray, k: int, lo: float, hi: float) -> np.ndarray:
-    bins = _fine_bins(x, lo, hi, k)
-    F = bins.counts.size
-    if F <= k:
-        return _to_codebook(bins.sums / bins.counts)
+def _fit_optimal(bins: _Bins, k: int) -> np.ndarray:
     PN, PS, total = _prefix(bins)
     b = _group_dp(PN, PS, _coarse_starts(bins, k), k)
     b = _refine(PN, PS, total, bins.sums / bins.counts, b)
@@ -374,23 +379,26 @@ def _fit_optimal(x: np.ndarray, k: int, lo: float, hi: float) -> np.ndarray:
 # -- Lloyd (init="linear") -------------------------------------------------------------------------
 
 
-def _fit_linear(x: np.ndarray, k: int, lo: float, hi: float) -> np.ndarray:
-    c = np.unique(np.linspace(lo, hi, k).astype(np.float32)).astype(np.float64)
+def _fit_linear(bins: _Bins, k: int, lo: float, hi: float) -> np.ndarray:
+    """Lloyd iterations from k centroids evenly spaced in [lo, hi]. The bins are in value order,
+    so an assignment is k-1 cut points (a binary search of each threshold) and the cluster
+    sums come from prefix sums: an iteration costs O(k log F), not a pass over the data."""
+    pos = bins.sums / bins.counts
+    F = pos.size
+    PN = np.concatenate([[0.0], np.cumsum(bins.counts)])
+    P1 = np.concatenate([[0.0], np.cumsum(bins.sums)])
+    c = np.unique(np.linspace(lo, hi, k))
     prev = None
     for _ in range(LLOYD_MAX_ITER):
-        idx = _assign_flat(x, c)
-        if prev is not None and np.array_equal(idx, prev):
+        cut = np.searchsorted(pos, _thresholds(c), side="right")  # first bin above threshold i
+        if prev is not None and np.array_equal(cut, prev):
             break
-        cnt = np.bincount(idx, minlength=c.size)
-        sm = np.bincount(idx, weights=x, minlength=c.size)
-        keep = cnt > 0  # empty clusters are dropped
-        new = np.unique((sm[keep] / cnt[keep]).astype(np.float32)).astype(np.float64)
-        if new.size != c.size:
-            prev = None  # indices changed meaning
-        else:
-            prev = idx
-        c = new
-    return c.astype(np.float32)
+        ends = np.concatenate([[0], cut, [F]])
+        cnt = PN[ends[1:]] - PN[ends[:-1]]
+        keep = cnt > 0  # an empty cluster is dropped
+        c = (P1[ends[1:]] - P1[ends[:-1]])[keep] / cnt[keep]
+        prev = cut if keep.all() else None
+    return _to_codebook(c)
 
 
 # -- public API -------------------------------------------------------------------------------------
@@ -417,12 +425,15 @@ def fit(values: np.ndarray, k: int, *, init: str = "optimal", seed: int = 0) -> 
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("values: expected finite values, found NaN or infinity")
     if lo == hi:
-        return np.array([lo], np.float32)
+        return _to_codebook(np.array([lo]))
     if k == 1:
         return _to_codebook(np.array([x.sum(dtype=np.float64) / x.size]))
+    bins = _fine_bins(x, lo, hi, k)
+    if bins.counts.size <= k:  # then every bin holds one value (see _fine_bins)
+        return _to_codebook(bins.sums / bins.counts)
     if init == "linear":
-        return _fit_linear(x, k, lo, hi)
-    return _fit_optimal(x, k, lo, hi)
+        return _fit_linear(bins, k, lo, hi)
+    return _fit_optimal(bins, k)
 
 
 def _thresholds(c: np.ndarray) -> np.ndarray:
@@ -437,32 +448,38 @@ def _thresholds(c: np.ndarray) -> np.ndarray:
 
 
 def _assign_flat(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """x: 1-D float32/float64, c: float64 codebook → uint8 (or uint16) indices."""
+    """x: 1-D float32/float64, c: float64 codebook (increasing) → uint8 indices."""
     t = _thresholds(c)
-    if t.size == 0:
-        return np.zeros(x.size, np.uint8)
-    if x.size < _SMALL:
+    if t.size == 0 or x.size < _SMALL:
         return np.searchsorted(t, x, side="left").astype(np.uint8)
-    # table on fine-bin keys: each bin → the index of its lowest value, flagged (bit 15) when a
-    # threshold falls in it; flagged values then get an exact binary search
+    # A table on the fine-bin keys gives each bin the index of its lowest values. A bin where
+    # a threshold falls is flagged (bit 15; bit 14 too if several do) and its values are then
+    # compared exactly. Keys are monotone in the value, so a threshold t can only share a bin
+    # with values on both sides of it if that bin is key(t) (for float32 values, key(fl32(t)):
+    # x <= t implies x <= fl32(t) and x > t implies x >= fl32(t)).
     centre = 0.0 if c[0] <= 0.0 <= c[-1] else float(np.float32(c[c.size // 2]))
-    if x.dtype == np.float32:
-        tk = _keys(t.astype(np.float32), centre)  # monotone: x <= t implies x <= fl32(t)
-    else:
-        tk = _keys(t, centre)
-    tv = np.where(tk >= _HALF, _NBINS - 1 - tk.astype(np.int64), tk.astype(np.int64) + _HALF)  # value rank
+    tk = _keys(t.astype(np.float32) if x.dtype == np.float32 else t, centre).astype(np.int64)
+    tv = np.where(tk >= _HALF, _NBINS - 1 - tk, tk + _HALF)  # rank in value order
     lo_v, hi_v = int(tv[0]), int(tv[-1])
+    per_bin = np.bincount(tv - lo_v, minlength=hi_v - lo_v + 1)
     lut_v = np.empty(_NBINS, np.uint16)
     lut_v[:lo_v] = 0
-    lut_v[lo_v:hi_v + 1] = np.cumsum(np.bincount(tv - lo_v + 1, minlength=hi_v - lo_v + 2)[:-1], dtype=np.uint16)
+    lut_v[lo_v:hi_v + 1] = np.cumsum(per_bin, dtype=np.uint16) - per_bin.astype(np.uint16)
     lut_v[hi_v + 1:] = t.size
     lut_v[tv] |= np.uint16(0x8000)
+    lut_v[lo_v + np.flatnonzero(per_bin > 1)] |= np.uint16(0x4000)
     lut = np.concatenate([lut_v[_HALF:], lut_v[:_HALF][::-1]])
     raw = lut[_keys(x, centre)]
     out = raw.astype(np.uint8)
     flagged = np.flatnonzero(raw >= 0x8000)
     if flagged.size:
-        out[flagged] = np.searchsorted(t, x[flagged], side="left")
+        xf = x[flagged]
+        lower = out[flagged].astype(np.intp)
+        fix = lower + (xf > t[lower])
+        multi = np.flatnonzero(raw[flagged] >= 0xC000)
+        if multi.size:
+            fix[multi] = np.searchsorted(t, xf[multi], side="left")
+        out[flagged] = fix
     return out
 
 

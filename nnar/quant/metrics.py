@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 #: elements per step: float64 copies of a chunk stay in cache, so the sums cost ~one pass
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 
 
 def error_stats(original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:

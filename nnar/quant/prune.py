@@ -11,7 +11,8 @@ import numpy as np
 
 
 def survivors_for_sparsity(x: np.ndarray, sparsity: float) -> np.ndarray:
-    """Boolean mask keeping the ``round((1 - sparsity) * n)`` largest-magnitude elements."""
+    """Boolean mask keeping the ``n - round(sparsity * n)`` largest-magnitude elements (so
+    exactly ``round(sparsity * n)`` are pruned)."""
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity: expected a fraction in [0, 1], found {sparsity}")
     flat = np.abs(x.reshape(-1).astype(np.float64))
@@ -28,17 +29,19 @@ def survivors_for_sparsity(x: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def survivors_for_threshold(x: np.ndarray, threshold: float) -> np.ndarray:
-    """Keep the elements with |x| > ``threshold``."""
-    return np.abs(x) > threshold
+    """Keep the elements with |x| > ``threshold`` (compared exactly, not in x's dtype)."""
+    return np.abs(x.astype(np.float64)) > threshold
 
 
 def global_threshold(magnitudes: list[np.ndarray], sparsity: float) -> float:
     """The magnitude below which ``sparsity`` of all given elements fall (one threshold for
     the whole model, as in the paper's global pruning)."""
-    allm = np.concatenate([np.abs(m.reshape(-1)).astype(np.float32) for m in magnitudes]) if magnitudes else np.zeros(0)
-    if allm.size == 0 or sparsity <= 0:
-        return -1.0
-    k = min(allm.size - 1, max(0, int(round(sparsity * allm.size)) - 1))
+    allm = np.concatenate([np.abs(m.reshape(-1).astype(np.float64)) for m in magnitudes]) if magnitudes \
+        else np.zeros(0)
+    count = int(round(sparsity * allm.size))
+    if count <= 0:
+        return -1.0  # nothing to prune: every magnitude is above it
+    k = min(allm.size, count) - 1
     return float(np.partition(allm, k)[k])
 
 
