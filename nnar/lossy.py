@@ -280,12 +280,10 @@ def _search(s: TensorSettings, attempt, pruned_sparsity, fp16_ok) -> Choice | No
 def _entropy_constrained(s: TensorSettings, x, work, spec, attempt, pruned_sparsity) -> Choice | None:
     """k-means with a target: the entropy-constrained codebook that just meets it (the
     squared-error budget is what the target leaves after pruning's own error)."""
-    x64 = x.astype(np.float64).reshape(-1)
-    w64 = _as_float(work, spec.dtype).astype(np.float64).reshape(-1)
-    signal = float(x64 @ x64)
+    w = _as_float(work, spec.dtype)
+    signal, pruned_err = metrics.powers(x, w if pruned_sparsity else None)
     allowed = signal * 10 ** (-float(s.max_error) / 10)
-    pruned_err = float((x64 - w64) @ (x64 - w64))
-    quantized = int(np.count_nonzero(w64)) if pruned_sparsity else w64.size  # what the codebook codes
+    quantized = int(np.count_nonzero(w)) if pruned_sparsity else w.size  # what the codebook codes
     bits = s.bits or DEFAULT_BITS
     for margin in (0.98, 0.9, 0.7):  # float32 rounding of the table can cost a hair
         budget = (allowed - pruned_err) * margin / max(quantized, 1)  # per coded value

@@ -32,37 +32,52 @@ class _Hist:
         lo, hi = float(x.min()), float(x.max())
         self.n = x.size
         if hi == lo:
-            self.count, self.sum, self.sq = np.array([x.size], float), np.array([x.sum()]), np.array([(x * x).sum()])
+            count, total, sq = np.array([x.size], float), np.array([x.sum()]), np.array([(x * x).sum()])
         else:
             b = np.minimum(((x - lo) * (BINS / (hi - lo))).astype(np.int64), BINS - 1)
-            self.count = np.bincount(b, minlength=BINS).astype(np.float64)
-            self.sum = np.bincount(b, weights=x, minlength=BINS)
-            self.sq = np.bincount(b, weights=x * x, minlength=BINS)
-            keep = self.count > 0
-            self.count, self.sum, self.sq = self.count[keep], self.sum[keep], self.sq[keep]
-        self.mean = self.sum / self.count  # increasing: bins are ordered and disjoint
+            count = np.bincount(b, minlength=BINS).astype(np.float64)
+            total = np.bincount(b, weights=x, minlength=BINS)
+            sq = np.bincount(b, weights=x * x, minlength=BINS)
+            keep = count > 0
+            count, total, sq = count[keep], total[keep], sq[keep]
+        self.count = count
+        self.mean = total / count  # increasing: bins are ordered and disjoint
+        # prefix sums: a cluster is a run of bins, its count, sum and sum of squares O(1) each
+        self.PN = np.concatenate([[0.0], np.cumsum(count)])
+        self.PS = np.concatenate([[0.0], np.cumsum(total)])
+        self.PQ = np.concatenate([[0.0], np.cumsum(sq)])
+
+    def runs(self, brk: np.ndarray):
+        """Count, sum and sum of squares of each cluster cut at the breakpoints (a bin whose
+        mean equals a breakpoint goes to the lower cluster)."""
+        cuts = np.concatenate([[0], np.searchsorted(self.mean, brk, side="right"), [self.mean.size]])
+        return (np.diff(self.PN[cuts]), np.diff(self.PS[cuts]), np.diff(self.PQ[cuts]), cuts)
 
 
 def _envelope(c: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which entries win somewhere, and the breakpoints between consecutive winners, for
     ``argmin_j (x - c_j)^2 + cost_j`` (a lower envelope of equal parabolas: the convex hull
     trick on lines ``-2 c_j x + c_j^2 + cost_j``)."""
+    if c.size > 1:  # usually every entry wins somewhere: breakpoints of neighbours increase
+        brk = (c[:-1] + c[1:]) / 2 + (cost[1:] - cost[:-1]) / (2 * (c[1:] - c[:-1]))
+        if (brk[1:] > brk[:-1]).all():
+            return np.arange(c.size), brk
     keep: list[int] = []
-    brk: list[float] = []
+    brks: list[float] = []
     for j in range(c.size):
         while keep:
             i = keep[-1]
             x = (c[i] + c[j]) / 2 + (cost[j] - cost[i]) / (2 * (c[j] - c[i]))
-            if brk and x <= brk[-1]:
+            if brks and x <= brks[-1]:
                 keep.pop()
-                brk.pop()
+                brks.pop()
                 continue
             keep.append(j)
-            brk.append(x)
+            brks.append(x)
             break
         else:
             keep.append(j)
-    return np.array(keep, np.int64), np.array(brk, np.float64)
+    return np.array(keep, np.int64), np.array(brks, np.float64)
 
 
 def _lloyd(h: _Hist, c: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -72,25 +87,15 @@ def _lloyd(h: _Hist, c: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray,
     prev = None
     for _ in range(MAX_ITER):
         keep, brk = _envelope(c, lam * -np.log2(p))
-        c = c[keep]
-        a = np.searchsorted(brk, h.mean, side="left")  # ties to the lower entry
-        if prev is not None and np.array_equal(a, prev):
+        cnt, s, _, cuts = h.runs(brk)
+        if prev is not None and np.array_equal(cuts, prev):
             break
-        prev = a
-        cnt = np.bincount(a, weights=h.count, minlength=c.size)
-        s = np.bincount(a, weights=h.sum, minlength=c.size)
+        prev = cuts
         used = cnt > 0
-        c, cnt, s = c[used], cnt[used], s[used]
-        c = s / cnt
-        p = cnt / h.n
-        if not used.all():
-            prev = None
+        c, p = s[used] / cnt[used], cnt[used] / h.n
     keep, brk = _envelope(c, lam * -np.log2(p))
     c = c[keep]
-    a = np.searchsorted(brk, h.mean, side="left")
-    cnt = np.bincount(a, weights=h.count, minlength=c.size)
-    s = np.bincount(a, weights=h.sum, minlength=c.size)
-    q = np.bincount(a, weights=h.sq, minlength=c.size)
+    cnt, s, q, _ = h.runs(brk)
     dist = float(np.sum(q - 2 * c * s + c * c * cnt))
     pr = cnt[cnt > 0] / h.n
     return c, brk, max(dist, 0.0), float(-(pr * np.log2(pr)).sum())

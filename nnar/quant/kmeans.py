@@ -23,9 +23,10 @@ depend on the number of values:
 3. **Windowed exact DP.** Every boundary gets a row of candidate positions and a Viterbi pass
    over the k-1 boundaries finds the best partition with each boundary at one of its
    candidates. The current partition is always a candidate, so the cost never rises.
-   Candidates first lie where the neighbouring boundaries are (+-1.5 cells in steps of 1/8),
-   which makes a slow drift of many boundaries, Lloyd's weak spot, a single step; then windows
-   in value space shrink by 4 per step down to single fine bins.
+   Candidates first lie between the neighbouring boundaries (+-1 cell in steps of 1/16 to 1/4
+   of a cell, finer for smaller k), which makes a slow drift of many boundaries, Lloyd's weak
+   spot, a single step; then windows in value space shrink by 4 per step down to single fine
+   bins.
 4. The codebook is the exact means of the clusters.
 
 ``init="linear"`` is the paper's method: k centroids evenly spaced between min and max, then
@@ -38,6 +39,8 @@ compared exactly.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -91,35 +94,25 @@ def _to_codebook(means: np.ndarray) -> np.ndarray:
 # -- bins -----------------------------------------------------------------------------------------
 
 
-class _Bins:
-    """A weighted problem: bins in increasing value order with count and exact sum each."""
+class _Bins(NamedTuple):
+    """A weighted problem: bins in increasing value order, each with its count and exact sum."""
 
-    __slots__ = ("counts", "sums", "exact")
-
-    def __init__(self, counts: np.ndarray, sums: np.ndarray, exact: bool):
-        self.counts = counts  # float64, every entry >= 1
-        self.sums = sums  # float64
-        self.exact = exact  # every bin holds one distinct value
-
-
-def _distinct_bins(x: np.ndarray) -> _Bins:
-    v, c = np.unique(x, return_counts=True)
-    c = c.astype(np.float64)
-    return _Bins(c, v.astype(np.float64) * c, True)
+    counts: np.ndarray  # float64, every entry >= 1
+    sums: np.ndarray  # float64
 
 
 def _sorted_bins(x: np.ndarray, max_bins: int = 1 << 17) -> _Bins:
-    """Bins from a full sort: the distinct values, or, when there are too many, runs of equal
-    count that never split a value. Slow (a sort) but resolves any data."""
+    """Bins from a sort: the distinct values (exact), or when there are more than ``max_bins``,
+    runs of about equal count that never split a value. Slower than the fine bins but resolves
+    any data."""
     v, c = np.unique(x, return_counts=True)
-    if v.size <= max_bins:
-        c = c.astype(np.float64)
-        return _Bins(c, v.astype(np.float64) * c, True)
-    cum = np.cumsum(c)
-    cuts = np.unique(np.searchsorted(cum, np.linspace(0, cum[-1], max_bins + 1)[1:-1], side="right"))
-    starts = np.concatenate([[0], cuts[(cuts > 0) & (cuts < v.size)]])
     w = v.astype(np.float64) * c
-    return _Bins(np.add.reduceat(c, starts).astype(np.float64), np.add.reduceat(w, starts), False)
+    if v.size <= max_bins:
+        return _Bins(c.astype(np.float64), w)
+    cum = np.cumsum(c)
+    cuts = np.searchsorted(cum, np.linspace(0, cum[-1], max_bins + 1)[1:-1], side="right")
+    starts = np.unique(np.concatenate([[0], cuts[cuts < v.size]]))
+    return _Bins(np.add.reduceat(c, starts).astype(np.float64), np.add.reduceat(w, starts))
 
 
 def _centre(x: np.ndarray, lo: float, hi: float) -> float:
@@ -152,22 +145,20 @@ def _value_order(keys: np.ndarray) -> np.ndarray:
 
 
 def _fine_bins(x: np.ndarray, lo: float, hi: float, k: int) -> _Bins:
+    """The weighted problem for ``x``. Fewer than ``k`` bins only when each holds one value."""
     if x.size <= EXACT_MAX:
-        return _distinct_bins(x)
+        return _sorted_bins(x)
     keys = _keys(x, _centre(x, lo, hi)).astype(np.intp)  # once, not inside each bincount
     counts = np.bincount(keys, minlength=_NBINS)
     order = _value_order(np.flatnonzero(counts))
     sums = np.bincount(keys, weights=x, minlength=_NBINS)
-    bins = _Bins(counts[order].astype(np.float64), sums[order], False)
+    bins = _Bins(counts[order].astype(np.float64), sums[order])
     if order.size < 32 * k:
-        # few bins for this k: fine if each bin holds one value (quantized input), else the
-        # bins are too coarse for the data and a sort resolves it
+        # few bins for this k: right if each holds one value (already quantized input), else
+        # the bins are too coarse for these data and a sort resolves them
         rank = np.empty(_NBINS, np.int32)
         rank[order] = np.arange(order.size, dtype=np.int32)
-        means = bins.sums / bins.counts
-        if np.array_equal(x, means[rank[keys]]):
-            bins.exact = True
-        else:
+        if not np.array_equal(x, (bins.sums / bins.counts)[rank[keys]]):
             bins = _sorted_bins(x)
     return bins
 
@@ -222,8 +213,10 @@ def _coarse_starts(bins: _Bins, k: int, per_cell: int = 6) -> np.ndarray:
     cum = np.cumsum(bins.counts)
     cuts = np.concatenate([[0], np.searchsorted(cum, np.linspace(0, cum[-1], m + 1)[:-1], side="right"),
                            _companded(bins, m)])
-    cuts = np.unique(cuts)
-    return cuts[cuts < F]
+    cuts = np.unique(cuts[cuts < F])
+    if cuts.size < 2 * k:  # both kinds of cut piled up (point masses): add evenly spaced bins
+        cuts = np.unique(np.concatenate([cuts, np.linspace(0, F, 2 * m, endpoint=False).astype(np.int64)]))
+    return cuts
 
 
 def _group_dp(PN: np.ndarray, PS: np.ndarray, starts: np.ndarray, k: int, cells_per_group: int = 8) -> np.ndarray:
@@ -283,8 +276,9 @@ def _group_dp(PN: np.ndarray, PS: np.ndarray, starts: np.ndarray, k: int, cells_
     return edges[np.array(out, np.int64)]
 
 
-def _viterbi(PN: np.ndarray, PS: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """Best partition with interior boundary r at one of ``cand[r]`` (K-1 by W positions)."""
+def _viterbi(PN: np.ndarray, PS: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, float]:
+    """Best partition with interior boundary r at one of ``cand[r]`` (K-1 rows of W bin
+    indices), and its cost (sum of -S**2/N over clusters)."""
     F = PN.size - 1
     K1, W = cand.shape
     i = np.concatenate([np.zeros((1, W), np.int64), cand])
@@ -313,13 +307,20 @@ def _viterbi(PN: np.ndarray, PS: np.ndarray, cand: np.ndarray) -> np.ndarray:
 
 def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np.ndarray, span: float = 1.0,
             budget: int = 160_000, W: int = 17, max_iter: int = 12, tol: tuple[float, float] = (1e-3, 2e-5)) -> np.ndarray:
-    """Windowed exact DP (see the module docstring), in two phases. First the windows are in
-    units of the local cell width (boundary r may move to where boundary r +- 1.5 is, in steps
-    of 1/8), so a slow drift of many boundaries over a cell, which Lloyd's algorithm takes
-    forever to make, is one step. Then windows in value space shrink by 4 each step down to
-    single bins. ``pos``: a value in each bin (increasing); candidates are found in value
-    space so that the fine bins' density (logarithmic near the centre) does not matter. A phase
-    ends when a step gains less than ``tol`` of the sum of squares (``total`` + cost)."""
+    """Windowed exact DP (see the module docstring), in two phases.
+
+    1. Candidates in units of the local cell: boundary r may move to where boundary r +- span
+       is, in steps of 1/res of a cell (res as fine as a tensor of ``budget`` entries allows,
+       4 to 16). A slow drift of many boundaries over a cell, which Lloyd's algorithm takes
+       forever to make, is one step. Repeated while a step gains ``tol[0]`` of the sum of
+       squares (``total`` + cost).
+    2. Windows in value space, +-1/res of a cell at first, shrinking by 4 per step (growing by 4
+       for a boundary that lands on its window's edge) until they are 1/64 of that or hold
+       at most W bins, which are then all candidates, and a step gains under ``tol[1]``
+       (or, after three shrinks, as soon as a step gains under ``tol[1]``). Value windows
+       make the fine bins' density (logarithmic near the centre) irrelevant.
+
+    ``pos``: a value in each bin, increasing. ``b``: interior boundaries (bin indices)."""
     F = PN.size - 1
     K1 = b.size
     if K1 == 0:
@@ -346,8 +347,8 @@ def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np
     steps = np.arange(-(W // 2), W // 2 + 1)
     ends = np.concatenate([[lo_v], pos[b], [hi_v]])
     h = (ends[2:] - ends[:-2]) / (2 * res)
-    floor = h * 2.0 ** -12
-    for _ in range(4 * max_iter):
+    floor = h / 64
+    for step in range(4 * max_iter):
         cand = np.searchsorted(pos, pos[b][:, None] + off * h[:, None])
         narrow = cand[:, -1] - cand[:, 0] <= W - 1  # every bin in the window: take them all
         cand = np.where(narrow[:, None], b[:, None] + steps, cand)
@@ -355,10 +356,9 @@ def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np
         np.clip(cand, 1, F - 1, out=cand)
         nb, c = _viterbi(PN, PS, cand)
         edge = ((nb == cand[:, 0]) | (nb == cand[:, -1])) & (nb != b)
-        done = (np.array_equal(nb, b) and not edge.any() and (narrow | (h <= floor)).all()
-                or cost - c <= tol[1] * (total + c))
+        gain = cost - c
         b, cost = nb, min(c, cost)
-        if done:
+        if gain <= tol[1] * (total + c) and (step >= 3 or (narrow | (h <= floor)).all() and not edge.any()):
             break
         h = np.where(edge, h * 4, np.maximum(h / 4, floor))
     return b
@@ -469,7 +469,7 @@ def _assign_flat(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     lut_v[tv] |= np.uint16(0x8000)
     lut_v[lo_v + np.flatnonzero(per_bin > 1)] |= np.uint16(0x4000)
     lut = np.concatenate([lut_v[_HALF:], lut_v[:_HALF][::-1]])
-    raw = lut[_keys(x, centre)]
+    raw = np.take(lut, _keys(x, centre).astype(np.intp))  # an intp index gathers fastest
     out = raw.astype(np.uint8)
     flagged = np.flatnonzero(raw >= 0x8000)
     if flagged.size:

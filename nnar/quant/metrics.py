@@ -35,3 +35,17 @@ def error_stats(original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
         "max_abs_error": worst,
         "sparsity": float(y.size - np.count_nonzero(y)) / y.size if y.size else 0.0,
     }
+
+
+def powers(original: np.ndarray, decoded: np.ndarray | None = None) -> tuple[float, float]:
+    """(Σx², Σ(x − y)²) in float64, chunked; without ``decoded`` the error power is 0."""
+    x = original.reshape(-1)
+    y = decoded.reshape(-1) if decoded is not None else None
+    sig = err = 0.0
+    for a in range(0, x.size, CHUNK):
+        xs = x[a:a + CHUNK].astype(np.float64)
+        sig += float(xs @ xs)
+        if y is not None:
+            d = xs - y[a:a + CHUNK]
+            err += float(d @ d)
+    return sig, err
