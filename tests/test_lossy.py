@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import warnings
 
 import numpy as np
 import pytest

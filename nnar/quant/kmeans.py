@@ -24,9 +24,10 @@ depend on the number of values:
    over the k-1 boundaries finds the best partition with each boundary at one of its
    candidates. The current partition is always a candidate, so the cost never rises.
    Candidates first lie between the neighbouring boundaries (+-1 cell in steps of 1/16 to 1/4
-   of a cell, finer for smaller k), which makes a slow drift of many boundaries, Lloyd's weak
-   spot, a single step; then windows in value space shrink by 4 per step down to single fine
-   bins.
+   of a cell, finer for smaller k; interpolated alternately in value and in count), which
+   makes a slow drift of many boundaries, Lloyd's weak spot, a single step; then windows in
+   value space shrink by 4 per step down to single fine bins; then the first kind again, to
+   check.
 4. The codebook is the exact means of the clusters.
 
 ``init="linear"`` is the paper's method: k centroids evenly spaced between min and max, then
@@ -65,8 +66,8 @@ def _values(values: np.ndarray) -> np.ndarray:
         raise ValueError("values: expected at least one value, found an empty array")
     if a.dtype.kind not in "fiu" or a.dtype.kind == "f" and a.dtype.itemsize > 8:
         raise ValueError(f"values: expected a float32 or float64 array, found {a.dtype}")
-    a = a.astype(np.float32 if a.dtype.kind == "f" and a.dtype.itemsize <= 4 else np.float64, copy=False)
-    return np.ascontiguousarray(a)
+    small = a.dtype.kind == "f" and a.dtype.itemsize <= 4  # float16 too
+    return np.ascontiguousarray(a.astype(np.float32 if small else np.float64, copy=False))
 
 
 def _k(k: int) -> int:
@@ -305,21 +306,23 @@ def _viterbi(PN: np.ndarray, PS: np.ndarray, cand: np.ndarray) -> tuple[np.ndarr
     return np.array(out, np.int64), float(D[0])
 
 
-def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np.ndarray, span: float = 1.0,
-            budget: int = 160_000, W: int = 17, max_iter: int = 12, tol: tuple[float, float] = (1e-3, 2e-5)) -> np.ndarray:
+def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np.ndarray, *, span: float = 1.0,
+            budget: int = 160_000, W: int = 17, max_iter: int = 12,
+            tol: tuple[float, float] = (1e-3, 2e-5)) -> np.ndarray:
     """Windowed exact DP (see the module docstring), in two phases.
 
     1. Candidates in units of the local cell: boundary r may move to where boundary r +- span
        is, in steps of 1/res of a cell (res as fine as a tensor of ``budget`` entries allows,
        4 to 16). A slow drift of many boundaries over a cell, which Lloyd's algorithm takes
-       forever to make, is one step. Repeated while a step gains ``tol[0]`` of the sum of
-       squares (``total`` + cost).
+       forever to make, is one step. Repeated until a step gains under ``tol[0]`` of the sum
+       of squares (``total`` + cost); in later rounds, until two in a row do.
     2. Windows in value space, +-1/res of a cell at first, shrinking by 4 per step (growing by 4
        for a boundary that lands on its window's edge) until they are 1/64 of that or hold
        at most W bins, which are then all candidates, and a step gains under ``tol[1]``
-       (or, after three shrinks, as soon as a step gains under ``tol[1]``). Value windows
+       (or, after two shrinks, as soon as a step gains under ``tol[1]``). Value windows
        make the fine bins' density (logarithmic near the centre) irrelevant.
 
+    Up to three rounds of both, while phase 1 still finds something after phase 2.
     ``pos``: a value in each bin, increasing. ``b``: interior boundaries (bin indices)."""
     F = PN.size - 1
     K1 = b.size
@@ -332,35 +335,49 @@ def _refine(PN: np.ndarray, PS: np.ndarray, total: float, pos: np.ndarray, b: np
     ranks = np.arange(K1 + 2)
     r = np.clip(np.arange(1, K1 + 1)[:, None] + np.arange(-reach, reach + 1)[None, :] / res, 0, K1 + 1)
     lo_v, hi_v = pos[0], pos[-1]
-    cost = np.inf
-    for _ in range(max_iter):
-        ends = np.concatenate([[lo_v], pos[b], [hi_v]])
-        cand = np.clip(np.searchsorted(pos, np.interp(r, ranks, ends)), 1, F - 1)
-        cand[:, cand.shape[1] // 2] = b
-        nb, c = _viterbi(PN, PS, cand)
-        done = np.array_equal(nb, b) or cost - c <= tol[0] * (total + c)
-        b, cost = nb, min(c, cost)
-        if done:
-            break
     W = max(W, min(129, int(np.sqrt(60_000 / K1)) | 1))  # small k: wider windows are cheap
     off = np.linspace(-1.0, 1.0, W)
     steps = np.arange(-(W // 2), W // 2 + 1)
-    ends = np.concatenate([[lo_v], pos[b], [hi_v]])
-    h = (ends[2:] - ends[:-2]) / (2 * res)
-    floor = h / 64
-    for step in range(4 * max_iter):
-        cand = np.searchsorted(pos, pos[b][:, None] + off * h[:, None])
-        narrow = cand[:, -1] - cand[:, 0] <= W - 1  # every bin in the window: take them all
-        cand = np.where(narrow[:, None], b[:, None] + steps, cand)
-        cand[:, W // 2] = b
-        np.clip(cand, 1, F - 1, out=cand)
-        nb, c = _viterbi(PN, PS, cand)
-        edge = ((nb == cand[:, 0]) | (nb == cand[:, -1])) & (nb != b)
-        gain = cost - c
-        b, cost = nb, min(c, cost)
-        if gain <= tol[1] * (total + c) and (step >= 3 or (narrow | (h <= floor)).all() and not edge.any()):
+    cost = np.inf
+    for rounds in range(3):
+        # phase 1, steps alternately in value and in count (in value, a gap between modes
+        # swallows the steps; in count, a sparse tail does), until neither gains. After the
+        # first round, no gain at all means done: phase-1 steps around a partition that
+        # phase 2 has tuned are where a better one shows up.
+        start, fails = cost, 0
+        for it in range(max_iter):
+            if it % 2:
+                ends = np.concatenate([[0.0], PN[b], [PN[-1]]])
+                cand = np.searchsorted(PN, np.interp(r, ranks, ends))
+            else:
+                ends = np.concatenate([[lo_v], pos[b], [hi_v]])
+                cand = np.searchsorted(pos, np.interp(r, ranks, ends))
+            np.clip(cand, 1, F - 1, out=cand)
+            cand[:, reach] = b
+            nb, c = _viterbi(PN, PS, cand)
+            fails = fails + 1 if cost - c <= tol[0] * (total + c) else 0
+            b, cost = nb, min(c, cost)
+            if fails == (2 if rounds else 1):  # (the next round looks in both spaces)
+                break
+        if rounds and start - cost <= tol[1] * (total + cost):
             break
-        h = np.where(edge, h * 4, np.maximum(h / 4, floor))
+        # phase 2
+        ends = np.concatenate([[lo_v], pos[b], [hi_v]])
+        h = (ends[2:] - ends[:-2]) / (2 * res)
+        floor = h / 64
+        for step in range(4 * max_iter):
+            cand = np.searchsorted(pos, pos[b][:, None] + off * h[:, None])
+            narrow = cand[:, -1] - cand[:, 0] <= W - 1  # every bin in the window: take them all
+            cand = np.where(narrow[:, None], b[:, None] + steps, cand)
+            cand[:, W // 2] = b
+            np.clip(cand, 1, F - 1, out=cand)
+            nb, c = _viterbi(PN, PS, cand)
+            edge = ((nb == cand[:, 0]) | (nb == cand[:, -1])) & (nb != b)
+            gain = cost - c
+            b, cost = nb, min(c, cost)
+            if gain <= tol[1] * (total + c) and (step >= 2 or (narrow | (h <= floor)).all() and not edge.any()):
+                break
+            h = np.where(edge, h * 4, np.maximum(h / 4, floor))
     return b
 
 
@@ -405,15 +422,16 @@ def _fit_linear(bins: _Bins, k: int, lo: float, hi: float) -> np.ndarray:
 
 
 def fit(values: np.ndarray, k: int, *, init: str = "optimal", seed: int = 0) -> np.ndarray:
-    """Codebook of at most ``k`` float32 values (sorted, strictly increasing) minimising the
-    squared error of ``values`` (1-D, float32 or float64, finite, non-empty) mapped to their
-    nearest entries.
+    """Codebook of at most ``k`` (1 to 256) float32 values, sorted and strictly increasing,
+    minimising the squared error of ``values`` mapped to their nearest entries.
 
-    With at most ``k`` distinct values the codebook is exactly those values (as float32).
-    ``init="optimal"`` (default) comes within a fraction of a percent of the exact optimum;
+    ``values``: a non-empty 1-D float32 or float64 array of finite values (ValueError
+    otherwise). With at most ``k`` distinct values the codebook is exactly those values (as
+    float32), so the quantization is exact. ``init="optimal"`` (default) is within 0.5% of the
+    exact 1-D optimum's squared error on weight-like data (measured: under 0.1% for every k);
     ``init="linear"`` is Han et al.'s linear initialisation followed by Lloyd iterations.
-    ``seed`` is accepted for reproducibility contracts; both methods are deterministic, so the
-    same input and arguments always give a bit-identical codebook.
+    Neither uses randomness, so ``seed`` changes nothing: the same input and arguments always
+    give a bit-identical codebook.
     """
     k = _k(k)
     if init not in ("optimal", "linear"):
@@ -439,6 +457,8 @@ def fit(values: np.ndarray, k: int, *, init: str = "optimal", seed: int = 0) -> 
 def _thresholds(c: np.ndarray) -> np.ndarray:
     """t[i] such that x goes above entry i exactly when x > t[i] (exact midpoints; a tie goes
     to the lower entry)."""
+    if c.size and float(np.abs(c).max()) >= 2.0 ** 1022:  # a + b could overflow: halve (exact up there)
+        return _thresholds(c * 0.5) * 2.0
     a, b = c[:-1], c[1:]
     s = a + b
     bb = s - a  # TwoSum: e = (a + b) - s exactly
@@ -487,14 +507,15 @@ def assign(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """Index (uint8) of the nearest codebook entry for every value, same shape as ``values``.
 
     Nearest is decided exactly (as if in real arithmetic on the float values), a tie going to
-    the lower index. ``codebook``: 1 to 256 finite, strictly increasing values.
+    the lower index; a NaN gets an unspecified index. ``codebook``: 1 to 256 finite, strictly
+    increasing values (ValueError otherwise).
     """
     c = _codebook(codebook)
     v = np.asarray(values)
-    if v.dtype.kind not in "fiu":
+    if v.dtype.kind not in "fiu" or v.dtype.kind == "f" and v.dtype.itemsize > 8:
         raise ValueError(f"values: expected a float array, found {v.dtype}")
-    flat = v.reshape(-1)
-    flat = np.ascontiguousarray(flat.astype(np.float32 if v.dtype.kind == "f" and v.dtype.itemsize <= 4 else np.float64, copy=False))
+    small = v.dtype.kind == "f" and v.dtype.itemsize <= 4
+    flat = np.ascontiguousarray(v.reshape(-1).astype(np.float32 if small else np.float64, copy=False))
     return _assign_flat(flat, c).reshape(v.shape)
 
 
