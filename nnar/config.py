@@ -79,9 +79,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fp16": {"quant": "fp16"},
     "bf16": {"quant": "bf16"},
     "int8": {"quant": "uniform", "bits": 8, "granularity": "channel"},
-    # k-means with at most 256 entries, entropy-constrained to just meet a per-tensor SQNR: 30 dB
-    # (relative L2 error 3%) is what the paper's 8-bit k-means reaches on MiniLM, at a smaller size
-    "balanced": {"quant": "kmeans", "bits": 8, "max_error": 30.0},
+    # k-means with at most 256 entries, entropy-constrained to just meet a per-tensor SQNR. The
+    # paper's 8-bit k-means (linear init) with Huffman codes MiniLM at about 5.6x and 30.2 dB;
+    # 31 dB (relative L2 error 2.8%) is more accurate than that and still smaller (5.8x)
+    "balanced": {"quant": "kmeans", "bits": 8, "max_error": 31.0},
     "small": {"quant": "kmeans", "bits": 8, "max_error": 24.0},  # about the paper's 5-bit fc setting
     "tiny": {"quant": "kmeans", "bits": 4, "prune": 0.5},  # needs fine-tuning to keep accuracy
 }
