@@ -107,6 +107,10 @@ class Affine(ArrayBytesCodec):
         return np.clip(np.rint(x / s) + z, 0, qmax).astype(np.uint8)
 
     def decode(self, streams, spec, params):
+        with np.errstate(over="ignore"):  # a product past float32's range is +-inf, as the spec says
+            return self._decode(streams, spec, params)
+
+    def _decode(self, streams, spec, params):
         expect_streams(self, streams, self.stream_lengths(spec, params))
         scale = np.frombuffer(streams["scales"], "<f4")
         zp = np.frombuffer(streams["zero_points"], np.uint8)
