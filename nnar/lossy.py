@@ -21,12 +21,12 @@ import numpy as np
 
 from . import dtypes, planner
 from . import pipeline as P
-from .codecs import registered
 from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, TensorSpec
 from .codecs.affine import Affine
 from .codecs.byteplanes import BytePlanes
 from .codecs.cast import Cast
 from .codecs.codebook import Codebook
+from .codecs.huffman import Huffman
 from .codecs.raw import Raw
 from .codecs.sparse import Sparse
 from .config import TensorSettings
@@ -49,9 +49,9 @@ class LossyWarning(UserWarning):
 
 
 def chains(level: int) -> tuple[tuple, ...]:
-    base = planner.lossless_candidates(TensorSpec("uint8", (1 << 20,)), level)[0].stream_chains
-    huff = registered().get("nnar.huffman")
-    return (*base, (huff(),)) if huff else base
+    """The lossless chains plus Huffman: index and gap streams are where an exact order-0 coder
+    can beat zstd's literal coder (its 11-bit code limit, its per-block tables)."""
+    return (*planner.stream_chains(level), (Huffman(),))
 
 
 # -- quantizers: values → sorted codebook (encode side only) --------------------------------------

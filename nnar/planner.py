@@ -22,14 +22,18 @@ DEFAULT_LEVEL = 3
 SMALL_TENSOR_BYTES = 64
 
 
+def stream_chains(level: int = DEFAULT_LEVEL) -> tuple[tuple, ...]:
+    """Per stream, fastest first: stored as it is, entropy coded (few matches: exponent planes),
+    LZ at level 1, LZ at the user's level (repeated values). pipeline.encode takes the first
+    that is within a hair of the smallest, so slow levels run only where they pay."""
+    lz = (Zstd(1),) if level == 1 else (Zstd(1), Zstd(level))
+    return ((), (ENTROPY,), *((c,) for c in lz))
+
+
 def lossless_candidates(spec: TensorSpec, level: int = DEFAULT_LEVEL) -> list[P.Pipeline]:
     if spec.nbytes < SMALL_TENSOR_BYTES:
         return [P.Pipeline()]
-    # per stream, fastest first: stored as it is, entropy coded (few matches: exponent planes),
-    # LZ at level 1, LZ at the user's level (repeated values). pipeline.encode takes the first
-    # that is within a hair of the smallest, so slow levels run only where they pay.
-    lz = (Zstd(1),) if level == 1 else (Zstd(1), Zstd(level))
-    chains = ((), (ENTROPY,), *((c,) for c in lz))
+    chains = stream_chains(level)
     out = [P.Pipeline(array_bytes=Raw(), stream_chains=chains)]
     if spec.storage_dtype.itemsize > 1:
         out.append(P.Pipeline(array_bytes=BytePlanes(), stream_chains=chains))
