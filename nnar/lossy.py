@@ -238,17 +238,20 @@ def _plan(name, array, spec, s, level, global_threshold):
         stats = metrics.error_stats(x, _as_float(dec, spec.dtype))
         return enc, dec, stats
 
-    if s.max_error is not None and s.quant == "kmeans":
-        found = _entropy_constrained(s, x, work, spec, attempt, pruned_sparsity)
-        if found is not None:
-            return found
-        return _fallback(s, attempt, pruned_sparsity, fp16_ok)
-
     if s.max_error is None:
         bits = (s.bits or DEFAULT_BITS) if s.quant in ("kmeans", "uniform") else None
         enc, dec, stats = attempt(s, bits)
         return Choice(enc, dec, _fidelity(stats, describe(s, bits, pruned_sparsity)))
-    return _search(s, attempt, pruned_sparsity, fp16_ok)
+    if s.quant == "kmeans":
+        found = _entropy_constrained(s, x, work, spec, attempt, pruned_sparsity) or \
+            _fallback(s, attempt, pruned_sparsity, fp16_ok)
+    else:
+        found = _search(s, attempt, pruned_sparsity, fp16_ok)
+    if found is None:
+        why = f" (pruning {pruned_sparsity:.0%} alone costs more)" if pruned_sparsity else ""
+        warnings.warn(f"{name}: no setting meets SQNR >= {s.max_error:g} dB{why}; stored losslessly",
+                      LossyWarning, stacklevel=3)
+    return found
 
 
 def _search(s: TensorSettings, attempt, pruned_sparsity, fp16_ok) -> Choice | None:

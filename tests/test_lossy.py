@@ -107,8 +107,12 @@ def test_max_error_beyond_reach_falls_back_to_fp16_then_lossless():
     x = weights((64, 64), 6)
     _, _, a = packed({"quant": "kmeans", "max_error": 60.0}, {"w": x})
     assert a.info("w").fidelity["method"] == "fp16"
-    _, _, b = packed({"quant": "kmeans", "max_error": 200.0}, {"w": x})
+    with pytest.warns(lossy.LossyWarning, match="no setting meets SQNR >= 200 dB"):
+        _, _, b = packed({"quant": "kmeans", "max_error": 200.0}, {"w": x})
     assert not b.info("w").lossy and np.array_equal(b.read("w"), x)
+    with pytest.warns(lossy.LossyWarning, match="pruning 90% alone"):
+        _, _, c = packed({"quant": "kmeans", "prune": 0.9, "max_error": 30.0}, {"w": x})
+    assert not c.info("w").lossy and np.array_equal(c.read("w"), x)
 
 
 def test_layer_rules_override_by_glob_later_rules_winning():
