@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from typing import Any, BinaryIO, Iterator, Mapping
 
@@ -55,10 +56,7 @@ class TensorInfo:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def lossy(self) -> bool:

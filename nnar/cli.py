@@ -181,34 +181,23 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
-    return value
+def _checked(parse, ok, expected: str):
+    """An argparse type: ``parse`` the text, then require ``ok(value)``; both failures say what
+    was expected and what was found."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {value}")
+        return value
+    return convert
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {value}")
-    return value
-
-
-def _level(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 22, found {text!r}") from None
-    if not 1 <= value <= 22:
-        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 22, found {value}")
-    return value
+_positive = _checked(int, lambda v: v >= 1, "a positive integer")
+_fraction = _checked(float, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
+_level = _checked(int, lambda v: 1 <= v <= 22, "an integer from 1 to 22")
 
 
 class _Parser(argparse.ArgumentParser):

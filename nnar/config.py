@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 from typing import Any, Mapping
 
 from .errors import InvalidInput
@@ -101,10 +102,7 @@ class PackConfig:
     def eligible(self, shape: tuple[int, ...]) -> bool:
         """Whether a tensor of this shape gets the default (lossy) settings: weight matrices and
         kernels, not biases, norms or small tensors, whose bytes are few and errors costly."""
-        size = 1
-        for d in shape:
-            size *= d
-        return len(shape) >= 2 and size >= self.min_params
+        return len(shape) >= 2 and math.prod(shape) >= self.min_params
 
     def settings_for(self, name: str, shape: tuple[int, ...], is_float: bool) -> TensorSettings:
         """The settings of one tensor: the default, narrowed by size and type, then the rules."""

@@ -67,6 +67,13 @@ def to_storage(array: np.ndarray, name: str) -> np.ndarray:
     return np.require(array, dtype=storage_dtype(name), requirements="C")  # keeps 0-d arrays 0-d
 
 
+def bit_patterns(array: np.ndarray) -> np.ndarray:
+    """The elements' bit patterns as unsigned integers of the same width (flattened): the
+    identity of a value, where -0.0 differs from 0.0 and each NaN payload from the others."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    return flat.view(f"u{flat.itemsize}")
+
+
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     """Widen bfloat16 bit patterns to float32 exactly (every bfloat16 is a float32)."""
     wide = np.array(bits, dtype=np.uint32)  # an array even when 0-d (an operator would give a scalar)

@@ -24,7 +24,7 @@ from . import pipeline as P
 from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, TensorSpec
 from .codecs.affine import Affine
 from .codecs.byteplanes import BytePlanes
-from .codecs.cast import Cast
+from .codecs.cast import PAIRS as CAST_PAIRS, Cast
 from .codecs.codebook import Codebook
 from .codecs.huffman import Huffman
 from .codecs.raw import Raw
@@ -130,7 +130,7 @@ def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bo
     if s.quant in ("fp16", "bf16"):
         target = "float16" if s.quant == "fp16" else "bfloat16"
         if spec.dtype != target:
-            if (spec.dtype, target) not in {("float32", "float16"), ("float32", "bfloat16"), ("float64", "float16")}:
+            if (spec.dtype, target) not in CAST_PAIRS:  # e.g. bfloat16 -> float16: through float32
                 pre.append(Cast("float32"))
             pre.append(Cast(target))
         cur = TensorSpec(target, spec.shape)
@@ -158,18 +158,13 @@ def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bo
 
 # -- the plan -------------------------------------------------------------------------------------
 
-def _decode(enc: P.EncodedTensor) -> np.ndarray:
-    segs = {s.name: (s.codecs, s.raw_length, s.data) for s in enc.segments}
-    return P.decode(enc.spec, enc.pipeline, segs, DEFAULT_LIMITS, "planner")
-
-
 def _as_float(array: np.ndarray, dtype: str) -> np.ndarray:
     return dtypes.bfloat16_to_float32(array) if dtype == "bfloat16" else array
 
 
 def _try(array, spec, s, bits, pruned, level, budget=None):
     enc = planner.encode(array, spec, candidates(s, spec, bits, pruned, level, budget))
-    return enc, _decode(enc)
+    return enc, P.decode_encoded(enc, DEFAULT_LIMITS, "planner")
 
 
 def describe(s: TensorSettings, bits: int | None, sparsity: float | None) -> str:
@@ -218,7 +213,7 @@ def _plan(name, array, spec, s, level, global_threshold):
     pruned_sparsity = None
     work = array
     if mask is not None and not mask.all():
-        work = np.ascontiguousarray(np.where(mask, array, np.zeros((), array.dtype)))
+        work = np.ascontiguousarray(prune.apply(array, mask))
         pruned_sparsity = 1.0 - float(np.count_nonzero(mask)) / mask.size
     pruned = pruned_sparsity is not None
 

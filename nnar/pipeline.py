@@ -233,6 +233,12 @@ def decode(
     return array
 
 
+def decode_encoded(enc: EncodedTensor, limits: Limits, where: str) -> np.ndarray:
+    """Decode what :func:`encode` just produced, as a reader will (lossy encoders measure it)."""
+    segs = {s.name: (s.codecs, s.raw_length, s.data) for s in enc.segments}
+    return decode(enc.spec, enc.pipeline, segs, limits, where)
+
+
 def _run(fn, where, *args):
     """Call a codec; give its errors the tensor's name, and turn a stray numpy/Python error from
     hostile params into a CodecDataError rather than letting it escape the family."""
@@ -246,4 +252,4 @@ def _run(fn, where, *args):
         raise CodecDataError(f"codec failed on stored data: {type(e).__name__}: {e}", where=where) from e
 
 
-__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "check_pipeline"]
+__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "decode_encoded", "check_pipeline"]

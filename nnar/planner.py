@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
+from . import dtypes
 from . import pipeline as P
 from .codecs.abc import TensorSpec
 from .codecs.byteplanes import BytePlanes
@@ -58,7 +59,7 @@ def repetitive(array: np.ndarray, probe: int = 16384) -> bool:
     tensor is judged on its whole. Trained weights have nearly all values distinct."""
     flat = array.reshape(-1)
     step = max(1, flat.size // probe)
-    bits = np.sort(flat[::step][:probe].view(f"u{flat.itemsize}"))  # bit patterns: NaN-safe
+    bits = np.sort(dtypes.bit_patterns(flat[::step][:probe]))  # bit patterns: NaN-safe
     distinct = 1 + int(np.count_nonzero(bits[1:] != bits[:-1])) if bits.size else 0
     return distinct < bits.size // 2
 

@@ -101,8 +101,7 @@ class Builder:
         data = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(-1) for a in arrays])
         enc = P.encode(data, spec, pipeline)
         # the digest is of what readers get: the input itself unless a stage is lossy
-        segs = {g.name: (g.codecs, g.raw_length, g.data) for g in enc.segments}
-        decoded = P.decode(spec, enc.pipeline, segs, DEFAULT_LIMITS, name_of(members))
+        decoded = P.decode_encoded(enc, DEFAULT_LIMITS, name_of(members))
         self.last_decoded = decoded
         desc = S.tensor_descriptor([(n, a.shape) for (n, _), a in zip(members, arrays)], dt, digest_of(decoded),
                                    enc.pipeline, enc.segments, kw.pop("fidelity", None))

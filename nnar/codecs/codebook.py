@@ -76,7 +76,7 @@ class Codebook(ArrayBytesCodec):
                 chosen, indices = chosen
             table = np.asarray(chosen, dtype=array.dtype)
         else:  # exact: the tensor's own distinct bit patterns (-0.0 and each NaN kept as they are)
-            bits = flat.view(f"u{flat.itemsize}") if flat.dtype != np.bool_ else flat.view(np.uint8)
+            bits = dtypes.bit_patterns(flat)
             distinct = np.unique(bits)
             if distinct.size > 1 << self.bits:
                 raise ValueError(f"{distinct.size} distinct values do not fit {self.bits}-bit indices")

@@ -17,16 +17,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import get_codec_class, register
+from .. import dtypes
 from .abc import ArrayBytesCodec, Codec, TensorSpec, param
 from ..errors import CodecDataError, UnsupportedCodec
 
 POSITIONS = ("bitmask", "gaps")
 PREFIX = "values."
-
-
-def _bits_of(array: np.ndarray) -> np.ndarray:
-    flat = np.ascontiguousarray(array).reshape(-1)
-    return flat if flat.dtype == np.bool_ else flat.view(f"u{flat.itemsize}")
 
 
 def pack_symbols(symbols: np.ndarray, width: int) -> bytes:
@@ -136,7 +132,7 @@ class Sparse(ArrayBytesCodec):
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, array, spec):
-        bits = _bits_of(array)
+        bits = dtypes.bit_patterns(array)
         survivors = bits != 0
         count = int(np.count_nonzero(survivors))
         invert = self.positions == "gaps" and 2 * count > bits.size

@@ -118,16 +118,15 @@ def fit_for_error(values: np.ndarray, k: int, mse: float) -> tuple[np.ndarray, n
     x = values.reshape(-1)
     h = _Hist(x)
     budget = mse * h.n
-    if h.count.size <= k:  # few distinct bins: try exact first
-        exact = np.unique(x)
-        if exact.size <= k:
-            return _finish(x, exact.astype(np.float64), np.array([]), exact_entries=True)
-    D = mse
-    if D <= 0:
+    if h.count.size <= k:  # few distinct bins: the distinct values themselves, if few enough
+        table = np.unique(x).astype(np.float32)
+        if table.size <= k:
+            return table, np.searchsorted(table, x.astype(np.float32)).astype(np.uint8)
+    if mse <= 0:
         return None
     # high-rate theory: a uniform quantizer of step sqrt(12 D), and dD/dR = -2 ln2 D
-    lam0 = 2 * math.log(2) * D
-    start = _grid(h, k, math.sqrt(12 * D))
+    lam0 = 2 * math.log(2) * mse
+    start = _grid(h, k, math.sqrt(12 * mse))
     best = _bisect(h, start, lam0, budget)
     if best is None:
         # the grid cannot cover the data within k entries at this step (heavy tails): start
@@ -158,13 +157,9 @@ def _bisect(h: _Hist, start: np.ndarray, lam0: float, budget: float):
     return best
 
 
-def _finish(x: np.ndarray, c: np.ndarray, brk: np.ndarray, exact_entries: bool = False):
+def _finish(x: np.ndarray, c: np.ndarray, brk: np.ndarray):
     """float32 codebook and each value's index: by the breakpoints (the entropy-constrained
     rule), made distinct after rounding to float32."""
-    if exact_entries:
-        table = c.astype(np.float32)
-        idx = np.searchsorted(table, x.astype(np.float32))
-        return table, idx.astype(np.uint8)
     idx = np.searchsorted(brk, x.astype(np.float64), side="left")
     table = c.astype(np.float32)
     uniq, inv = np.unique(table, return_inverse=True)

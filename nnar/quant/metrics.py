@@ -10,19 +10,26 @@ import numpy as np
 CHUNK = 1 << 18
 
 
+def _sums(original: np.ndarray, decoded: np.ndarray | None) -> tuple[float, float, float]:
+    """(Σx², Σ(x − y)², max |x − y|) in float64, a chunk at a time; no ``decoded``: y = x."""
+    x = original.reshape(-1)
+    y = decoded.reshape(-1) if decoded is not None else None
+    sig = err = worst = 0.0
+    for a in range(0, x.size, CHUNK):
+        xs = x[a:a + CHUNK].astype(np.float64)
+        sig += float(xs @ xs)
+        if y is not None:
+            d = xs - y[a:a + CHUNK]
+            err += float(d @ d)
+            worst = max(worst, float(np.abs(d).max()))
+    return sig, err, worst
+
+
 def error_stats(original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
     """SQNR in dB (signal power over error power; inf when exact), relative L2 error, the
     largest absolute error and the fraction of exact zeros after decoding. Sums in float64."""
-    x = original.reshape(-1)
+    sig, err, worst = _sums(original, decoded)
     y = decoded.reshape(-1)
-    err = sig = 0.0
-    worst = 0.0
-    for a in range(0, x.size, CHUNK):
-        xs = x[a:a + CHUNK].astype(np.float64)
-        d = xs - y[a:a + CHUNK]
-        err += float(d @ d)
-        sig += float(xs @ xs)
-        worst = max(worst, float(np.abs(d).max()))
     if err == 0.0:
         sqnr = math.inf
     elif sig == 0.0:
@@ -38,14 +45,6 @@ def error_stats(original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
 
 
 def powers(original: np.ndarray, decoded: np.ndarray | None = None) -> tuple[float, float]:
-    """(Σx², Σ(x − y)²) in float64, chunked; without ``decoded`` the error power is 0."""
-    x = original.reshape(-1)
-    y = decoded.reshape(-1) if decoded is not None else None
-    sig = err = 0.0
-    for a in range(0, x.size, CHUNK):
-        xs = x[a:a + CHUNK].astype(np.float64)
-        sig += float(xs @ xs)
-        if y is not None:
-            d = xs - y[a:a + CHUNK]
-            err += float(d @ d)
+    """(Σx², Σ(x − y)²) in float64; without ``decoded`` the error power is 0."""
+    sig, err, _ = _sums(original, decoded)
     return sig, err
