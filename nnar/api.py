@@ -15,7 +15,7 @@ from . import dtypes, formats, planner
 from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo
 from .config import PackConfig, from_mapping as config_from
 from .quant import prune
-from .errors import NnarIOError
+from .errors import InvalidInput, NnarIOError
 from .fsutil import atomic_output
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -55,6 +55,10 @@ def _output(dst: PathOrFile, force: bool, inputs: tuple):
 
 
 def _model_from_mapping(tensors: Mapping[str, Any]) -> formats.Model:
+    if any(type(v).__module__.startswith("torch") for v in tensors.values()):
+        from .formats import torch as torch_format  # a state dict: ties, bfloat16 and key order as torch has them
+        return torch_format.model_from_state_dict(tensors)
+
     def items():
         for name, value in tensors.items():
             arr = np.asarray(value)
@@ -90,12 +94,18 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
         md.update(metadata or {})
         threshold = _global_threshold(model, cfg) if cfg.prune_global is not None else None
         out = stack.enter_context(_output(dst, force, (src,) if _is_path(src) else ()))
+        structure = (model.source_format, model.structure) if model.structure is not None else None
+        aliases: dict[str, list[str]] = {}
+        for alias, target in model.aliases.items():
+            aliases.setdefault(target, []).append(alias)
         with ArchiveWriter(out, metadata=md, source_format=model.source_format, level=level, config=cfg,
-                           global_threshold=threshold) as w:
+                           global_threshold=threshold, structure=structure) as w:
             for i, (name, arr, dt) in enumerate(model.tensors()):
-                w.write(name, arr, dtype=dt)
+                w.write(name, arr, dtype=dt, aliases=aliases.pop(name, ()))
                 if progress:
                     progress(name, i + 1, model.count)
+            if aliases:
+                raise InvalidInput(f"aliases of tensors that are not in the model: {sorted(aliases)[:5]}")
         return w.infos
 
 
@@ -113,9 +123,13 @@ def _global_threshold(model: formats.Model, cfg: PackConfig) -> float:
 
 def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | None = None, force: bool = False,
            limits: Limits = DEFAULT_LIMITS, verify: bool = False,
-           progress: Progress | None = None) -> dict[str, np.ndarray] | list[TensorInfo]:
-    """Unpack an archive. With no ``dst``, return {name: array} (bfloat16 as uint16 bit patterns);
-    otherwise write a model file (format by extension of ``dst`` or ``to``) and return the infos."""
+           progress: Progress | None = None, keep_quantized: bool = False) -> dict[str, np.ndarray] | list[TensorInfo]:
+    """Unpack an archive. With no ``dst``, return {name: array} (bfloat16 as uint16 bit patterns;
+    an alias is the same array object as its target); otherwise write a model file (format by
+    extension of ``dst`` or ``to``: .safetensors .npz .pt .onnx ...) and return the infos.
+
+    ``keep_quantized`` (ONNX output only): quantized weights stay quantized in the model file,
+    expanded at run time by DequantizeLinear, Gather or Cast nodes (spec/onnx.md)."""
     with _input(src) as f:
         reader = StreamReader(f, limits, verify=verify)
         if dst is None:
@@ -126,6 +140,8 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
                     progress(info.name, i + 1, None)
             return out
         fmt = formats.detect(dst if _is_path(dst) else getattr(dst, "name", None), to, role="output")
+        if keep_quantized and fmt != "onnx":
+            raise InvalidInput(f"--keep-quantized writes ONNX models; the output format is {fmt}")
         infos: list[TensorInfo] = []
 
         def tensors() -> Iterable[tuple[str, np.ndarray, str]]:
@@ -135,8 +151,17 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
                     progress(info.name, i + 1, None)
                 yield info.name, arr, info.dtype
 
+        structure = reader.structure
+        structure = structure[1] if structure is not None and structure[0] == fmt else None
+        options = {"path": os.fspath(dst) if _is_path(dst) else None, "quantized": keep_quantized} \
+            if fmt == "onnx" else {}
+        if keep_quantized:
+            from . import quantized  # only ONNX output uses it
+            items = quantized.forms(reader, infos, progress)
+        else:
+            items = tensors()
         with _output(dst, force, (src,) if _is_path(src) else ()) as out:
-            formats.module(fmt).write(out, tensors(), reader.metadata)
+            formats.module(fmt).write(out, items, reader.metadata, structure=structure, **options)
         return infos
 
 

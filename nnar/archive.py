@@ -53,6 +53,10 @@ class TensorInfo:
     segments: tuple[dict, ...]
     group: int = 1  # tensors stored in the same record
     fidelity: dict = dataclasses.field(default_factory=dict)  # what a lossy pack changed (empty: exact)
+    alias_of: str | None = None  # another name of this tensor (FORMAT.md §5.5): nothing stored of its own
+
+    def as_alias(self, name: str) -> "TensorInfo":
+        return dataclasses.replace(self, name=name, stored_bytes=0, alias_of=self.name)
 
     @property
     def size(self) -> int:
@@ -79,6 +83,8 @@ class TensorInfo:
 
     def describe_pipeline(self) -> str:
         """e.g. ``nnar.byteplanes[p0,p1,p2,p3:nnar.zstd]``, with ``(group of N)`` when grouped."""
+        if self.alias_of is not None:
+            return f"= {self.alias_of}"
         def codec(stage):  # stage records are only checked when decoded; listing must not fail
             return str(stage.get("codec")) if isinstance(stage, dict) else "?"
         stages = " | ".join(codec(s) for s in self.pipeline)
@@ -89,6 +95,8 @@ class TensorInfo:
         out = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "nbytes": self.nbytes,
                "stored_bytes": self.stored_bytes, "ratio": round(self.ratio, 4), "digest": self.digest.hex(),
                "pipeline": self.describe_pipeline(), "group": self.group}
+        if self.alias_of is not None:
+            out["alias_of"] = self.alias_of
         if self.fidelity:
             out["fidelity"] = {k: _json_number(v) for k, v in self.fidelity.items()}
             out["bits_per_weight"] = {k: round(v, 4) for k, v in self.bits_by_role().items()}
@@ -145,7 +153,8 @@ class ArchiveWriter:
 
     def __init__(self, f: BinaryIO, *, metadata: Mapping[str, str] | None = None, source_format: str = "python",
                  level: int = planner.DEFAULT_LEVEL, group_small: bool = True,
-                 config: PackConfig | None = None, global_threshold: float | None = None):
+                 config: PackConfig | None = None, global_threshold: float | None = None,
+                 structure: tuple[str, bytes] | None = None):
         md = dict(metadata or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InvalidInput("metadata: expected a map of strings to strings")
@@ -162,23 +171,42 @@ class ArchiveWriter:
         #: one pruning threshold for every eligible tensor (``PackConfig.prune_global``)
         self.global_threshold = global_threshold
         self._rw = RecordWriter(f, S.Meta(__version__, source_format, md))
+        if structure is not None:
+            self._write_structure(*structure)
+        self._aliases: dict[str, list[str]] = {}  # target → its aliases, until the target's record is written
+        self._alias_names: set[str] = set()
         self._pending: list[tuple[str, np.ndarray]] = []
         self._pending_names: set[str] = set()
         self._pending_bytes = 0
         self.infos: list[TensorInfo] = []
 
+    def _write_structure(self, fmt: str, data: bytes) -> None:
+        """The MODL record (FORMAT.md §5.4): the structure as a uint8 array, compressed like one."""
+        if not isinstance(fmt, str) or not 1 <= len(fmt) <= 64 or not isinstance(data, (bytes, bytearray)):
+            raise InvalidInput(f"structure: expected (format name, bytes), found {type(fmt).__name__}, "
+                               f"{type(data).__name__}")
+        arr = np.frombuffer(bytes(data), np.uint8)
+        spec = TensorSpec("uint8", arr.shape)
+        enc = planner.encode(arr, spec, planner.lossless_candidates(spec, self.level))
+        self._rw.write_model(S.model_descriptor(fmt, arr.size, enc.pipeline, enc.segments), enc.segments)
+
     def write(self, name: str, array: Any, *, dtype: str | None = None,
               pipeline: P.Pipeline | list[P.Pipeline] | None = None,
-              settings: TensorSettings | None = None) -> TensorInfo | None:
+              settings: TensorSettings | None = None, aliases: tuple[str, ...] | list[str] = ()) -> TensorInfo | None:
         """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits.
 
         ``settings`` (default: the writer's config for this name) may make it lossy. With
         ``pipeline`` (one or several candidates) or lossy settings the tensor gets a record of
-        its own. Returns its info, or None while it waits to be grouped with its neighbours."""
+        its own. ``aliases`` are other names of the same tensor (tied weights): stored once, in an
+        ALIS record right after the tensor's. Returns its info, or None while it waits to be
+        grouped with its neighbours."""
         self._rw.expect_open("write a tensor")
-        S.check_name(name, where="write()", error=InvalidInput)
-        if name in self._pending_names or self._rw.has_name(name):
-            raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
+        seen: set[str] = set()
+        for n in (name, *aliases):
+            S.check_name(n, where="write()", error=InvalidInput)
+            if n in seen or n in self._pending_names or n in self._alias_names or self._rw.has_name(n):
+                raise InvalidInput(f"tensor name {n!r}: expected unique names, found it twice")
+            seen.add(n)
         array = np.asarray(array)
         try:
             found = dtypes.dtype_name_of(array)
@@ -195,6 +223,9 @@ class ArchiveWriter:
             data = dtypes.to_storage(array, name_dt)
         except NnarError as e:
             raise InvalidInput(f"tensor {name!r}: {e.message}") from None
+        if aliases:
+            self._aliases[name] = list(aliases)
+            self._alias_names.update(aliases)
         if settings is None and pipeline is None:
             settings = self.config.settings_for(name, data.shape, name_dt in dtypes.FLOAT_DTYPES)
         prunable = self.global_threshold is not None and settings is not None and not settings.lossless \
@@ -218,7 +249,7 @@ class ArchiveWriter:
             self._pending_dtype = name_dt
             return None
         self._write_record(name_dt, [(name, data)], pipeline)
-        return self.infos[-1]
+        return next(i for i in reversed(self.infos) if i.name == name)
 
     def _write_choice(self, name: str, dtype: str, data: np.ndarray, choice: "lossy.Choice") -> TensorInfo:
         """A lossy tensor: its digest is of what readers will decode, not of the input."""
@@ -229,7 +260,17 @@ class ArchiveWriter:
         segs = tuple(_segment_info(g.name, memoryview(g.data).nbytes, g.raw_length, g.codecs) for g in enc.segments)
         self.infos += _infos([(name, TensorSpec(dtype, data.shape))], enc.spec, enc.stored_bytes, digest,
                              enc.pipeline, segs, choice.fidelity)
-        return self.infos[-1]
+        info = self.infos[-1]
+        self._write_aliases([name])
+        return info
+
+    def _write_aliases(self, names: list[str]) -> None:
+        """The ALIS record for the aliases of the tensors of the record just written."""
+        by_name = {i.name: i for i in self.infos[-len(names):]}
+        pairs = [(a, n) for n in names for a in self._aliases.pop(n, ())]
+        if pairs:
+            self._rw.write_aliases(pairs)
+            self.infos += [by_name[t].as_alias(a) for a, t in pairs]
 
     def _flush(self) -> None:
         if self._pending:
@@ -249,6 +290,7 @@ class ArchiveWriter:
         segs = tuple(_segment_info(g.name, memoryview(g.data).nbytes, g.raw_length, g.codecs) for g in enc.segments)
         self.infos += _infos([(n, TensorSpec(dtype, a.shape)) for n, a in members], spec, enc.stored_bytes, digest,
                              enc.pipeline, segs)
+        self._write_aliases(names)
 
     def close(self) -> None:
         self._rw.expect_open("close")
@@ -318,9 +360,28 @@ class Archive:
         try:
             self._reader = RecordReader(self._f, limits)
             self._entries = {n: e for e in self._reader.tensor_entries() for n in e.names}
+            self._alias_of = {a: t for a, t, _ in self._reader.aliases()}
+            self._names = self._ordered_names()
         except BaseException:
             self.close()
             raise
+
+    def _ordered_names(self) -> list[str]:
+        """Tensor names in archive order: each record's, then those of the ALIS record after it."""
+        by_target_record: dict[tuple[str, ...], list[str]] = {}
+        for a, _, entry in self._reader.aliases():
+            by_target_record.setdefault(entry.names, []).append(a)
+        out = []
+        for e in self._reader.tensor_entries():
+            out += e.names
+            out += by_target_record.get(e.names, [])
+        return out
+
+    @property
+    def structure(self) -> tuple[str, bytes] | None:
+        """The source model's structure (FORMAT.md §5.4) as (format, bytes), or None."""
+        found = self._reader.read_model()
+        return None if found is None else _structure(self._reader, *found)
 
     # metadata ---------------------------------------------------------------------------------
     @property
@@ -341,37 +402,49 @@ class Archive:
 
     # tensors ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return list(self._entries)
+        """Every name, aliases included, in archive order."""
+        return list(self._names)
+
+    def aliases(self) -> dict[str, str]:
+        """alias → the tensor it names (FORMAT.md §5.5)."""
+        return dict(self._alias_of)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._alias_of
 
     def info(self, name: str) -> TensorInfo:
-        rec = self._reader.read_descriptor(self._entry(name))
-        return next(i for i in _record_infos(rec) if i.name == name)
+        target = self._alias_of.get(name, name)
+        rec = self._reader.read_descriptor(self._entry(target))
+        info = next(i for i in _record_infos(rec) if i.name == target)
+        return info.as_alias(name) if target != name else info
 
     def infos(self) -> list[TensorInfo]:
-        """Every tensor's info, reading only the descriptors."""
+        """Every tensor's info (aliases included), reading only the descriptors."""
         out = []
         for entry in self._reader.tensor_entries():
-            out += _record_infos(self._reader.read_descriptor(entry))
+            out += _with_aliases(_record_infos(self._reader.read_descriptor(entry)), self._alias_of)
         return out
 
     def read(self, name: str, *, verify: bool = False) -> np.ndarray:
-        rec, segments = self._reader.read_tensor(self._entry(name))
-        member = next(m for m in rec.members if m.name == name)
+        target = self._alias_of.get(name, name)
+        rec, segments = self._reader.read_tensor(self._entry(target))
+        member = next(m for m in rec.members if m.name == target)
         return _member(rec, _decode(self._reader, rec, segments, verify), member)
 
     def items(self, *, verify: bool = False) -> Iterator[tuple[str, np.ndarray]]:
-        """Every tensor in archive order, each record decoded once."""
+        """Every tensor in archive order, each record decoded once; an alias is the same array
+        object as its target."""
         for entry in self._reader.tensor_entries():
             rec, segments = self._reader.read_tensor(entry)
             array = _decode(self._reader, rec, segments, verify)
-            for m in rec.members:
-                yield m.name, _member(rec, array, m)
+            arrays = {m.name: _member(rec, array, m) for m in rec.members}
+            yield from arrays.items()
+            for a, t in self._alias_of.items():
+                if t in arrays:
+                    yield a, arrays[t]
 
     def mmap(self, name: str) -> np.ndarray:
         """A read-only view of a tensor stored raw, mapped from the file (no copy, no CRC check)."""
@@ -392,12 +465,14 @@ class Archive:
         for entry in self._reader.tensor_entries():
             rec, segments = self._reader.read_tensor(entry)
             _decode(self._reader, rec, segments, verify=True)
-            out += _record_infos(rec)
+            out += _with_aliases(_record_infos(rec), self._alias_of)
+        if self._reader.read_model() is not None:
+            self.structure  # decoded, so its CRC and codecs are checked too
         return out
 
     def _entry(self, name: str):
         try:
-            return self._entries[name]
+            return self._entries[self._alias_of.get(name, name)]
         except KeyError:
             raise TensorNotFound(f"tensor {name!r}: not in this archive") from None
 
@@ -416,8 +491,10 @@ class Archive:
 class StreamReader:
     """Reads an archive in order from any binary stream (a pipe, a download in progress).
 
-    Memory is bounded by one record. Iterate to get ``(TensorInfo, array)`` per tensor; the
-    index and trailer are checked when the iteration reaches them.
+    Memory is bounded by one record. Iterate to get ``(TensorInfo, array)`` per tensor (an
+    alias comes right after its target's record, as the same array object); the index and
+    trailer are checked when the iteration reaches them. ``structure`` is the source model's
+    structure (FORMAT.md §5.4), read before the first tensor.
     """
 
     def __init__(self, f: BinaryIO, limits: Limits = DEFAULT_LIMITS, *, verify: bool = False):
@@ -426,14 +503,59 @@ class StreamReader:
         self.metadata = dict(self._reader.meta.metadata)
         self.source_format = self._reader.meta.source_format
         self.nnar_version = self._reader.meta.nnar_version
+        self._items = self._reader.iter_records()
+        self._first: tuple | None = None  # the first record, read early to look for MODL
+        self._structure: tuple[str, bytes] | None = None
+        self._peeked = False
+
+    @property
+    def structure(self) -> tuple[str, bytes] | None:
+        if not self._peeked:
+            self._peeked = True
+            self._first = next(self._items, None)
+            if self._first is not None and self._first[0] == "MODL":
+                self._structure = _structure(self._reader, self._first[1], self._first[2])
+                self._first = None
+        return self._structure
+
+    def _records(self) -> Iterator[tuple]:
+        self.structure  # noqa: B018 - consumes a leading MODL record
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._items
 
     def __iter__(self) -> Iterator[tuple[TensorInfo, np.ndarray]]:
-        for rec, segments in self._reader.iter_tensors():
-            array = _decode(self._reader, rec, segments, self.verify)
-            for info, m in zip(_record_infos(rec), rec.members):
-                yield info, _member(rec, array, m)
+        last: dict[str, tuple[TensorInfo, np.ndarray]] = {}
+        for item in self._records():
+            if item[0] == "TENS":
+                _, rec, segments = item
+                array = _decode(self._reader, rec, segments, self.verify)
+                last = {m.name: (info, _member(rec, array, m)) for info, m in zip(_record_infos(rec), rec.members)}
+                yield from last.values()
+            elif item[0] == "ALIS":
+                for alias, target in item[1]:
+                    info, arr = last[target]
+                    yield info.as_alias(alias), arr
 
     def infos(self) -> Iterator[TensorInfo]:
         """Walk the records checking CRCs, without decoding."""
-        for rec, _ in self._reader.iter_tensors():
-            yield from _record_infos(rec)
+        last: dict[str, TensorInfo] = {}
+        for item in self._records():
+            if item[0] == "TENS":
+                last = {i.name: i for i in _record_infos(item[1])}
+                yield from last.values()
+            elif item[0] == "ALIS":
+                for alias, target in item[1]:
+                    yield last[target].as_alias(alias)
+
+
+def _with_aliases(infos: list[TensorInfo], alias_of: dict[str, str]) -> list[TensorInfo]:
+    by_name = {i.name: i for i in infos}
+    return infos + [by_name[t].as_alias(a) for a, t in alias_of.items() if t in by_name]
+
+
+def _structure(reader: RecordReader, model: S.ModelRecord, segments: dict) -> tuple[str, bytes]:
+    where = f"MODL record ({model.format})"
+    data = P.decode(model.spec, model.pipeline, segments, reader.limits, where, reader.strict)
+    return model.format, data.tobytes()

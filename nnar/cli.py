@@ -15,7 +15,7 @@ import re
 import sys
 import warnings
 
-from . import __version__, api, config, planner, report
+from . import __version__, api, config, formats, planner, report
 from .archive import Archive, StreamReader, TensorInfo
 from .errors import InvalidInput, NnarError
 from .limits import DEFAULT_LIMITS, Limits
@@ -30,6 +30,9 @@ examples:
   nnar ls model.nnar                               what is inside, and how small
   nnar verify model.nnar                           check every checksum and digest
   nnar unpack model.nnar -o model.safetensors      back to a model file, bit-exact
+  nnar pack model.onnx -o m.nnar --preset int8     ONNX: weights compressed, the graph kept
+  nnar unpack m.nnar -o model.onnx --keep-quantized   an ONNX model that stays int8 on disk
+  nnar pack model.pt -o m.nnar && nnar unpack m.nnar -o out.pt   PyTorch state dicts
   curl -s https://host/m.nnar | nnar unpack - -o m.npz   unpack while downloading
 """
 
@@ -126,7 +129,7 @@ def cmd_unpack(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             infos = api.unpack(args.input, args.output, to=args.to, force=args.force, limits=_limits(args),
-                               verify=args.verify, progress=prog)
+                               verify=args.verify, progress=prog, keep_quantized=args.keep_quantized)
     finally:
         prog.done()
     for w in caught:
@@ -220,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"default {getattr(DEFAULT_LIMITS, f.name)}")
 
     sp = sub.add_parser("pack", help="model file -> .nnar archive",
-                        description="Pack a .npz or .safetensors model into an .nnar archive: lossless by default; "
+                        description="Pack a model (.safetensors, .npz, a PyTorch state dict .pt/.pth/.bin/.ckpt, or .onnx) into an .nnar archive: lossless by default; "
                                     "with --preset, --quant, --prune or --max-error, Deep Compression per tensor, "
                                     "with a report of what it changed.",
                         epilog="Weight matrices and kernels (2+ dimensions, --min-params elements or more) get the "
@@ -230,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    for k, v in config.PRESETS.items()))
     sp.add_argument("input", help="model file, or - for stdin")
     sp.add_argument("-o", "--output", required=True, help=".nnar file to write, or - for stdout")
-    sp.add_argument("--from", dest="from_", choices=["npz", "safetensors"], help="input format (default: by extension)")
+    sp.add_argument("--from", dest="from_", choices=list(formats.FORMATS),
+                    help="input format (default: by extension: .safetensors .npz .pt .pth .bin .ckpt .onnx)")
     sp.add_argument("--level", type=_level, default=planner.DEFAULT_LEVEL,
                     help=f"zstd effort, 1-22 (default {planner.DEFAULT_LEVEL}); higher is smaller and slower")
     sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="add archive metadata")
@@ -263,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Unpack an archive to a model file, bit-exact for lossless archives.")
     sp.add_argument("input", help=".nnar file, or - for stdin")
     sp.add_argument("-o", "--output", required=True, help="model file to write, or - for stdout (needs --to)")
-    sp.add_argument("--to", choices=["npz", "safetensors"], help="output format (default: by extension)")
+    sp.add_argument("--to", choices=list(formats.FORMATS), help="output format (default: by extension)")
+    sp.add_argument("--keep-quantized", action="store_true",
+                    help="ONNX output: keep quantized weights small in the model file (int8/uint8/int4 with "
+                         "DequantizeLinear, k-means indices with their codebook through Gather, fp16 with Cast); "
+                         "see spec/onnx.md for the runtimes and opsets that run it")
     sp.add_argument("--verify", action="store_true", help="also check each tensor's SHA-256 digest")
     sp.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     sp.add_argument("-q", "--quiet", action="store_true")

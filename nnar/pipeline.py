@@ -188,15 +188,12 @@ def check_pipeline(spec: TensorSpec, stages: Sequence[object], limits: Limits, w
     return [(c, p, s) for (c, p), s in zip(aa, aa_specs)], (ab, ab_params), cur
 
 
-def decode(
-    spec: TensorSpec,
-    stages: Sequence[object],
-    segments: Mapping[str, tuple[Sequence[object], int, Buffer]],
-    limits: Limits,
-    where: str,
-    strict: bool = True,
-) -> np.ndarray:
-    """Decode one tensor. ``segments`` maps stream name → (codec records, raw_length, bytes)."""
+def decode_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping[str, tuple[Sequence[object], int, Buffer]],
+                   limits: Limits, where: str, strict: bool = True):
+    """Check the pipeline and undo every segment's bytes→bytes codecs: returns
+    ``(array_stages, (array_bytes_codec, params), spec_at_array_bytes, streams)``, what the
+    array→bytes stage decodes from. :func:`decode` goes on from there; so does
+    :mod:`nnar.quantized`, which reads quantized forms without expanding them."""
     aa, (ab, ab_params), ab_spec = check_pipeline(spec, stages, limits, where, strict)
     needed = _run(ab.stream_names, where, ab_spec, ab_params)
     if set(segments) != set(needed):
@@ -225,7 +222,25 @@ def decode(
         if _nbytes(data) != raw_length:
             raise CodecDataError(f"segment {name!r}: expected {raw_length} decoded bytes, found {_nbytes(data)}", where=where)
         streams[name] = data
+    return aa, (ab, ab_params), ab_spec, streams
+
+
+def decode(
+    spec: TensorSpec,
+    stages: Sequence[object],
+    segments: Mapping[str, tuple[Sequence[object], int, Buffer]],
+    limits: Limits,
+    where: str,
+    strict: bool = True,
+) -> np.ndarray:
+    """Decode one tensor. ``segments`` maps stream name → (codec records, raw_length, bytes)."""
+    aa, (ab, ab_params), ab_spec, streams = decode_streams(spec, stages, segments, limits, where, strict)
     array = _run(ab.decode, where, streams, ab_spec, ab_params)
+    return decode_array_stages(spec, aa, array, where)
+
+
+def decode_array_stages(spec: TensorSpec, aa, array: np.ndarray, where: str) -> np.ndarray:
+    """Run the array→array stages backwards from the array→bytes stage's output."""
     for codec, params, in_spec in reversed(aa):
         array = _run(codec.decode, where, array, in_spec, params)
     if array.dtype != spec.storage_dtype or array.shape != spec.shape:
@@ -252,4 +267,5 @@ def _run(fn, where, *args):
         raise CodecDataError(f"codec failed on stored data: {type(e).__name__}: {e}", where=where) from e
 
 
-__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "decode_encoded", "check_pipeline"]
+__all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "decode_encoded", "decode_streams",
+           "decode_array_stages", "check_pipeline"]

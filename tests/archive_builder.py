@@ -17,6 +17,7 @@ import numpy as np
 import zstandard
 
 from helpers import canonical_bytes, spec_name
+from nnar import constants as C
 
 MAGIC = b"\x89NNAR\r\n\x1a"
 END_MAGIC = b"NNAREND\x1a"
@@ -32,7 +33,7 @@ def align_up(n: int) -> int:
     return -(-n // 64) * 64
 
 
-def preamble(major: int = 1, minor: int = 1, flags: int = 0, magic: bytes = MAGIC) -> bytes:
+def preamble(major: int = 1, minor: int = C.FORMAT_MINOR, flags: int = 0, magic: bytes = MAGIC) -> bytes:
     return struct.pack("<8sHHI", magic, major, minor, flags)
 
 
@@ -76,7 +77,7 @@ class Builder:
     file, so a TENS body depends on where its record lands).
     """
 
-    def __init__(self, metadata: dict | None = None, *, minor: int = 1, source_format: str = "python",
+    def __init__(self, metadata: dict | None = None, *, minor: int = C.FORMAT_MINOR, source_format: str = "python",
                  nnar_version: str = "0.1.0", meta: dict | None = None):
         self.minor = minor
         self.meta = meta if meta is not None else {"nnar_version": nnar_version, "source_format": source_format,

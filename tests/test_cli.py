@@ -156,7 +156,7 @@ def test_not_an_archive(tmp_path, model, capsys):
 
 @pytest.mark.parametrize("argv", [
     [], ["frobnicate"], ["pack"], ["pack", "x.safetensors"], ["unpack", "x.nnar"], ["ls"],
-    ["pack", "x.safetensors", "-o", "y.nnar", "--level", "high"], ["pack", "a", "-o", "b", "--from", "onnx"],
+    ["pack", "x.safetensors", "-o", "y.nnar", "--level", "high"], ["pack", "a", "-o", "b", "--from", "tflite"],
     ["verify", "x.nnar", "--bogus"], ["ls", "x.nnar", "--max-tensors", "many"],
 ], ids=" ".join)
 def test_usage_errors_exit_2(argv, capsys):

@@ -280,7 +280,7 @@ def test_a_tensor_named_like_the_metadata_key_is_refused_for_safetensors(tmp_pat
 # -- choosing the format -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["model.bin", "model", "model.safetensor", "weights.npz.tmp"])
+@pytest.mark.parametrize("path", ["model.pb", "model", "model.safetensor", "weights.npz.tmp"])
 def test_unknown_extension_is_invalid_input(tmp_path, path):
     p = tmp_path / path
     p.write_bytes(EXAMPLE.read_bytes())
@@ -294,9 +294,9 @@ def test_extension_is_case_insensitive_and_unknown_format_names_refused(tmp_path
     p.write_bytes(EXAMPLE.read_bytes())
     assert nnar.pack(p)
     with pytest.raises(nnar.InvalidInput):
-        nnar.pack(p, fmt="onnx")
+        nnar.pack(p, fmt="tflite")
     with pytest.raises(nnar.InvalidInput):
-        nnar.unpack(nnar.pack(p), tmp_path / "out.bin")
+        nnar.unpack(nnar.pack(p), tmp_path / "out.tflite")
 
 
 def test_spooling_a_non_seekable_input_leaks_no_file():

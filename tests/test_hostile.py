@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import nnar
+from nnar import constants as C
 from nnar.cli import main
 
 import archive_builder as AB
@@ -133,7 +134,7 @@ def test_bool_bytes_other_than_0_and_1_are_kept_as_they_are():
 
 def test_a_newer_minor_may_add_keys_an_older_reader_ignores():
     """spec §10: unknown keys are bad-descriptor for a known minor, ignored for a greater one."""
-    for minor, ok in ((0, False), (1, False), (2, True), (7, True)):
+    for minor, ok in ((0, False), (1, False), (C.FORMAT_MINOR, False), (C.FORMAT_MINOR + 1, True), (7, True)):
         b = Builder(minor=minor, meta={"nnar_version": "9", "source_format": "x", "metadata": {}, "new": 1})
         b.tensor([("x", (3,))], "int32", [("data", [], 12, I32_BYTES)], decoded=I32_BYTES, extra={"later": [1, 2]})
         blob = b.build()

@@ -47,6 +47,31 @@ def test_valid_vector_decodes(name):
             assert a.info(tname).dtype == dt
             np.testing.assert_array_equal(_bits(a.read(tname, verify=True)), _bits(expected[tname]))
         assert len(a.verify()) == len(entry["dtypes"])
+        structure = (entry["structure"], (VECTORS / "valid" / f"{name}.structure").read_bytes()) \
+            if "structure" in entry else None
+        assert a.structure == structure  # the MODL record (FORMAT.md §5.4)
+    with open(path, "rb") as f:  # in order: the structure comes before the first tensor
+        assert nnar.archive.StreamReader(f).structure == structure
+
+
+def test_aliases_vector_shares_arrays_and_stores_once():
+    path = VECTORS / "valid" / "aliases.nnar"
+    got = nnar.unpack(path)
+    assert got["head.weight"] is got["emb.weight"] and got["tied.a2"] is got["tied.a"] is got["bias.a"]
+    with nnar.open(path) as a:
+        assert a.aliases() == {"head.weight": "emb.weight", "tied.b": "bias.b", "tied.a": "bias.a",
+                               "tied.a2": "bias.a"}
+        info = a.info("head.weight")
+        assert info.alias_of == "emb.weight" and info.stored_bytes == 0 and info.shape == (3, 4)
+
+
+def test_onnx_structure_vector_unpacks_to_a_model_that_runs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "add.onnx"
+    nnar.unpack(VECTORS / "valid" / "structure-onnx.nnar", out)
+    x = np.ones((2, 3), np.float32)
+    (y,) = ort.InferenceSession(str(out)).run(None, {"x": x})
+    np.testing.assert_array_equal(y, x + np.array([[0.5, -1.0, 2.0], [0.0, 3.25, -0.125]], np.float32))
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST["invalid"]))

@@ -268,6 +268,7 @@ def valid_vectors():
     b.tensor("a", t["a"][0], edit=lambda d: d.update(future={"x": 1}))
     out["newer-minor"] = (b.finish(), t, {})
     out.update(valid_vectors_1_1())
+    out.update(valid_vectors_1_2())
 
     b = base()
     t = {"pad": (np.arange(3, dtype=np.uint8), "uint8"), "aligned": (np.arange(20, dtype=np.float64), "float64")}
@@ -568,6 +569,7 @@ def invalid_vectors():
     b.tensor("x", np.arange(4, dtype=np.int32), body_suffix=b"extra!")
     add("body-longer-than-segments", b.finish(), "bad-layout", "body has bytes after the last segment")
     invalid_vectors_1_1(add)
+    invalid_vectors_1_2(add)
     return out
 
 
@@ -649,6 +651,128 @@ def invalid_vectors_1_1(add):
         edit=lambda d: d.update(fidelity=[1, 2]))
 
 
+# -- format 1.2: aliases and model structure -----------------------------------------------------
+
+V12 = {"minor": 2}
+
+
+def aliases(b: Builder, pairs, **kw) -> int:
+    return b.record(C.RECORD_ALIAS, {"aliases": [list(p) for p in pairs]}, **kw)
+
+
+def structure(b: Builder, fmt: str, data: bytes, pipeline=ZSTD, *, edit=None, **kw) -> int:
+    arr = np.frombuffer(data, np.uint8)
+    enc = P.encode(arr, S.record_spec("uint8", [arr.shape]), pipeline)
+    desc = S.model_descriptor(fmt, arr.size, enc.pipeline, enc.segments)
+    if edit:
+        edit(desc)
+    segs = [(g.codecs, bytes(memoryview(g.data).cast("B"))) for g in enc.segments]
+    return b.record(C.RECORD_MODEL, desc, segs, flags=kw.pop("flags", 0), **kw)
+
+
+def onnx_structure() -> bytes:
+    """A tiny ONNX model, y = x + W, whose W (float32[2, 3]) is the archive tensor "W"."""
+    import onnx
+    from onnx import helper
+    w = onnx.TensorProto()
+    w.name, w.data_type, w.data_location = "W", onnx.TensorProto.FLOAT, 1
+    w.dims.extend([2, 3])
+    e = w.external_data.add()
+    e.key, e.value = "nnar", "W"
+    graph = helper.make_graph([helper.make_node("Add", ["x", "W"], ["y"])], "add",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="nnar vectors")
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def valid_vectors_1_2():
+    """Format 1.2: ALIS (tied tensors) and MODL (the source model's structure)."""
+    out = {}
+    b, t = base(**V12), {}
+    emb = np.arange(12, dtype=np.float32).reshape(3, 4) / 8
+    b.tensor("emb.weight", emb)
+    t["emb.weight"] = (emb, "float32")
+    aliases(b, [("head.weight", "emb.weight")])
+    t["head.weight"] = (emb, "float32")
+    small_a, small_b = np.array([1, 2, 3], np.int64), np.array([-4, 5], np.int64)
+    b.group([("bias.a", small_a), ("bias.b", small_b)])
+    t["bias.a"], t["bias.b"] = (small_a, "int64"), (small_b, "int64")
+    aliases(b, [("tied.b", "bias.b"), ("tied.a", "bias.a"), ("tied.a2", "bias.a")])
+    t["tied.b"], t["tied.a"], t["tied.a2"] = (small_b, "int64"), (small_a, "int64"), (small_a, "int64")
+    out["aliases"] = (b.finish(), t, {})
+
+    b, t = base(**V12), {}
+    data = onnx_structure()
+    structure(b, "onnx", data)
+    w = np.array([[0.5, -1.0, 2.0], [0.0, 3.25, -0.125]], np.float32)
+    b.tensor("W", w)
+    t["W"] = (w, "float32")
+    out["structure-onnx"] = (b.finish(), t, {}, ("onnx", data))
+
+    b, t = base(**V12), {}
+    data = msgpack.packb({"keys": ["fc.weight", "fc.bias"], "versions": {"": {"version": 1}}})
+    structure(b, "torch", data, P.Pipeline())
+    fw, fb = np.ones((2, 2), np.float32), np.zeros(2, np.float32)
+    b.group([("fc.bias", fb), ("fc.weight", fw)])
+    t["fc.bias"], t["fc.weight"] = (fb, "float32"), (fw, "float32")
+    out["structure-torch"] = (b.finish(), t, {}, ("torch", data))
+    return out
+
+
+def invalid_vectors_1_2(add):
+    """Format 1.2: misplaced or inconsistent ALIS and MODL records (CRCs all valid)."""
+    x = np.arange(6, dtype=np.float32)
+
+    b = base(**V12)
+    aliases(b, [("y", "x")])
+    b.tensor("x", x)
+    add("alias-before-any-tensor", b.finish(), "bad-layout", "an ALIS record right after META")
+
+    b = base(**V12)
+    b.tensor("x", x)
+    b.tensor("z", x + 1)
+    aliases(b, [("y", "x")])
+    add("alias-target-not-previous", b.finish(), "bad-layout", "the alias's target is in an earlier TENS record")
+
+    b = base(**V12)
+    b.tensor("x", x)
+    b.tensor("z", x + 1)
+    aliases(b, [("x", "z")])
+    add("alias-name-taken", b.finish(), "bad-layout", "an alias named like a tensor")
+
+    b = base(**V12)
+    b.tensor("x", x)
+    aliases(b, [("y", "x"), ("y", "x")])
+    add("alias-twice", b.finish(), "bad-layout", "the same alias twice")
+
+    b = base(**V12)
+    b.tensor("x", x)
+    aliases(b, [])
+    add("alias-empty", b.finish(), "bad-descriptor", "an ALIS record with no aliases")
+
+    b = base(**V12)
+    b.tensor("x", x)
+    aliases(b, [("y", "x")], body_suffix=b"\0" * 4)
+    add("alias-with-body", b.finish(), "bad-layout", "an ALIS record with a body")
+
+    b = base(**V12)
+    b.tensor("x", x)
+    structure(b, "test", b"structure")
+    add("model-not-first", b.finish(), "bad-layout", "a MODL record after a TENS record")
+
+    b = base(**V12)
+    structure(b, "test", b"structure", P.Pipeline(), edit=lambda d: d.update(length=8))
+    b.tensor("x", x)
+    add("model-length-mismatch", b.finish(), "codec-data", "length 8, a 9-byte stream")
+
+    b = base(**V12)
+    structure(b, "test", b"structure", edit=lambda d: d.update(extra=1))
+    b.tensor("x", x)
+    add("model-unknown-key", b.finish(), "bad-descriptor", "an unknown MODL key in a 1.2 archive")
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 
@@ -658,12 +782,15 @@ def main() -> None:
     manifest_path = ROOT / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"valid": {}, "invalid": {}}
     written = []
-    for name, (data, tensors, md) in valid_vectors().items():
+    for name, (data, tensors, md, *model) in valid_vectors().items():
         if name in manifest["valid"]:
             continue
         (ROOT / "valid" / f"{name}.nnar").write_bytes(data)
         np.savez(ROOT / "valid" / f"{name}.npz", **{k: to_storage(np.asarray(a), dt) for k, (a, dt) in tensors.items()})
         manifest["valid"][name] = {"dtypes": {k: dt for k, (_, dt) in tensors.items()}, "metadata": md}
+        if model:  # the MODL record's format and decoded bytes
+            (ROOT / "valid" / f"{name}.structure").write_bytes(model[0][1])
+            manifest["valid"][name]["structure"] = model[0][0]
         written.append(name)
     for name, (data, code, random_code, why) in invalid_vectors().items():
         if name in manifest["invalid"]:

@@ -20,6 +20,7 @@ from . import schema as S
 from .io import Source
 
 _TENS, _INDX, _META = C.RECORD_TENSOR.decode(), C.RECORD_INDEX.decode(), C.RECORD_META.decode()
+_MODL, _ALIS = C.RECORD_MODEL.decode(), C.RECORD_ALIAS.decode()
 
 
 class RecordWriter:
@@ -56,7 +57,8 @@ class RecordWriter:
             raise NnarIOError(f"write failed: {e.strerror or e}", where=f"offset {self._pos}") from e
         self._pos += memoryview(data).nbytes
 
-    def _write_record(self, rtype: bytes, descriptor: dict, segments: list, crc_prefix: bytes = b"") -> tuple[int, int]:
+    def _write_record(self, rtype: bytes, descriptor: dict, segments: list, crc_prefix: bytes = b"",
+                      must_understand: bool = True) -> tuple[int, int]:
         desc, desc_flag = F.encode_descriptor(descriptor)
         start = self._pos
         body_start = start + C.FRAME_SIZE + len(desc)
@@ -71,8 +73,8 @@ class RecordWriter:
             pieces.append(seg.data)
             crc = F.crc32(seg.data, crc)
             pos = seg_start + memoryview(seg.data).nbytes
-        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, C.RECORD_FLAG_MUST_UNDERSTAND | desc_flag,
-                                 crc_prefix))
+        flags = (C.RECORD_FLAG_MUST_UNDERSTAND if must_understand else 0) | desc_flag
+        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, flags, crc_prefix))
         self._write(desc)
         for p in pieces:
             self._write(p)
@@ -89,6 +91,29 @@ class RecordWriter:
         entry = S.IndexEntry(_TENS, offset, length, tuple(names))
         self._entries.append(entry)
         return entry
+
+    def write_model(self, descriptor: dict, segments: list) -> None:
+        """Write the MODL record; it must come first after META (FORMAT.md §5.4). Not
+        must-understand: a reader that only wants the tensors may skip it."""
+        self.expect_open("write the model structure")
+        if self._entries:
+            raise WriterStateError("cannot write the model structure: expected it before any tensor, found "
+                                   f"{len(self._entries)} records written")
+        offset, length = self._write_record(C.RECORD_MODEL, descriptor, segments, must_understand=False)
+        self._entries.append(S.IndexEntry(_MODL, offset, length, ()))
+
+    def write_aliases(self, pairs: list[tuple[str, str]]) -> None:
+        """Write an ALIS record right after the TENS record holding every target (§5.5)."""
+        self.expect_open("write aliases")
+        last = self._entries[-1] if self._entries else None
+        if last is None or last.record_type != _TENS or not {t for _, t in pairs} <= set(last.names):
+            raise WriterStateError("cannot write aliases: their targets must be tensors of the record just written")
+        for name, _ in pairs:
+            if name in self._names:
+                raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
+        offset, length = self._write_record(C.RECORD_ALIAS, S.alias_descriptor(pairs), [])
+        self._names.update(n for n, _ in pairs)
+        self._entries.append(S.IndexEntry(_ALIS, offset, length, ()))
 
     def close(self) -> None:
         self.expect_open("close")
@@ -167,35 +192,73 @@ class RecordReader:
 
     # -- in order, from any stream -------------------------------------------------------------
 
-    def iter_tensors(self) -> Iterator[tuple[S.TensorRecord, dict]]:
-        """Yield (record, segments) for each tensor in file order, then check INDX and trailer.
+    def iter_records(self) -> Iterator[tuple]:
+        """Yield each record in file order, then check INDX and trailer:
 
-        ``segments`` maps stream name → (codec records, raw_length, stored bytes).
+        - ``("TENS", record, segments)``: ``segments`` maps stream name → (codec records,
+          raw_length, stored bytes);
+        - ``("ALIS", [(alias, target), ...])``: targets are tensors of the TENS just yielded;
+        - ``("MODL", model_record, segments)``.
         """
         seen: list[S.IndexEntry] = []
         names: set[str] = set()
         total = 0
         while True:
             frame, desc = self._read_head("record")
+            where = f"{frame.type_name()} record at offset {frame.offset}"
             if frame.record_type == C.RECORD_INDEX:
                 break
-            if frame.record_type != C.RECORD_TENSOR:
+            if frame.record_type == C.RECORD_TENSOR:
+                rec = self._tensor(frame, desc)
+                self.limits.check("tensors", len(names) + len(rec.members), "max_tensors", f"offset {frame.offset}")
+                total += rec.spec.nbytes
+                self.limits.check("decoded bytes of the archive", total, "max_total_bytes", f"offset {frame.offset}")
+                for name in rec.names:
+                    if name in names:
+                        raise BadLayout(f"duplicate tensor name {name!r}", where=f"offset {frame.offset}")
+                    names.add(name)
+                body = self._read_body(frame)
+                segments = self._segments(rec, body, frame.body_offset)
+                seen.append(S.IndexEntry(_TENS, rec.offset, rec.length, tuple(rec.names)))
+                yield _TENS, rec, segments
+            elif frame.record_type == C.RECORD_ALIAS:
+                pairs = self._aliases(frame, desc, seen[-1] if seen else None, names, where)
+                seen.append(S.IndexEntry(_ALIS, frame.offset, frame.end - frame.offset, ()))
+                yield _ALIS, pairs
+            elif frame.record_type == C.RECORD_MODEL:
+                if seen:
+                    raise BadLayout("a MODL record must come first after META", where=where)
+                model = S.parse_model(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict)
+                segments = self._segments(model, self._read_body(frame), frame.body_offset)
+                seen.append(S.IndexEntry(_MODL, frame.offset, frame.end - frame.offset, ()))
+                yield _MODL, model, segments
+            else:
                 self._skip_unknown(frame)
                 seen.append(S.IndexEntry(frame.record_type.decode("latin-1"), frame.offset, frame.end - frame.offset, ()))
-                continue
-            rec = self._tensor(frame, desc)
-            self.limits.check("tensors", len(names) + len(rec.members), "max_tensors", f"offset {frame.offset}")
-            total += rec.spec.nbytes
-            self.limits.check("decoded bytes of the archive", total, "max_total_bytes", f"offset {frame.offset}")
-            for name in rec.names:
-                if name in names:
-                    raise BadLayout(f"duplicate tensor name {name!r}", where=f"offset {frame.offset}")
-                names.add(name)
-            body = self._read_body(frame)
-            segments = self._segments(rec, body, frame.body_offset)
-            seen.append(S.IndexEntry(_TENS, rec.offset, rec.length, tuple(rec.names)))
-            yield rec, segments
         self._finish_stream(frame, desc, seen)
+
+    def iter_tensors(self) -> Iterator[tuple[S.TensorRecord, dict]]:
+        """(record, segments) for each TENS record in file order (aliases and structure skipped)."""
+        for item in self.iter_records():
+            if item[0] == _TENS:
+                yield item[1], item[2]
+
+    def _aliases(self, frame: F.Frame, desc: dict, previous: S.IndexEntry | None, names: set[str],
+                 where: str) -> list[tuple[str, str]]:
+        """Check an ALIS record (§5.5) against the record before it; add its names to ``names``."""
+        if frame.body_length:
+            raise BadLayout(f"ALIS record: expected an empty body, found {frame.body_length} bytes", where=where)
+        pairs = S.parse_aliases(desc, self.limits, where, self.strict)
+        targets = set(previous.names) if previous is not None and previous.record_type == _TENS else set()
+        self.limits.check("tensors", len(names) + len(pairs), "max_tensors", where)
+        for name, target in pairs:
+            if target not in targets:
+                raise BadLayout(f"alias {name!r}: its target {target!r} is not a tensor of the TENS record just before",
+                                where=where)
+            if name in names:
+                raise BadLayout(f"duplicate tensor name {name!r}", where=where)
+            names.add(name)
+        return pairs
 
     def _skip_unknown(self, frame: F.Frame) -> None:
         if frame.record_type in C.KNOWN_RECORD_TYPES:
@@ -250,20 +313,47 @@ class RecordReader:
             raise BadLayout(f"INDX record: expected an empty body ending at the trailer ({t_off}), found it ending at "
                             f"{frame.end}", where=where)
         entries = S.parse_index(desc, self.first_offset, index_offset, self.limits, where, self.strict)
-        for e in entries:
-            if e.record_type != _TENS:
+        names = {n for e in entries for n in e.names}
+        self._aliases_by_entry: dict[int, list[tuple[str, str]]] = {}
+        for i, e in enumerate(entries):
+            if e.record_type == _ALIS:
+                frame, adesc = self._read_head_at(e)
+                self._aliases_by_entry[i] = self._aliases(frame, adesc, entries[i - 1], names,
+                                                          f"ALIS record at offset {e.offset}")
+            elif e.record_type == _MODL:
+                self._read_head_at(e)
+            elif e.record_type != _TENS:
                 self._check_other(e)
         return entries
 
-    def _check_other(self, entry: S.IndexEntry) -> None:
-        """A non-tensor record listed in the index: known types do not belong there; unknown ones
-        are read (to check their CRCs) and skipped unless they are must-understand."""
+    def _read_head_at(self, entry: S.IndexEntry) -> tuple[F.Frame, dict]:
         self.src.seek(entry.offset)
-        frame, _ = self._read_head("record")
+        frame, desc = self._read_head(f"{entry.record_type} record")
         if frame.record_type.decode("latin-1") != entry.record_type or frame.end - frame.offset != entry.length:
             raise BadLayout(f"index entry {entry.record_type!r}: expected a {entry.length}-byte record, found a "
                             f"{frame.end - frame.offset}-byte {frame.type_name()!r} record",
                             where=f"offset {entry.offset}")
+        return frame, desc
+
+    def aliases(self) -> list[tuple[str, str, S.IndexEntry]]:
+        """Every (alias, target, target's TENS entry), in archive order."""
+        entries = self.index()
+        return [(a, t, entries[i - 1]) for i, pairs in self._aliases_by_entry.items() for a, t in pairs]
+
+    def read_model(self) -> tuple[S.ModelRecord, dict] | None:
+        """The MODL record and its segments, or None when the archive has none."""
+        entries = self.index()
+        if not entries or entries[0].record_type != _MODL:
+            return None
+        frame, desc = self._read_head_at(entries[0])
+        where = f"MODL record at offset {frame.offset}"
+        model = S.parse_model(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict)
+        return model, self._segments(model, self._read_body(frame), frame.body_offset)
+
+    def _check_other(self, entry: S.IndexEntry) -> None:
+        """A record of a type this reader does not know, listed in the index: read (to check its
+        CRCs) and skipped unless it is must-understand; META and INDX do not belong there."""
+        frame, _ = self._read_head_at(entry)
         self._skip_unknown(frame)
 
     def tensor_entries(self) -> list[S.IndexEntry]:

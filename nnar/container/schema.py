@@ -191,7 +191,14 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
         raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {digest!r:.80}", where=where)
     if not isinstance(d["pipeline"], list):
         raise BadDescriptor("pipeline: expected a list", where=where)
-    segs = d["segments"]
+    out = _segments(d["segments"], body_offset, body_length, limits, where, strict)
+    return TensorRecord(tuple(members), spec, digest, d["pipeline"], out, frame_offset,
+                        body_offset + body_length - frame_offset, fidelity)
+
+
+def _segments(segs: Any, body_offset: int, body_length: int, limits: Limits, where: str,
+              strict: bool) -> tuple[SegmentRef, ...]:
+    """Check a ``segments`` list (FORMAT.md §5.2.3) and lay it out from ``body_offset``."""
     if not isinstance(segs, list):
         raise BadDescriptor("segments: expected a list", where=where)
     limits.check("segments", len(segs), "max_segments", where)
@@ -219,8 +226,7 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
     if end - body_offset != body_length:
         raise BadLayout(f"body: segments end {end - body_offset} bytes into the body, expected body_length "
                         f"{body_length}", where=where)
-    return TensorRecord(tuple(members), spec, digest, d["pipeline"], out, frame_offset,
-                        body_offset + body_length - frame_offset, fidelity)
+    return out
 
 
 def _fidelity(v: Any, where: str) -> dict[str, Any]:
@@ -293,6 +299,12 @@ def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, w
                 raise BadLayout(f"index: duplicate tensor name {name!r}", where=where)
             seen.add(name)
         out.append(IndexEntry(rtype, offset, length, tuple(names)))
+    for i, e in enumerate(out):
+        if e.record_type == C.RECORD_MODEL.decode() and i != 0:
+            raise BadLayout(f"index entry {i}: a MODL record must come first after META, found it at entry {i}",
+                            where=where)
+        if e.record_type == C.RECORD_ALIAS.decode() and (i == 0 or out[i - 1].record_type != C.RECORD_TENSOR.decode()):
+            raise BadLayout(f"index entry {i}: an ALIS record must follow a TENS record", where=where)
     if pos != index_offset:
         raise BadLayout(f"index: records end at offset {pos}, expected the INDX record at {index_offset}", where=where)
     return out
@@ -300,3 +312,65 @@ def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, w
 
 def index_descriptor(entries: list[IndexEntry]) -> dict:
     return {"records": [[e.record_type, e.offset, e.length, list(e.names)] for e in entries]}
+
+
+# -- MODL (§5.4, since 1.2) ---------------------------------------------------------------------
+
+MODEL_KEYS = ("format", "length", "pipeline", "segments")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """A MODL record: the source model's structure, a byte string encoded like a uint8 tensor."""
+
+    format: str
+    spec: TensorSpec  # uint8[length]
+    pipeline: list
+    segments: tuple[SegmentRef, ...]
+
+
+def parse_model(d: dict, body_offset: int, body_length: int, limits: Limits, where: str, strict: bool) -> ModelRecord:
+    _keys(d, MODEL_KEYS, "MODL descriptor", where, strict)
+    fmt = _str(d["format"], "format", where)
+    if not 1 <= len(fmt) <= 64:
+        raise BadDescriptor(f"format: expected 1 to 64 characters, found {len(fmt)}", where=where)
+    length = _int(d["length"], "length", where)
+    limits.check("model structure bytes", length, "max_tensor_bytes", where)
+    if not isinstance(d["pipeline"], list):
+        raise BadDescriptor("pipeline: expected a list", where=where)
+    segs = _segments(d["segments"], body_offset, body_length, limits, where, strict)
+    return ModelRecord(fmt, TensorSpec("uint8", (length,)), d["pipeline"], segs)
+
+
+def model_descriptor(fmt: str, length: int, pipeline: list, segments: list) -> dict:
+    return {"format": fmt, "length": length, "pipeline": pipeline,
+            "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
+                          "codecs": s.codecs} for s in segments]}
+
+
+# -- ALIS (§5.5, since 1.2) ---------------------------------------------------------------------
+
+ALIAS_KEYS = ("aliases",)
+
+
+def parse_aliases(d: dict, limits: Limits, where: str, strict: bool) -> list[tuple[str, str]]:
+    """``[(alias, target), ...]``: names checked (§5.2.1), each alias once."""
+    _keys(d, ALIAS_KEYS, "ALIS descriptor", where, strict)
+    pairs = d["aliases"]
+    if not isinstance(pairs, list) or not pairs:
+        raise BadDescriptor(f"aliases: expected a non-empty list, found {pairs!r:.80}", where=where)
+    limits.check("aliases in one record", len(pairs), "max_tensors", where)
+    out, seen = [], set()
+    for i, p in enumerate(pairs):
+        if not (isinstance(p, list) and len(p) == 2):
+            raise BadDescriptor(f"aliases[{i}]: expected [name, target], found {p!r:.80}", where=where)
+        name, target = check_name(p[0], where), check_name(p[1], where)
+        if name in seen:
+            raise BadLayout(f"duplicate tensor name {name!r}", where=where)
+        seen.add(name)
+        out.append((name, target))
+    return out
+
+
+def alias_descriptor(pairs: list[tuple[str, str]]) -> dict:
+    return {"aliases": [[a, t] for a, t in pairs]}

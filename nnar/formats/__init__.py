@@ -1,8 +1,18 @@
 """Model file formats nnar reads and writes, each a thin adapter in a module of its own.
 
 A format module has ``read(f) -> Model`` (tensors come out one at a time, so memory stays about
-one tensor) and ``write(f, tensors, metadata, layout=None)``. The format is chosen by file
-extension unless the caller names one.
+one tensor) and ``write(f, tensors, metadata, layout=None, structure=None)``. The format is chosen
+by file extension unless the caller names one.
+
+Two things beyond tensors travel through an archive (spec/FORMAT.md §5.4, §5.5):
+
+- **aliases**: one tensor under several names (PyTorch's tied weights). ``Model.aliases`` maps
+  each alias to its target; ``tensors()`` yields only the targets. On the way out, ``write``
+  gets every name, and an alias is yielded as *the same array object* as its target, so a
+  format that can share storage (torch) restores the tie.
+- **structure**: whatever the format holds besides tensors (an ONNX graph, a checkpoint's key
+  order), as bytes only that format's module reads. It is stored in the archive's MODL record
+  and handed back to ``write`` of the same format (``None`` otherwise).
 """
 
 from __future__ import annotations
@@ -19,8 +29,10 @@ import numpy as np
 from ..errors import InvalidInput
 
 # name → module; extensions → name
-FORMATS = {"npz": "nnar.formats.npz", "safetensors": "nnar.formats.safetensors"}
-EXTENSIONS = {".npz": "npz", ".safetensors": "safetensors"}
+FORMATS = {"npz": "nnar.formats.npz", "safetensors": "nnar.formats.safetensors", "torch": "nnar.formats.torch",
+           "onnx": "nnar.formats.onnx"}
+EXTENSIONS = {".npz": "npz", ".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch",
+              ".ckpt": "torch", ".onnx": "onnx"}
 
 
 @dataclasses.dataclass
@@ -32,6 +44,8 @@ class Model:
     tensors: Callable[[], Iterator[tuple[str, np.ndarray, str]]]  # (name, array, spec dtype name)
     count: int | None = None
     close: Callable[[], None] | None = None  # releases what reading needed (a spooled copy of a pipe)
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # alias name → target name
+    structure: bytes | None = None  # the MODL record's body (format ``source_format``)
 
 
 def seekable(f):

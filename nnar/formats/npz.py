@@ -37,7 +37,7 @@ def read(f) -> Model:
     return Model("npz", {}, tensors, len(npz.files), close=spool.close if spool else None)
 
 
-def write(f, tensors, metadata, layout=None) -> None:
+def write(f, tensors, metadata, layout=None, structure=None) -> None:
     if metadata:
         warnings.warn("the .npz format has no place for metadata; it was left out", stacklevel=3)
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -95,7 +95,7 @@ def _header(layout, metadata) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def write(f, tensors, metadata, layout=None) -> None:
+def write(f, tensors, metadata, layout=None, structure=None) -> None:
     """Write tensors in order. With ``layout`` [(name, dtype, shape)] known up front the data
     streams straight through; otherwise it is spooled to a temporary file first."""
     if layout is not None:
