@@ -15,3 +15,11 @@ from .api import open, pack, unpack, verify  # noqa: E402,A001
 
 __all__ = ["Archive", "ArchiveWriter", "StreamReader", "TensorInfo", "Limits", "DEFAULT_LIMITS",
            "open", "pack", "unpack", "verify", "__version__"]
+
+
+def __getattr__(name: str):
+    # ``nnar.torch`` without ``import nnar.torch``; importing it does not import torch itself
+    if name == "torch":
+        import importlib
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'nnar' has no attribute {name!r}")

@@ -66,12 +66,31 @@ def _model_from_mapping(tensors: Mapping[str, Any]) -> formats.Model:
     return formats.Model("python", {}, items, len(tensors))
 
 
+def _framework_object(src: Any) -> bool:
+    return type(src).__module__.split(".")[0] in ("onnx", "torch") and not _is_path(src)
+
+
+def _model_from_object(src: Any) -> formats.Model:
+    """An ``onnx.ModelProto`` (copied: packing takes the weights out) or a ``torch.nn.Module``
+    (its state dict)."""
+    if hasattr(src, "state_dict"):
+        return _model_from_mapping(src.state_dict())
+    if type(src).__name__ == "ModelProto":
+        from .formats import onnx as onnx_format
+        copy = type(src)()
+        copy.CopyFrom(src)
+        return onnx_format.from_proto(copy)
+    raise InvalidInput(f"cannot pack a {type(src).__module__}.{type(src).__name__}: expected a path, a file, a mapping "
+                       "of names to arrays or tensors, an onnx.ModelProto or a torch.nn.Module")
+
+
 def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, fmt: str | None = None,
          level: int = planner.DEFAULT_LEVEL, metadata: Mapping[str, str] | None = None, force: bool = False,
          progress: Progress | None = None, config: PackConfig | Mapping[str, Any] | str | None = None,
          ) -> list[TensorInfo] | bytes:
-    """Pack a model (a path to .npz/.safetensors, a binary file, or a mapping name → array) into an
-    nnar archive at ``dst`` (a path, ``"-"`` for stdout, or a binary file). With no ``dst``, return
+    """Pack a model into an nnar archive: a path (.safetensors .npz .pt/.pth/.bin/.ckpt .onnx), a
+    binary file, a mapping name → array (or a torch state dict), an ``onnx.ModelProto`` or a
+    ``torch.nn.Module``. Write it at ``dst`` (a path, ``"-"`` for stdout, or a binary file). With no ``dst``, return
     the archive's bytes.
 
     Lossless unless ``config`` says otherwise: a preset name (``"int8"``, ``"balanced"``, ...), a
@@ -85,6 +104,8 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
     with contextlib.ExitStack() as stack:
         if isinstance(src, Mapping):
             model = _model_from_mapping(src)
+        elif _framework_object(src):
+            model = _model_from_object(src)
         else:
             name = formats.detect(src if _is_path(src) else getattr(src, "name", None), fmt, role="input")
             model = formats.module(name).read(stack.enter_context(_input(src)))

@@ -109,7 +109,7 @@ def cmd_pack(args) -> int:
         prog.done()
     for w in caught:
         print(f"nnar: warning: {_one_line(str(w.message))}", file=sys.stderr)
-    raw = sum(i.nbytes for i in infos)
+    raw = sum(i.nbytes for i in infos if i.alias_of is None)  # a tied tensor is stored, and counted, once
     stored = sum(i.stored_bytes for i in infos)
     if args.json:
         json.dump({"tensors": [i.to_json() for i in infos], "totals": report.totals(infos)}, sys.stdout, indent=1)
@@ -150,7 +150,7 @@ def _infos(path: str, limits: Limits) -> tuple[list[TensorInfo], dict]:
 
 def cmd_ls(args) -> int:
     infos, meta = _infos(args.input, _limits(args))
-    raw = sum(i.nbytes for i in infos)
+    raw = sum(i.nbytes for i in infos if i.alias_of is None)  # a tied tensor is stored, and counted, once
     stored = sum(i.stored_bytes for i in infos)
     if args.json:
         totals = {"tensors": len(infos), "nbytes": raw, "stored_bytes": stored,

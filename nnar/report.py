@@ -22,7 +22,7 @@ def _fmt_db(v: Any) -> str:
 def rows(infos: Iterable[TensorInfo]) -> list[tuple[str, ...]]:
     out = []
     for i in infos:
-        if not i.lossy:
+        if not i.lossy or i.alias_of is not None:  # an alias is its target's tensor, counted once
             continue
         b = i.bits_by_role()
         f = i.fidelity
@@ -39,7 +39,9 @@ HEAD = ("tensor", "params", "sparsity", "values", "indices", "codebook", "bits/w
 
 
 def totals(infos: list[TensorInfo]) -> dict[str, Any]:
-    """Whole-model figures: bits per weight over every tensor, and over the lossy ones by role."""
+    """Whole-model figures: bits per weight over every tensor, and over the lossy ones by role.
+    Aliases (tied tensors) are their targets' tensors: counted once."""
+    infos = [i for i in infos if i.alias_of is None]
     lossy = [i for i in infos if i.lossy]
     params = sum(i.size for i in infos)
     lparams = sum(i.size for i in lossy)

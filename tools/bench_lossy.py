@@ -26,6 +26,11 @@ Then, for the k-means 4-bit row, the largest tensor of each model: its index str
 per weight next to the order-0 entropy of the indices (the histogram of decoded values), which
 is what an ideal order-0 entropy coder would reach.
 
+``nnar PRESET -> .onnx kept`` is ``nnar pack model.onnx --preset PRESET`` then ``nnar unpack
+--keep-quantized``: a runnable .onnx file whose weights stay quantized (int8 with
+DequantizeLinear or its opset-12 equivalent, k-means indices with Gather); its bytes are the whole
+file, like ORT's, and its error is nnar's decode, which the file's nodes reproduce exactly.
+
 ORT int8 is ``onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)`` after moving
 Constant-node weights into initializers (the PP-OCR exports keep weights in Constant nodes, which
 ORT's quantizer rejects). Its error comes from dequantizing its quantized initializers. MiniLM
@@ -336,6 +341,32 @@ def _ort_dequantized(path: str, tensors: dict[str, np.ndarray]) -> dict[str, np.
     return out
 
 
+def run_keep_quantized(onnx_path: str, config: str, tensors, tmp: str) -> tuple[dict, dict]:
+    """nnar pack of the ONNX model, then ``unpack --keep-quantized``: the .onnx file that ships
+    (graph included), quantized weights expanded at run time; and that file + zstd -19."""
+    fp32 = sum(v.nbytes for v in tensors.values())
+    archive, out = os.path.join(tmp, "m.nnar"), os.path.join(tmp, "kq.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        nnar.pack(onnx_path, archive, config=config, force=True)
+        nnar.unpack(archive, out, keep_quantized=True, force=True)
+        elapsed = time.perf_counter() - t0
+    data = Path(out).read_bytes()
+    row = {"bytes": len(data), "pack_mbs": fp32 / 1e6 / elapsed, "unpack_gbs": None, "rel_l2": None,
+           "min_sqnr_db": None}
+    decoded = nnar.unpack(archive)  # what the file computes with: its recipes equal nnar's decode
+    # constants under 16 elements stay in the graph, exact
+    got = {k: decoded.get(k, v) for k, v in tensors.items()}
+    if all(got[k].shape == v.shape for k, v in tensors.items()):
+        err = model_error(tensors, got)
+        row.update(rel_l2=err["rel_l2"], min_sqnr_db=err["min_sqnr_db"])
+        row["lossy_share"] = sum(v.size for k, v in tensors.items() if not np.array_equal(got[k], v)) / \
+            sum(v.size for v in tensors.values())
+    c = zstandard.ZstdCompressor(level=19).compress(data)
+    return row, dict(row, bytes=len(c))
+
+
 def run_ort(onnx_path: str, tensors, repeat: int, tmp: str) -> tuple[dict, dict]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -475,6 +506,11 @@ def main(argv=None) -> int:
                     r, rz = run_ort(ws["onnx"], tensors, args.repeat, tmp)
                 add(f"ORT {ort_version} int8", r)
                 add("ORT int8 + zstd -19", rz)
+                for preset in ("int8", "balanced"):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        r, rz = run_keep_quantized(ws["onnx"], preset, tensors, tmp)
+                    add(f"nnar {preset} -> .onnx kept", r)
+                    add(f"nnar {preset} .onnx + zstd", rz)
         print_table(ws["label"], params, rows, exact is not None)
         results["sets"][name] = {"label": ws["label"], "params": params, "tensors": len(tensors),
                                  "largest": largest, "rows": rows}

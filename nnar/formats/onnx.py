@@ -116,9 +116,15 @@ def read(f) -> Model:
     except Exception as e:  # protobuf's DecodeError and friends
         raise InvalidInput(f"input: expected an ONNX model (a ModelProto), found bytes protobuf cannot parse ({e})") \
             from None
+    del data
+    return from_proto(model, base)
+
+
+def from_proto(model, base: str | None = None) -> Model:
+    """A Model from an ``onnx.ModelProto``, which it takes apart: pass a copy to keep yours.
+    ``base`` is the directory external data files are found in."""
     if not model.HasField("graph"):
         raise InvalidInput("input: expected an ONNX model with a graph, found none (not an ONNX model?)")
-    del data
     weights, taken = [], set()
     for name, t in weight_protos(model):
         name = _unique(name, taken)
