@@ -174,7 +174,7 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
 
         structure = reader.structure
         structure = structure[1] if structure is not None and structure[0] == fmt else None
-        options = {"path": os.fspath(dst) if _is_path(dst) else None, "quantized": keep_quantized} \
+        options = {"path": os.fspath(dst) if _is_path(dst) else None, "quantized": keep_quantized, "force": force} \
             if fmt == "onnx" else {}
         if keep_quantized:
             from . import quantized  # only ONNX output uses it

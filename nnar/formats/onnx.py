@@ -18,6 +18,7 @@ archive tensor of that name, which must have that dtype and shape.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -173,9 +174,9 @@ def _typed(t, dt: str, storage: np.dtype, shape: tuple, name: str) -> np.ndarray
     if len(values) != math.prod(shape):
         raise InvalidInput(f"ONNX tensor {name!r}: expected {math.prod(shape)} values for {dt}{list(shape)}, "
                            f"found {len(values)}")
-    if dt in ("float16", "bfloat16"):
-        arr = np.array(values, np.int64).astype(np.uint16)  # the bit patterns, NaN payloads included
-    elif dt == "bool":
+    if dt in ("float16", "bfloat16"):  # the bit patterns, NaN payloads included: reinterpreted, not converted
+        return np.array(values, np.int64).astype("<u2").view(storage).reshape(shape)
+    if dt == "bool":
         arr = np.array(values, np.int64).astype(np.uint8)
     else:
         arr = np.array(values, dtypes.storage_dtype(dt).newbyteorder("="))
@@ -227,18 +228,32 @@ def parse_structure(structure: bytes):
     return model
 
 
-def references(model) -> dict[str, Any]:
-    """archive name → the TensorProto of the structure that takes its data."""
+@dataclasses.dataclass
+class Ref:
+    """Where a weight's data goes: its TensorProto, the graph (or function) holding it, and the
+    Constant node whose value it is (None for an initializer)."""
+
+    tensor: Any
+    graph: Any
+    node: Any = None
+
+    @property
+    def in_function(self) -> bool:
+        return not hasattr(self.graph, "initializer")  # a FunctionProto has none
+
+
+def references(model) -> dict[str, Ref]:
+    """archive name → where the structure takes its data."""
     out = {}
     for g in _graphs(model):
-        protos = list(getattr(g, "initializer", ()))
-        protos += [a.t for node in g.node for a in node.attribute if a.type == 4]
-        for t in protos:
-            ref = _nnar_ref(t)
-            if ref is not None:
-                if ref in out:
-                    raise InvalidInput(f"ONNX structure: tensor {ref!r} is referenced twice")
-                out[ref] = t
+        protos = [(t, None) for t in getattr(g, "initializer", ())]
+        protos += [(a.t, node) for node in g.node for a in node.attribute if a.type == 4]
+        for t, node in protos:
+            name = _nnar_ref(t)
+            if name is not None:
+                if name in out:
+                    raise InvalidInput(f"ONNX structure: tensor {name!r} is referenced twice")
+                out[name] = Ref(t, g, node)
     return out
 
 
@@ -253,7 +268,7 @@ def fill(t, name: str, arr: np.ndarray, dt: str) -> None:
 
 
 def write(f, tensors, metadata, layout=None, structure=None, *, path: str | None = None,
-          quantized: bool = False) -> None:
+          quantized: bool = False, force: bool = False) -> None:
     """Rebuild the model from its structure and the archive's tensors, check it with
     ``onnx.checker``, and write it. ``path`` (the final output path) is needed only when the
     weights are too large for one protobuf and go to ``<path>.data``.
@@ -269,13 +284,13 @@ def write(f, tensors, metadata, layout=None, structure=None, *, path: str | None
     refs = references(model)
     total, expanded = 0, []
     for name, arr, dt in tensors:
-        t = refs.pop(name, None)
-        if t is None:
+        ref = refs.pop(name, None)
+        if ref is None:
             raise InvalidInput(f"tensor {name!r}: the ONNX graph has no place for it")
         if quantized and not isinstance(arr, np.ndarray):
-            expanded.append((t, name, arr))
+            expanded.append((ref, name, arr))
             continue
-        fill(t, name, arr, dt)
+        fill(ref.tensor, name, arr, dt)
         total += arr.nbytes
     if refs:
         raise InvalidInput(f"the ONNX graph needs tensors the archive lacks: {sorted(refs)[:5]}")
@@ -286,16 +301,27 @@ def write(f, tensors, metadata, layout=None, structure=None, *, path: str | None
         _set_metadata(model, k, v)
     external = total > EXTERNAL_DATA_THRESHOLD
     if external:
-        _write_external(onnx, model, path)
+        _write_external(model, path, force)
+    data = model.SerializeToString()
+    f.write(data)
     try:
-        if external:  # the checker reads large models from a path; the protobuf itself is small now
-            onnx.checker.check_model(model)
+        if external:
+            _check_beside(onnx, data, path)
         else:
-            onnx.checker.check_model(model, full_check=False)
+            onnx.checker.check_model(model)
     except Exception as e:  # onnx.checker.ValidationError and its C++ cousins
         warnings.warn(f"the rebuilt ONNX model does not pass onnx.checker ({str(e).splitlines()[0][:200]}); "
                       "it was written anyway, as the packed model was", stacklevel=3)
-    f.write(model.SerializeToString())
+
+
+def _check_beside(onnx, data: bytes, path: str) -> None:
+    """Check a model whose weights are in a data file: the checker finds the file relative to the
+    model's own, so the (small) model is checked from a temporary copy beside the output."""
+    import tempfile
+    with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), suffix=".onnx") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        onnx.checker.check_model(tmp.name)
 
 
 def _set_metadata(model, key: str, value: str) -> None:
@@ -307,14 +333,14 @@ def _set_metadata(model, key: str, value: str) -> None:
     entry.key, entry.value = key, value
 
 
-def _write_external(onnx, model, path: str | None) -> None:
+def _write_external(model, path: str | None, force: bool) -> None:
     """Move large weights into ``<path>.data`` (written atomically) and point the model at it."""
     from ..fsutil import atomic_output
     if not path or path == "-":
         raise InvalidInput("this ONNX model's weights exceed protobuf's 2 GiB, so they go to an external data file "
                            "beside the model: give an output file path, not a stream")
     location = os.path.basename(path) + ".data"
-    with atomic_output(os.path.join(os.path.dirname(os.path.abspath(path)), location), force=True) as out:
+    with atomic_output(os.path.join(os.path.dirname(os.path.abspath(path)), location), force=force) as out:
         offset = 0
         for g in _graphs(model):
             protos = list(getattr(g, "initializer", ())) + [a.t for n in g.node for a in n.attribute if a.type == 4]

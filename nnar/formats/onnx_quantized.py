@@ -5,8 +5,11 @@ Each weight W held as a :class:`nnar.quantized.Quantized` form becomes initializ
 ``W.nnar_*`` and the nodes below, whose last output is named W, so the rest of the graph is
 untouched. ``v`` is the model's ai.onnx opset.
 
-- affine, one group, v ≥ 10: ``DequantizeLinear(codes, scale, zero_point)``;
-- affine, one group per output channel (axis 0), v ≥ 13: ``DequantizeLinear(axis=0)``;
+- affine, one group per output channel (axis 0), v ≥ 13: ``DequantizeLinear(axis=0)``; one
+  group for the whole tensor is written the same way, its scale repeated per channel
+  (onnxruntime rewrites a per-tensor DequantizeLinear → MatMul into MatMulNBits, which by
+  default quantizes the activations as well: no longer what nnar decodes);
+- affine, one group, 1-D, v ≥ 10: ``DequantizeLinear(codes, scale, zero_point)``;
 - affine, blocks of G, v ≥ 21: codes as [n/G, G], ``DequantizeLinear(axis=1, block_size=G)``,
   ``Reshape``;
 - with 1–4 bit codes and v ≥ 21, codes and zero points are ``UINT4`` (two per byte);
@@ -23,6 +26,7 @@ written expanded, with a warning.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -87,7 +91,14 @@ def _affine(b: _Builder, q, v: int, out: str) -> bool:
     groups = q.scale.size
     four = q.bits <= 4 and v >= 21
     ctype = UINT4 if four else None
-    if groups == 1 and v >= 10:
+    if groups == 1 and len(shape) >= 2 and shape[0] > 0 and v >= 13:
+        # one scale, written per output channel (repeated): onnxruntime fuses a per-tensor
+        # DequantizeLinear -> MatMul into MatMulNBits, which by default quantizes the activations
+        # too, so the model would no longer compute what nnar decodes; the per-channel form it runs as is
+        q = dataclasses.replace(q, scale=np.repeat(q.scale, shape[0]), zero_point=np.repeat(q.zero_point, shape[0]),
+                                group_size=n // shape[0])
+        groups, G = shape[0], n // shape[0]
+    if groups == 1 and len(shape) < 2 and v >= 10:  # 1-D: nothing to fuse with
         x = b.init("codes", q.values, ctype)
         b.node("DequantizeLinear", [x, b.init("scale", q.scale.reshape(())), b.init("zero_point", q.zero_point.reshape(()),
                                                                                        ctype)], out)
@@ -145,47 +156,46 @@ _RECIPES = {"affine": _affine, "codebook": _codebook, "cast": _cast}
 
 
 def apply(model, expanded: list) -> None:
-    """Replace each (TensorProto, name, Quantized) of ``expanded`` by its small form."""
+    """Replace each (onnx.Ref, name, Quantized) of ``expanded`` by its small form."""
     onnx = _onnx()
     from .onnx import fill
     v = opset(model)
-    owners = {}  # id of a weight's TensorProto → (graph, Constant node or None)
     used = set()
-    functions = {id(g) for g in model.functions}
     for g in _graphs(model):
-        for t in getattr(g, "initializer", ()):
-            owners[id(t)] = (g, None)
-            used.add(t.name)
+        used.update(t.name for t in getattr(g, "initializer", ()))
         for node in g.node:
             used.update(node.output)
             used.update(node.input)
-            for a in node.attribute:
-                if a.type == 4:
-                    owners[id(a.t)] = (g, node)
     fallbacks = []
-    for t, name, q in expanded:
-        graph, const = owners[id(t)]
+    for ref, name, q in expanded:
+        graph, const, t = ref.graph, ref.node, ref.tensor
         out = const.output[0] if const is not None else t.name
         b = _Builder(onnx, model, graph, out, used)
-        if id(graph) in functions or not _RECIPES[q.kind](b, q, v, out):
+        if ref.in_function or not _RECIPES[q.kind](b, q, v, out):
             fill(t, name, q.decode(), q.dtype)
             fallbacks.append(name)
             continue
-        graph.initializer.extend(b.inits)
         if const is not None:
-            at = list(graph.node).index(const)
+            at = _index(graph.node, const)
             del graph.node[at]
         else:
             at = 0
-            keep = [i for i in graph.initializer if i.name != t.name]
-            del graph.initializer[:]
-            graph.initializer.extend(keep)
-            inputs = [i for i in graph.input if i.name != t.name]  # IR < 4 lists initializers as inputs
-            if len(inputs) != len(graph.input):
-                del graph.input[:]
-                graph.input.extend(inputs)
+            # deleted by index: rebuilding the list would copy the other weights' TensorProtos
+            # and detach the references still to be filled
+            del graph.initializer[_index(graph.initializer, t)]
+            inputs = [i for i, x in enumerate(graph.input) if x.name == t.name]  # IR < 4 lists initializers as inputs
+            for i in reversed(inputs):
+                del graph.input[i]
+        graph.initializer.extend(b.inits)
         for k, node in enumerate(b.nodes):
             graph.node.insert(at + k, node)
     if fallbacks:
         warnings.warn(f"--keep-quantized: {len(fallbacks)} quantized weights have no small ONNX form at opset {v} "
                       f"and were written expanded: {', '.join(fallbacks[:5])}", stacklevel=4)
+
+
+def _index(items, item) -> int:
+    for i, x in enumerate(items):
+        if x is item:
+            return i
+    raise ValueError("not in the graph")  # cannot happen: the reference came from this graph
