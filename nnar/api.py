@@ -163,26 +163,26 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         fmt = formats.detect(dst if _is_path(dst) else getattr(dst, "name", None), to, role="output")
         if keep_quantized and fmt != "onnx":
             raise InvalidInput(f"--keep-quantized writes ONNX models; the output format is {fmt}")
+        if keep_quantized:
+            from . import quantized  # only ONNX output uses it
+            source = quantized.forms(reader)
+        else:
+            source = iter(reader)
         infos: list[TensorInfo] = []
 
-        def tensors() -> Iterable[tuple[str, np.ndarray, str]]:
-            for i, (info, arr) in enumerate(reader):
+        def tensors() -> Iterable[tuple[str, Any, str]]:
+            for i, (info, value) in enumerate(source):
                 infos.append(info)
                 if progress:
                     progress(info.name, i + 1, None)
-                yield info.name, arr, info.dtype
+                yield info.name, value, info.dtype
 
         structure = reader.structure
         structure = structure[1] if structure is not None and structure[0] == fmt else None
         options = {"path": os.fspath(dst) if _is_path(dst) else None, "quantized": keep_quantized, "force": force} \
             if fmt == "onnx" else {}
-        if keep_quantized:
-            from . import quantized  # only ONNX output uses it
-            items = quantized.forms(reader, infos, progress)
-        else:
-            items = tensors()
         with _output(dst, force, (src,) if _is_path(src) else ()) as out:
-            formats.module(fmt).write(out, items, reader.metadata, structure=structure, **options)
+            formats.module(fmt).write(out, tensors(), reader.metadata, structure=structure, **options)
         return infos
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import math
 import os
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -182,7 +182,7 @@ class ArchiveWriter:
 
     def _write_structure(self, fmt: str, data: bytes) -> None:
         """The MODL record (FORMAT.md §5.4): the structure as a uint8 array, compressed like one."""
-        if not isinstance(fmt, str) or not 1 <= len(fmt) <= 64 or not isinstance(data, (bytes, bytearray)):
+        if not isinstance(fmt, str) or not 1 <= len(fmt) <= S.MAX_FORMAT_NAME or not isinstance(data, (bytes, bytearray)):
             raise InvalidInput(f"structure: expected (format name, bytes), found {type(fmt).__name__}, "
                                f"{type(data).__name__}")
         arr = np.frombuffer(bytes(data), np.uint8)
@@ -466,8 +466,7 @@ class Archive:
             rec, segments = self._reader.read_tensor(entry)
             _decode(self._reader, rec, segments, verify=True)
             out += _with_aliases(_record_infos(rec), self._alias_of)
-        if self._reader.read_model() is not None:
-            self.structure  # decoded, so its CRC and codecs are checked too
+        self.structure  # noqa: B018  decoded, so its CRC and codecs are checked too
         return out
 
     def _entry(self, name: str):
@@ -526,28 +525,37 @@ class StreamReader:
         yield from self._items
 
     def __iter__(self) -> Iterator[tuple[TensorInfo, np.ndarray]]:
-        last: dict[str, tuple[TensorInfo, np.ndarray]] = {}
+        return self.read_with(self.decode_record)
+
+    def read_with(self, read_record: Callable[[S.TensorRecord, dict], list]) -> Iterator[tuple[TensorInfo, Any]]:
+        """``(info, value)`` per tensor in archive order, where ``read_record(record, segments)``
+        gives the values of a record's tensors (:meth:`decode_record` gives their arrays;
+        :mod:`nnar.quantized` gives quantized forms). An alias gets its target's very value."""
+        last: dict[str, tuple[TensorInfo, Any]] = {}
         for item in self._records():
             if item[0] == "TENS":
                 _, rec, segments = item
-                array = _decode(self._reader, rec, segments, self.verify)
-                last = {m.name: (info, _member(rec, array, m)) for info, m in zip(_record_infos(rec), rec.members)}
+                last = {i.name: (i, v) for i, v in zip(_record_infos(rec), read_record(rec, segments))}
                 yield from last.values()
             elif item[0] == "ALIS":
                 for alias, target in item[1]:
-                    info, arr = last[target]
-                    yield info.as_alias(alias), arr
+                    info, value = last[target]
+                    yield info.as_alias(alias), value
+
+    def decode_record(self, rec: S.TensorRecord, segments: dict) -> list[np.ndarray]:
+        """The arrays of a record's tensors (its digest checked when ``verify``)."""
+        array = _decode(self._reader, rec, segments, self.verify)
+        return [_member(rec, array, m) for m in rec.members]
+
+    def decode_streams(self, rec: S.TensorRecord, segments: dict):
+        """:func:`nnar.pipeline.decode_streams` for a record: its streams before the array→bytes
+        stage decodes them."""
+        return P.decode_streams(rec.spec, rec.pipeline, segments, self._reader.limits, f"tensor {rec.names[0]!r}",
+                                self._reader.strict)
 
     def infos(self) -> Iterator[TensorInfo]:
         """Walk the records checking CRCs, without decoding."""
-        last: dict[str, TensorInfo] = {}
-        for item in self._records():
-            if item[0] == "TENS":
-                last = {i.name: i for i in _record_infos(item[1])}
-                yield from last.values()
-            elif item[0] == "ALIS":
-                for alias, target in item[1]:
-                    yield last[target].as_alias(alias)
+        return (info for info, _ in self.read_with(lambda rec, segments: [None] * len(rec.members)))
 
 
 def _with_aliases(infos: list[TensorInfo], alias_of: dict[str, str]) -> list[TensorInfo]:

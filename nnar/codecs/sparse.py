@@ -25,6 +25,11 @@ POSITIONS = ("bitmask", "gaps")
 PREFIX = "values."
 
 
+def inner_streams(streams: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested codec's streams, without their ``values.`` prefix."""
+    return {k[len(PREFIX):]: v for k, v in streams.items() if k.startswith(PREFIX)}
+
+
 def pack_symbols(symbols: np.ndarray, width: int) -> bytes:
     """``width``-bit symbols, packed LSB first into a continuous bit stream."""
     if width == 8:
@@ -156,19 +161,22 @@ class Sparse(ArrayBytesCodec):
         return out
 
     # -- decoding ---------------------------------------------------------------------------
-    def decode(self, streams, spec, params):
-        count, invert, listed, inner = self._counts(spec, params)
+    def mask(self, streams, spec, params) -> np.ndarray:
+        """Which elements are stored (True) and which are zero, from the positions stream,
+        checked (``nnar.quantized`` reads it too, to keep the stored values as they are)."""
+        count, invert, listed, _ = self._counts(spec, params)
         n = spec.size
         if self.positions == "bitmask":
-            mask = self._bitmask(streams["positions"], n, count)
-        else:
-            where = self._gaps(streams["positions"], n, listed)
-            mask = np.zeros(n, bool)
-            mask[where] = True
-            if invert:
-                mask = ~mask
-        inner_streams = {k[len(PREFIX):]: v for k, v in streams.items() if k.startswith(PREFIX)}
-        values = self.inner.decode(inner_streams, self._inner_spec(spec, count), inner)
+            return self._bitmask(streams["positions"], n, count)
+        mask = np.zeros(n, bool)
+        mask[self._gaps(streams["positions"], n, listed)] = True
+        return ~mask if invert else mask
+
+    def decode(self, streams, spec, params):
+        count, _, _, inner = self._counts(spec, params)
+        n = spec.size
+        mask = self.mask(streams, spec, params)
+        values = self.inner.decode(inner_streams(streams), self._inner_spec(spec, count), inner)
         out = np.zeros(n, spec.storage_dtype)
         out[mask] = values.reshape(-1)
         return out.reshape(spec.shape)

@@ -317,6 +317,7 @@ def index_descriptor(entries: list[IndexEntry]) -> dict:
 # -- MODL (§5.4, since 1.2) ---------------------------------------------------------------------
 
 MODEL_KEYS = ("format", "length", "pipeline", "segments")
+MAX_FORMAT_NAME = 64  # characters of a MODL record's ``format``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,8 +333,8 @@ class ModelRecord:
 def parse_model(d: dict, body_offset: int, body_length: int, limits: Limits, where: str, strict: bool) -> ModelRecord:
     _keys(d, MODEL_KEYS, "MODL descriptor", where, strict)
     fmt = _str(d["format"], "format", where)
-    if not 1 <= len(fmt) <= 64:
-        raise BadDescriptor(f"format: expected 1 to 64 characters, found {len(fmt)}", where=where)
+    if not 1 <= len(fmt) <= MAX_FORMAT_NAME:
+        raise BadDescriptor(f"format: expected 1 to {MAX_FORMAT_NAME} characters, found {len(fmt)}", where=where)
     length = _int(d["length"], "length", where)
     limits.check("model structure bytes", length, "max_tensor_bytes", where)
     if not isinstance(d["pipeline"], list):

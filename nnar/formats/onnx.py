@@ -18,6 +18,7 @@ archive tensor of that name, which must have that dtype and shape.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -74,19 +75,29 @@ def _graphs(model) -> Iterator[Any]:
                     stack.extend(a.graphs)
 
 
+def _tensor_protos(g) -> Iterator[tuple[Any, Any, str | None]]:
+    """(TensorProto, node or None, attribute name or None) of every tensor of one graph: its
+    initializers (a FunctionProto has none), then the tensor attributes of its nodes."""
+    for t in getattr(g, "initializer", ()):
+        yield t, None, None
+    for node in g.node:
+        for a in node.attribute:
+            if a.type == 4:  # TENSOR
+                yield a.t, node, a.name
+
+
 def weight_protos(model) -> Iterator[tuple[str, Any]]:
     """(proposed name, TensorProto) of every weight, in graph order: initializers, then the
     Constant nodes, graph by graph."""
     for g in _graphs(model):
-        for t in getattr(g, "initializer", ()):  # a FunctionProto has none
-            if t.data_type in _TO_NNAR:
+        for t, node, attr in _tensor_protos(g):
+            if t.data_type not in _TO_NNAR:
+                continue
+            if node is None:
                 yield t.name or "initializer", t
-        for node in g.node:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                for a in node.attribute:
-                    if a.name == "value" and a.type == 4 and a.t.data_type in _TO_NNAR \
-                            and math.prod(a.t.dims) >= MIN_CONSTANT_ELEMENTS:
-                        yield (node.output[0] if node.output else node.name) or "constant", a.t
+            elif node.op_type == "Constant" and node.domain in ("", "ai.onnx") and attr == "value" \
+                    and math.prod(t.dims) >= MIN_CONSTANT_ELEMENTS:
+                yield (node.output[0] if node.output else node.name) or "constant", t
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -246,9 +257,7 @@ def references(model) -> dict[str, Ref]:
     """archive name → where the structure takes its data."""
     out = {}
     for g in _graphs(model):
-        protos = [(t, None) for t in getattr(g, "initializer", ())]
-        protos += [(a.t, node) for node in g.node for a in node.attribute if a.type == 4]
-        for t, node in protos:
+        for t, node, _ in _tensor_protos(g):
             name = _nnar_ref(t)
             if name is not None:
                 if name in out:
@@ -300,10 +309,15 @@ def write(f, tensors, metadata, layout=None, structure=None, *, path: str | None
     for k, v in (metadata or {}).items():  # what the user added with --meta
         _set_metadata(model, k, v)
     external = total > EXTERNAL_DATA_THRESHOLD
-    if external:
-        _write_external(model, path, force)
+    created = _write_external(model, path, force) if external else None
     data = model.SerializeToString()
-    f.write(data)
+    try:
+        f.write(data)
+    except BaseException:
+        if created:  # no model will point at it: take back the data file this call added
+            with contextlib.suppress(OSError):
+                os.unlink(created)
+        raise
     try:
         if external:
             _check_beside(onnx, data, path)
@@ -333,18 +347,20 @@ def _set_metadata(model, key: str, value: str) -> None:
     entry.key, entry.value = key, value
 
 
-def _write_external(model, path: str | None, force: bool) -> None:
-    """Move large weights into ``<path>.data`` (written atomically) and point the model at it."""
+def _write_external(model, path: str | None, force: bool) -> str | None:
+    """Move large weights into ``<path>.data`` (written atomically) and point the model at it.
+    Returns the data file's path if there was no such file before."""
     from ..fsutil import atomic_output
     if not path or path == "-":
         raise InvalidInput("this ONNX model's weights exceed protobuf's 2 GiB, so they go to an external data file "
                            "beside the model: give an output file path, not a stream")
     location = os.path.basename(path) + ".data"
-    with atomic_output(os.path.join(os.path.dirname(os.path.abspath(path)), location), force=force) as out:
+    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+    existed = os.path.exists(data_path)
+    with atomic_output(data_path, force=force) as out:
         offset = 0
         for g in _graphs(model):
-            protos = list(getattr(g, "initializer", ())) + [a.t for n in g.node for a in n.attribute if a.type == 4]
-            for t in protos:
+            for t, _, _ in _tensor_protos(g):
                 if len(t.raw_data) >= EXTERNAL_MIN_BYTES:
                     pad = -offset % 4096  # as onnx aligns them, so the runtime can map them
                     out.write(bytes(pad))
@@ -357,6 +373,7 @@ def _write_external(model, path: str | None, force: bool) -> None:
                     offset += len(t.raw_data)
                     t.ClearField("raw_data")
                     t.data_location = 1
+    return None if existed else data_path
 
 
 __all__ = ["read", "write", "weight_protos", "references", "parse_structure", "MIN_CONSTANT_ELEMENTS"]

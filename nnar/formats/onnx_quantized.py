@@ -32,9 +32,9 @@ import warnings
 
 import numpy as np
 
-from .onnx import _TO_NNAR, _graphs, _onnx
+from ..dtypes import dtype_name_of
+from .onnx import _FROM_NNAR, _graphs, _onnx
 
-_FROM_NNAR = {v: k for k, v in _TO_NNAR.items()}
 UINT4 = 21
 
 
@@ -46,8 +46,8 @@ def opset(model) -> int:
 
 
 class _Builder:
-    def __init__(self, onnx, model, graph, name: str, used: set[str]):
-        self.onnx, self.graph, self.name, self.used = onnx, graph, name, used
+    def __init__(self, onnx, name: str, used: set[str]):
+        self.onnx, self.name, self.used = onnx, name, used
         self.inits, self.nodes = [], []
 
     def fresh(self, suffix: str) -> str:
@@ -69,8 +69,8 @@ class _Builder:
             if flat.size % 2:
                 flat = np.concatenate([flat, np.zeros(1, np.uint8)])
             t.raw_data = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8).tobytes()
-        else:
-            t.data_type = data_type or _FROM_NNAR[_dtype_name(arr)]
+        else:  # bfloat16 arrives as its uint16 bit patterns: its data_type is given
+            t.data_type = data_type or _FROM_NNAR[dtype_name_of(arr)]
             t.raw_data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
         self.inits.append(t)
         return name
@@ -79,11 +79,6 @@ class _Builder:
         out = output or self.fresh(op.lower())
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=self.fresh(f"{op}_node"), **attrs))
         return out
-
-
-def _dtype_name(arr: np.ndarray) -> str:
-    return {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8",
-            np.dtype(np.int32): "int32", np.dtype(np.int64): "int64", np.dtype(np.float64): "float64"}[arr.dtype]
 
 
 def _affine(b: _Builder, q, v: int, out: str) -> bool:
@@ -131,23 +126,16 @@ def _affine(b: _Builder, q, v: int, out: str) -> bool:
 def _codebook(b: _Builder, q, v: int, out: str) -> bool:
     if q.dtype == "bfloat16" and v < 13:
         return False
-    table = q.table if q.dtype != "bfloat16" else None
-    if table is None:
-        t = b.init("codebook", q.table.view(np.uint16), data_type=16)
-    else:
-        t = b.init("codebook", table)
+    t = b.init("codebook", q.table, _FROM_NNAR[q.dtype])
     idx = b.node("Cast", [b.init("indices", q.values)], to=6)  # Gather takes int32/int64 indices only
     b.node("Gather", [t, idx], out, axis=0)
     return True
 
 
 def _cast(b: _Builder, q, v: int, out: str) -> bool:
-    if q.cast_from == "bfloat16":
-        if v < 13:
-            return False
-        src = b.init("half", q.values.view(np.uint16), data_type=16)
-    else:
-        src = b.init("half", q.values.view(np.float16))
+    if q.cast_from == "bfloat16" and v < 13:
+        return False
+    src = b.init("half", q.values, _FROM_NNAR[q.cast_from])
     b.node("Cast", [src], out, to=_FROM_NNAR[q.dtype])
     return True
 
@@ -170,9 +158,9 @@ def apply(model, expanded: list) -> None:
     for ref, name, q in expanded:
         graph, const, t = ref.graph, ref.node, ref.tensor
         out = const.output[0] if const is not None else t.name
-        b = _Builder(onnx, model, graph, out, used)
+        b = _Builder(onnx, out, used)
         if ref.in_function or not _RECIPES[q.kind](b, q, v, out):
-            fill(t, name, q.decode(), q.dtype)
+            fill(t, name, q.expand(), q.dtype)
             fallbacks.append(name)
             continue
         if const is not None:
