@@ -11,10 +11,10 @@ __version__ = "0.3.0"
 from .errors import *  # noqa: F401,F403,E402  (the exception family is part of the API)
 from .limits import DEFAULT_LIMITS, Limits  # noqa: E402
 from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo  # noqa: E402
-from .api import open, pack, unpack, verify  # noqa: E402,A001
+from .api import diff, open, pack, patch, unpack, verify  # noqa: E402,A001
 
 __all__ = ["Archive", "ArchiveWriter", "StreamReader", "TensorInfo", "Limits", "DEFAULT_LIMITS",
-           "open", "pack", "unpack", "verify", "__version__"]
+           "open", "pack", "unpack", "verify", "diff", "patch", "__version__"]
 
 
 def __getattr__(name: str):

@@ -197,3 +197,32 @@ def verify(src: PathOrFile | bytes, limits: Limits = DEFAULT_LIMITS) -> list[Ten
     Reads in one pass, so a pipe works too. Raises the first problem found."""
     with _input(src) as f:
         return [info for info, _ in StreamReader(f, limits, verify=True)]
+
+
+def _seekable_input(src: PathOrFile | bytes, what: str):
+    if _is_path(src) and os.fspath(src) == "-":
+        raise InvalidInput(f"{what}: expected a file (it is read at random), found - (standard input)")
+    return _input(src)
+
+
+def diff(old: PathOrFile | bytes, new: PathOrFile | bytes, dst: PathOrFile | None = None, *, force: bool = False,
+         level: int = planner.DEFAULT_LEVEL, limits: Limits = DEFAULT_LIMITS, progress: Progress | None = None):
+    """Make the patch that turns archive ``old`` into archive ``new`` (spec/patch.md) and write it
+    to ``dst`` (a path, written atomically, or a binary file; None: only measure). Returns a
+    :class:`nnar.patching.PatchStat`: per record of ``new``, what the patch does and costs."""
+    from .patching.diff import diff as make_patch
+    with _seekable_input(old, "OLD") as o, _seekable_input(new, "NEW") as n:
+        if dst is None:
+            return make_patch(o, n, None, level=level, limits=limits, progress=progress)
+        with _output(dst, force, (old, new)) as out:
+            return make_patch(o, n, out, level=level, limits=limits, progress=progress)
+
+
+def patch(base: PathOrFile | bytes, patch_src: PathOrFile | bytes, dst: PathOrFile, *, force: bool = False,
+          limits: Limits = DEFAULT_LIMITS, progress: Callable[[int, int], None] | None = None):
+    """Apply a patch to its base archive and write the result to ``dst``, which replaces nothing
+    unless the result's SHA-256 is the one the patch promises. The base is read at random, the
+    patch in order (``"-"``: standard input). Returns the patch's header."""
+    from .patching.apply import apply
+    with _seekable_input(base, "BASE") as b, _input(patch_src) as p, _output(dst, force, (base, patch_src)) as out:
+        return apply(b, p, out, limits, progress)

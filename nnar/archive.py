@@ -154,7 +154,7 @@ class ArchiveWriter:
     def __init__(self, f: BinaryIO, *, metadata: Mapping[str, str] | None = None, source_format: str = "python",
                  level: int = planner.DEFAULT_LEVEL, group_small: bool = True,
                  config: PackConfig | None = None, global_threshold: float | None = None,
-                 structure: tuple[str, bytes] | None = None):
+                 structure: tuple[str, bytes] | None = None, patch: dict | None = None):
         md = dict(metadata or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InvalidInput("metadata: expected a map of strings to strings")
@@ -171,6 +171,8 @@ class ArchiveWriter:
         #: one pruning threshold for every eligible tensor (``PackConfig.prune_global``)
         self.global_threshold = global_threshold
         self._rw = RecordWriter(f, S.Meta(__version__, source_format, md))
+        if patch is not None:  # the PTCH descriptor: this file is a patch (spec/patch.md)
+            self._rw.write_patch(patch)
         if structure is not None:
             self._write_structure(*structure)
         self._aliases: dict[str, list[str]] = {}  # target → its aliases, until the target's record is written
@@ -250,6 +252,20 @@ class ArchiveWriter:
             return None
         self._write_record(name_dt, [(name, data)], pipeline)
         return next(i for i in reversed(self.infos) if i.name == name)
+
+    def write_encoded(self, name: str, enc: P.EncodedTensor, digest: bytes) -> TensorInfo:
+        """Write a tensor someone already encoded (``digest``: of its decoded bytes) in a record of
+        its own, keeping the order of tensors."""
+        self._rw.expect_open("write a tensor")
+        S.check_name(name, where="write_encoded()", error=InvalidInput)
+        if name in self._pending_names or name in self._alias_names or self._rw.has_name(name):
+            raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
+        self._flush()
+        desc = S.tensor_descriptor([(name, enc.spec.shape)], enc.spec.dtype, digest, enc.pipeline, enc.segments)
+        self._rw.write_tensor([name], desc, enc.segments)
+        segs = tuple(_segment_info(g.name, memoryview(g.data).nbytes, g.raw_length, g.codecs) for g in enc.segments)
+        self.infos += _infos([(name, enc.spec)], enc.spec, enc.stored_bytes, digest, enc.pipeline, segs)
+        return self.infos[-1]
 
     def _write_choice(self, name: str, dtype: str, data: np.ndarray, choice: "lossy.Choice") -> TensorInfo:
         """A lossy tensor: its digest is of what readers will decode, not of the input."""

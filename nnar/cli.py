@@ -34,6 +34,8 @@ examples:
   nnar unpack m.nnar -o model.onnx --keep-quantized   an ONNX model that stays int8 on disk
   nnar pack model.pt -o m.nnar && nnar unpack m.nnar -o out.pt   PyTorch state dicts
   curl -s https://host/m.nnar | nnar unpack - -o m.npz   unpack while downloading
+  nnar diff v1.nnar v2.nnar -o v2.nnarpatch --stat   an over-the-air update, and what it costs
+  nnar patch v1.nnar v2.nnarpatch -o v2.nnar       rebuild v2 on the device (verified by SHA-256)
 """
 
 
@@ -184,6 +186,36 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    from .patching import stat_lines
+    if args.output is None and not args.stat and not args.json:
+        raise InvalidInput("nothing to do: expected -o PATCH, or --stat / --json to only report")
+    prog = Progress("diffing")
+    try:
+        stat = api.diff(args.old, args.new, args.output, force=args.force, level=args.level, limits=_limits(args),
+                        progress=prog)
+    finally:
+        prog.done()
+    if args.json:
+        json.dump(stat.to_json(), sys.stdout, indent=1)
+        print()
+    elif args.stat:
+        print("\n".join(stat_lines(stat)))
+    if not args.quiet and args.output is not None:
+        print(f"wrote {args.output}: {_human(stat.patch_length)} to turn {_human(stat.base_length)} into "
+              f"{_human(stat.result_length)} ({stat.patch_length / max(stat.result_length, 1):.1%} of sending it "
+              "whole)", file=sys.stderr)
+    return 0
+
+
+def cmd_patch(args) -> int:
+    header = api.patch(args.base, args.patch, args.output, force=args.force, limits=_limits(args))
+    if not args.quiet:
+        print(f"wrote {args.output}: {_human(header.result_length)}, SHA-256 {header.result_digest.hex()} "
+              "(verified)", file=sys.stderr)
+    return 0
+
+
 def _checked(parse, ok, expected: str):
     """An argparse type: ``parse`` the text, then require ``ok(value)``; both failures say what
     was expected and what was found."""
@@ -284,6 +316,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     limits_args(sp)
     sp.set_defaults(func=cmd_ls)
+
+    sp = sub.add_parser("diff", help="make an update patch from OLD.nnar to NEW.nnar",
+                        description="Write a patch that turns OLD into NEW byte for byte (spec/patch.md): per "
+                                    "tensor the cheapest of a reference, a delta of its bit patterns, or the "
+                                    "tensor whole. The patch is checked against NEW before it is written.")
+    sp.add_argument("old", help="the archive the device has")
+    sp.add_argument("new", help="the archive it should have")
+    sp.add_argument("-o", "--output", help="patch file to write (.nnarpatch), or - for stdout")
+    sp.add_argument("--stat", action="store_true", help="print, per tensor, what the patch does and what it costs")
+    sp.add_argument("--json", action="store_true", help="print the same as JSON on stdout")
+    sp.add_argument("--level", type=_level, default=planner.DEFAULT_LEVEL, help="zstd level for the patch's streams")
+    sp.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    limits_args(sp)
+    sp.set_defaults(func=cmd_diff)
+
+    sp = sub.add_parser("patch", help="apply an update patch: BASE.nnar + PATCH -> NEW.nnar",
+                        description="Rebuild NEW from the archive the patch was made from. The base must be the "
+                                    "exact file (checked by SHA-256); the output replaces nothing unless it is "
+                                    "byte-identical to the NEW the patch was made for.")
+    sp.add_argument("base", help="the archive the patch was made from (a file: it is read at random)")
+    sp.add_argument("patch", help="the patch, or - for stdin")
+    sp.add_argument("-o", "--output", required=True, help="archive to write (never the base itself)")
+    sp.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    limits_args(sp)
+    sp.set_defaults(func=cmd_patch)
 
     sp = sub.add_parser("verify", help="check every checksum and digest",
                         description="Decode every tensor and check every CRC and SHA-256 digest. Exit 0 if intact.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 # -- preamble (spec/FORMAT.md §3) ---------------------------------------------------------------
 MAGIC = b"\x89NNAR\r\n\x1a"  # PNG-style: the high byte and CR LF / ^Z catch text-mode mangling
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2
+FORMAT_MINOR = 3
 PREAMBLE_SIZE = 16
 
 # -- record frame (§4) --------------------------------------------------------------------------
@@ -19,7 +19,8 @@ RECORD_TENSOR = b"TENS"
 RECORD_INDEX = b"INDX"
 RECORD_MODEL = b"MODL"  # since 1.2: the source model's structure (an ONNX graph)
 RECORD_ALIAS = b"ALIS"  # since 1.2: other names of a tensor (tied weights)
-KNOWN_RECORD_TYPES = (RECORD_META, RECORD_TENSOR, RECORD_INDEX, RECORD_MODEL, RECORD_ALIAS)
+RECORD_PATCH = b"PTCH"  # since 1.3: the file is a patch (spec/patch.md), not a model archive
+KNOWN_RECORD_TYPES = (RECORD_META, RECORD_TENSOR, RECORD_INDEX, RECORD_MODEL, RECORD_ALIAS, RECORD_PATCH)
 RECORD_FLAG_MUST_UNDERSTAND = 0x0000_0001
 RECORD_FLAG_DESCRIPTOR_ZSTD = 0x0000_0002
 RECORD_FLAGS_DEFINED = RECORD_FLAG_MUST_UNDERSTAND | RECORD_FLAG_DESCRIPTOR_ZSTD

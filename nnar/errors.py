@@ -96,6 +96,12 @@ class UnsupportedRecord(Unsupported):
     code = "unsupported-record"
 
 
+class WrongBase(NnarError, ValueError):
+    """A patch was applied to an archive other than the one it was made from."""
+
+    code = "wrong-base"
+
+
 class LimitExceeded(NnarError, ValueError):
     """A declared size is larger than the reader's :class:`nnar.Limits` allow."""
 

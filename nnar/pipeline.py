@@ -207,22 +207,46 @@ def decode_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping
         if segments[name][1] > bound:
             raise CodecDataError(f"segment {name!r}: raw_length {segments[name][1]}, expected at most {bound} for "
                                  f"{ab.codec_id} of {ab_spec.dtype}{list(ab_spec.shape)}", where=where)
-    streams = {}
-    for name, (chain, raw_length, data) in segments.items():
-        if not isinstance(chain, list):
-            raise BadDescriptor(f"segment {name!r} codecs: expected a list, found {chain!r:.100}", where=where)
-        limits.check(f"codecs of segment {name!r}", len(chain), "max_stages", where)
-        codecs = [_build_stage(s, where, strict) for s in chain]
-        for i in range(len(codecs) - 1, -1, -1):
-            codec, params = codecs[i]
-            if not isinstance(codec, BytesBytesCodec):
-                raise BadDescriptor(f"segment {name!r}: expected bytes-bytes codecs, found {codec.codec_id} ({codec.kind})", where=where)
-            bound = raw_length if i == 0 else limits.max_tensor_bytes
-            data = _run(codec.decode, where, data, params, bound)
-        if _nbytes(data) != raw_length:
-            raise CodecDataError(f"segment {name!r}: expected {raw_length} decoded bytes, found {_nbytes(data)}", where=where)
-        streams[name] = data
+    streams = {name: decode_segment(name, chain, raw_length, data, limits, where, strict)
+               for name, (chain, raw_length, data) in segments.items()}
     return aa, (ab, ab_params), ab_spec, streams
+
+
+def decode_segment(name: str, chain: object, raw_length: int, data: Buffer, limits: Limits, where: str,
+                   strict: bool = True) -> Buffer:
+    """Undo one segment's bytes→bytes codecs (FORMAT.md §6.1 step 4): its stream of exactly
+    ``raw_length`` bytes."""
+    if not isinstance(chain, list):
+        raise BadDescriptor(f"segment {name!r} codecs: expected a list, found {chain!r:.100}", where=where)
+    limits.check(f"codecs of segment {name!r}", len(chain), "max_stages", where)
+    codecs = [_build_stage(s, where, strict) for s in chain]
+    for i in range(len(codecs) - 1, -1, -1):
+        codec, params = codecs[i]
+        if not isinstance(codec, BytesBytesCodec):
+            raise BadDescriptor(f"segment {name!r}: expected bytes-bytes codecs, found {codec.codec_id} ({codec.kind})",
+                                where=where)
+        bound = raw_length if i == 0 else limits.max_tensor_bytes
+        data = _run(codec.decode, where, data, params, bound)
+    if _nbytes(data) != raw_length:
+        raise CodecDataError(f"segment {name!r}: expected {raw_length} decoded bytes, found {_nbytes(data)}", where=where)
+    return data
+
+
+def reencode_segment(name: str, chain: list, stream: Buffer, where: str, strict: bool = True) -> Buffer:
+    """Encode ``stream`` again with the bytes→bytes stages a segment records (their configs), and
+    check each stage gives back the params it recorded. Encoders are deterministic, so this
+    reproduces the stored bytes (spec/patch.md: the applier of a patch does this)."""
+    data = stream
+    for record in chain:
+        codec, params = _build_stage(record, where, strict)
+        if not isinstance(codec, BytesBytesCodec):
+            raise BadDescriptor(f"segment {name!r}: expected bytes-bytes codecs, found {codec.codec_id} ({codec.kind})",
+                                where=where)
+        data, found = _run(codec.encode, where, data)
+        if dict(found) != dict(params):
+            raise CodecDataError(f"segment {name!r}: encoding again with {codec.codec_id} gave params {found!r:.100}, "
+                                 f"the record says {params!r:.100}", where=where)
+    return data
 
 
 def decode(
@@ -268,4 +292,4 @@ def _run(fn, where, *args):
 
 
 __all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "decode_encoded", "decode_streams",
-           "decode_array_stages", "check_pipeline"]
+           "decode_array_stages", "check_pipeline", "decode_segment", "reencode_segment"]

@@ -32,6 +32,7 @@ STABLE = {
     "unsupported-dtype": ("UnsupportedDtype", (ValueError,)),
     "unsupported-record": ("UnsupportedRecord", (ValueError,)),
     "limit-exceeded": ("LimitExceeded", (ValueError,)),
+    "wrong-base": ("WrongBase", (ValueError,)),
     "not-found": ("TensorNotFound", (KeyError,)),
     "invalid-input": ("InvalidInput", (ValueError,)),
     "output-exists": ("OutputExists", (FileExistsError, OSError)),

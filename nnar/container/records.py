@@ -8,6 +8,7 @@ can seek.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 import numpy as np
@@ -20,7 +21,25 @@ from . import schema as S
 from .io import Source
 
 _TENS, _INDX, _META = C.RECORD_TENSOR.decode(), C.RECORD_INDEX.decode(), C.RECORD_META.decode()
-_MODL, _ALIS = C.RECORD_MODEL.decode(), C.RECORD_ALIAS.decode()
+_MODL, _ALIS, _PTCH = C.RECORD_MODEL.decode(), C.RECORD_ALIAS.decode(), C.RECORD_PATCH.decode()
+
+
+def frame_record(start: int, rtype: bytes, descriptor: bytes, flags: int, segments: list, crc_prefix: bytes = b""):
+    """The pieces of one record written at offset ``start``: frame, stored descriptor, and a body
+    of ``segments`` ((stored bytes, verbatim) pairs) laid out by FORMAT.md §5.2.3. The layout
+    depends on ``start``: a lone verbatim segment is padded to the next aligned offset."""
+    body_start = start + C.FRAME_SIZE + len(descriptor)
+    pieces, pos, crc = [], body_start, 0
+    for (data, _), seg_start in zip(segments, S.layout_segments(body_start, [(memoryview(d).nbytes, v)
+                                                                             for d, v in segments])):
+        if seg_start > pos:
+            pad = bytes(seg_start - pos)
+            pieces.append(pad)
+            crc = F.crc32(pad, crc)
+        pieces.append(data)
+        crc = F.crc32(data, crc)
+        pos = seg_start + memoryview(data).nbytes
+    return [F.pack_frame(rtype, descriptor, pos - body_start, crc, flags, crc_prefix), descriptor, *pieces]
 
 
 class RecordWriter:
@@ -60,24 +79,10 @@ class RecordWriter:
     def _write_record(self, rtype: bytes, descriptor: dict, segments: list, crc_prefix: bytes = b"",
                       must_understand: bool = True) -> tuple[int, int]:
         desc, desc_flag = F.encode_descriptor(descriptor)
-        start = self._pos
-        body_start = start + C.FRAME_SIZE + len(desc)
-        # lay the body out first: the frame carries its length and CRC
-        pieces, pos, crc = [], body_start, 0
-        starts = S.layout_segments(body_start, [(memoryview(g.data).nbytes, not g.codecs) for g in segments])
-        for seg, seg_start in zip(segments, starts):
-            if seg_start > pos:
-                pad = bytes(seg_start - pos)
-                pieces.append(pad)
-                crc = F.crc32(pad, crc)
-            pieces.append(seg.data)
-            crc = F.crc32(seg.data, crc)
-            pos = seg_start + memoryview(seg.data).nbytes
         flags = (C.RECORD_FLAG_MUST_UNDERSTAND if must_understand else 0) | desc_flag
-        self._write(F.pack_frame(rtype, desc, pos - body_start, crc, flags, crc_prefix))
-        self._write(desc)
-        for p in pieces:
-            self._write(p)
+        start = self._pos
+        for piece in frame_record(start, rtype, desc, flags, [(g.data, not g.codecs) for g in segments], crc_prefix):
+            self._write(piece)
         return start, self._pos - start
 
     def write_tensor(self, names: list[str], descriptor: dict, segments: list) -> S.IndexEntry:
@@ -115,6 +120,14 @@ class RecordWriter:
         self._names.update(n for n, _ in pairs)
         self._entries.append(S.IndexEntry(_ALIS, offset, length, ()))
 
+    def write_patch(self, descriptor: dict) -> None:
+        """Write the PTCH record that makes this file a patch (spec/patch.md); first after META."""
+        self.expect_open("write a patch record")
+        if self._entries:
+            raise WriterStateError("cannot write the patch record: expected it first after META")
+        offset, length = self._write_record(C.RECORD_PATCH, descriptor, [])
+        self._entries.append(S.IndexEntry(_PTCH, offset, length, ()))
+
     def close(self) -> None:
         self.expect_open("close")
         index_offset, _ = self._write_record(C.RECORD_INDEX, S.index_descriptor(self._entries), [])
@@ -130,17 +143,36 @@ class RecordWriter:
             raise WriterStateError(f"cannot {action}: expected an open writer, found it {self.state}")
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredRecord:
+    """One record as stored: what a patch copies (spec/patch.md)."""
+
+    number: int  # 0: META; i: the i-th entry of the index
+    frame: F.Frame
+    descriptor: bytes  # as stored (compressed when the frame's descriptor_zstd flag is set)
+    desc: dict  # decoded
+    segments: tuple  # (SegmentRef, stored bytes) for TENS and MODL records, in body order
+
+    @property
+    def record_type(self) -> str:
+        return self.frame.record_type.decode("latin-1")
+
+
 class RecordReader:
     """Reads the records of one archive from ``f``. See the module docstring."""
 
-    def __init__(self, f, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, f, limits: Limits = DEFAULT_LIMITS, *, patch: bool = False):
         self.limits = limits
+        #: whether this reader reads a patch (spec/patch.md): then its PTCH record is handed out;
+        #: otherwise a PTCH record stops the read (a patch is not a model)
+        self.patch = patch
         self.src = Source(f)
         preamble = bytes(self.src.read_exact(C.PREAMBLE_SIZE, "preamble"))
         self.minor = F.parse_preamble(preamble)
         # An archive of a minor version we know must hold nothing we do not know.
         self.strict = self.minor <= C.FORMAT_MINOR
-        frame, desc = self._read_head("META record", crc_prefix=preamble)
+        frame, desc, raw = self._read_head_raw("META record", crc_prefix=preamble)
+        self.meta_record = StoredRecord(0, frame, raw, desc, ())
         if frame.record_type != C.RECORD_META:
             raise BadLayout(f"first record: expected META, found {frame.type_name()!r}", where=f"offset {frame.offset}")
         if frame.body_length:
@@ -152,6 +184,11 @@ class RecordReader:
     # -- pieces ------------------------------------------------------------------------------
 
     def _read_head(self, what: str, crc_prefix: bytes = b"") -> tuple[F.Frame, dict]:
+        frame, desc, _ = self._read_head_raw(what, crc_prefix)
+        return frame, desc
+
+    def _read_head_raw(self, what: str, crc_prefix: bytes = b"") -> tuple[F.Frame, dict, bytes]:
+        """Frame, decoded descriptor and the descriptor's stored bytes, all checked."""
         offset = self.src.pos
         frame = F.parse_frame(self.src.read_exact(C.FRAME_SIZE, f"{what} frame"), offset)
         self.limits.check("descriptor_length", frame.descriptor_length, "max_descriptor_bytes", f"offset {offset + 16}")
@@ -164,7 +201,7 @@ class RecordReader:
         raw = bytes(self.src.read_exact(frame.descriptor_length, f"{frame.type_name()!r} descriptor"))
         frame.check_header_crc(raw, crc_prefix)
         return frame, F.decode_descriptor(raw, frame.record_flags, self.limits.max_descriptor_bytes,
-                                          f"{frame.type_name()} record at offset {offset}")
+                                          f"{frame.type_name()} record at offset {offset}"), raw
 
     def _read_body(self, frame: F.Frame) -> np.ndarray:
         body = self.src.read_exact(frame.body_length, f"{frame.type_name()} record body")
@@ -180,13 +217,18 @@ class RecordReader:
 
     def _segments(self, rec: S.TensorRecord, body: np.ndarray, body_offset: int) -> dict:
         """Slice the checked body into segments; the padding between them must be zero."""
+        sliced = self._segments_of(rec.segments, body, body_offset)
+        return {ref.name: (ref.codecs, ref.raw_length, sliced[ref.name]) for ref in rec.segments}
+
+    def _segments_of(self, segments, body: np.ndarray, body_offset: int) -> dict:
+        """Segment name → its stored bytes (a view of ``body``), checking the padding is zero."""
         view, out, pos = memoryview(body), {}, 0
-        for s in rec.segments:
+        for s in segments:
             a = s.offset - body_offset
             if any(view[pos:a]):
                 raise ReservedNonZero(f"padding before segment {s.name!r}: expected zero bytes",
                                       where=f"offset {body_offset + pos}")
-            out[s.name] = (s.codecs, s.raw_length, view[a: a + s.length])
+            out[s.name] = view[a: a + s.length]
             pos = a + s.length
         return out
 
@@ -198,7 +240,8 @@ class RecordReader:
         - ``("TENS", record, segments)``: ``segments`` maps stream name → (codec records,
           raw_length, stored bytes);
         - ``("ALIS", [(alias, target), ...])``: targets are tensors of the TENS just yielded;
-        - ``("MODL", model_record, segments)``.
+        - ``("MODL", model_record, segments)``;
+        - ``("PTCH", descriptor)``, only when the reader was made with ``patch=True``.
         """
         seen: list[S.IndexEntry] = []
         names: set[str] = set()
@@ -232,6 +275,10 @@ class RecordReader:
                 segments = self._segments(model, self._read_body(frame), frame.body_offset)
                 seen.append(S.IndexEntry(_MODL, frame.offset, frame.end - frame.offset, ()))
                 yield _MODL, model, segments
+            elif frame.record_type == C.RECORD_PATCH:
+                self._patch_record(frame, not seen, where)
+                seen.append(S.IndexEntry(_PTCH, frame.offset, frame.end - frame.offset, ()))
+                yield _PTCH, desc
             else:
                 self._skip_unknown(frame)
                 seen.append(S.IndexEntry(frame.record_type.decode("latin-1"), frame.offset, frame.end - frame.offset, ()))
@@ -259,6 +306,16 @@ class RecordReader:
                 raise BadLayout(f"duplicate tensor name {name!r}", where=where)
             names.add(name)
         return pairs
+
+    def _patch_record(self, frame: F.Frame, first: bool, where: str) -> None:
+        """A PTCH record: only a patch reader reads one, and only first after META."""
+        if not self.patch:
+            raise UnsupportedRecord("this file is an nnar patch, not a model archive: apply it to its base with "
+                                    "`nnar patch BASE PATCH -o OUT`", where=where)
+        if not first:
+            raise BadLayout("a PTCH record must come first after META", where=where)
+        if frame.body_length:
+            raise BadLayout(f"PTCH record: expected an empty body, found {frame.body_length} bytes", where=where)
 
     def _skip_unknown(self, frame: F.Frame) -> None:
         if frame.record_type in C.KNOWN_RECORD_TYPES:
@@ -305,7 +362,9 @@ class RecordReader:
             raise BadLayout(f"trailer: index_offset: expected in [{self.first_offset}, {t_off - C.FRAME_SIZE}], "
                             f"found {index_offset}", where=f"offset {t_off}")
         self.src.seek(index_offset)
-        frame, desc = self._read_head("INDX record")
+        frame, desc, raw = self._read_head_raw("INDX record")
+        #: the INDX record as stored, for a patch to reproduce it byte for byte
+        self.index_record = StoredRecord(-1, frame, raw, desc, ())
         where = f"INDX record at offset {index_offset}"
         if frame.record_type != C.RECORD_INDEX:
             raise BadLayout(f"trailer points at a {frame.type_name()!r} record, expected INDX", where=where)
@@ -322,18 +381,50 @@ class RecordReader:
                                                           f"ALIS record at offset {e.offset}")
             elif e.record_type == _MODL:
                 self._read_head_at(e)
+            elif e.record_type == _PTCH:
+                frame, _ = self._read_head_at(e)
+                self._patch_record(frame, i == 0, f"PTCH record at offset {e.offset}")
             elif e.record_type != _TENS:
                 self._check_other(e)
         return entries
 
     def _read_head_at(self, entry: S.IndexEntry) -> tuple[F.Frame, dict]:
+        frame, desc, _ = self._read_head_raw_at(entry)
+        return frame, desc
+
+    def _read_head_raw_at(self, entry: S.IndexEntry) -> tuple[F.Frame, dict, bytes]:
         self.src.seek(entry.offset)
-        frame, desc = self._read_head(f"{entry.record_type} record")
+        frame, desc, raw = self._read_head_raw(f"{entry.record_type} record")
         if frame.record_type.decode("latin-1") != entry.record_type or frame.end - frame.offset != entry.length:
             raise BadLayout(f"index entry {entry.record_type!r}: expected a {entry.length}-byte record, found a "
                             f"{frame.end - frame.offset}-byte {frame.type_name()!r} record",
                             where=f"offset {entry.offset}")
-        return frame, desc
+        return frame, desc, raw
+
+    def read_stored(self, number: int) -> "StoredRecord":
+        """Record ``number`` as stored (0: META; i: the i-th entry of the index), its CRCs checked,
+        for copying it elsewhere byte for byte (spec/patch.md): the stored descriptor, and for
+        TENS and MODL records each segment's stored bytes."""
+        if number == 0:
+            return self.meta_record
+        entry = self.index()[number - 1]
+        frame, desc, raw = self._read_head_raw_at(entry)
+        body = self._read_body(frame)
+        where = f"{entry.record_type} record at offset {entry.offset}"
+        if entry.record_type == _TENS:
+            rec = self._tensor(frame, desc)
+            if tuple(rec.names) != entry.names:
+                raise BadLayout(f"index names this record's tensors {list(entry.names)!r:.200}, its descriptor "
+                                f"{rec.names!r:.200}", where=where)
+            segs = rec.segments
+        elif entry.record_type == _MODL:
+            segs = S.parse_model(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict).segments
+        else:
+            segs = ()
+        if segs or frame.body_length:
+            sliced = self._segments_of(segs, body, frame.body_offset)
+            segs = tuple((ref, sliced[ref.name]) for ref in segs)
+        return StoredRecord(number, frame, raw, desc, segs)
 
     def aliases(self) -> list[tuple[str, str, S.IndexEntry]]:
         """Every (alias, target, target's TENS entry), in archive order."""

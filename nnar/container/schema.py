@@ -196,8 +196,7 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
                         body_offset + body_length - frame_offset, fidelity)
 
 
-def _segments(segs: Any, body_offset: int, body_length: int, limits: Limits, where: str,
-              strict: bool) -> tuple[SegmentRef, ...]:
+def segment_entries(segs: Any, limits: Limits, where: str, strict: bool, body_offset: int = 0) -> tuple[SegmentRef, ...]:
     """Check a ``segments`` list (FORMAT.md §5.2.3) and lay it out from ``body_offset``."""
     if not isinstance(segs, list):
         raise BadDescriptor("segments: expected a list", where=where)
@@ -221,7 +220,13 @@ def _segments(segs: Any, body_offset: int, body_length: int, limits: Limits, whe
                                 f"found {length} != {raw_length}", where=where)
         parsed.append((sname, length, raw_length, s["codecs"]))
     starts = layout_segments(body_offset, [(p[1], not p[3]) for p in parsed])
-    out = tuple(SegmentRef(n, ln, rl, c, st) for (n, ln, rl, c), st in zip(parsed, starts))
+    return tuple(SegmentRef(n, ln, rl, c, st) for (n, ln, rl, c), st in zip(parsed, starts))
+
+
+def _segments(segs: Any, body_offset: int, body_length: int, limits: Limits, where: str,
+              strict: bool) -> tuple[SegmentRef, ...]:
+    """:func:`segment_entries`, and the segments must fill the body exactly."""
+    out = segment_entries(segs, limits, where, strict, body_offset)
     end = out[-1].offset + out[-1].length if out else body_offset
     if end - body_offset != body_length:
         raise BadLayout(f"body: segments end {end - body_offset} bytes into the body, expected body_length "
@@ -300,6 +305,9 @@ def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, w
             seen.add(name)
         out.append(IndexEntry(rtype, offset, length, tuple(names)))
     for i, e in enumerate(out):
+        if e.record_type == C.RECORD_PATCH.decode() and i != 0:
+            raise BadLayout(f"index entry {i}: a PTCH record must come first after META, found it at entry {i}",
+                            where=where)
         if e.record_type == C.RECORD_MODEL.decode() and i != 0:
             raise BadLayout(f"index entry {i}: a MODL record must come first after META, found it at entry {i}",
                             where=where)

@@ -1,0 +1,177 @@
+"""The PTCH record's descriptor (spec/patch.md §3), checked field by field.
+
+A patch comes from the network: every field is type- and range-checked here before the applier
+acts on it. Names follow the spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .. import constants as C
+from ..container.schema import MAX_U63, _int, _keys, _str
+from ..errors import BadDescriptor
+from ..limits import Limits
+
+PATCH_KEYS = ("base_length", "base_digest", "result_length", "result_digest", "result_minor", "records", "index",
+              "encoder")
+RECORD_KEYS = ("base", "type", "flags", "descriptor", "segments", "body_crc")  # all optional
+INDEX_KEYS = ("flags", "descriptor")
+SOURCES = ("base", "patch", "delta")
+DELTA_OPS = ("xor", "add")
+WIDTHS = (1, 2, 4, 8)
+#: record types a patch may rebuild (the first must be META)
+REBUILDABLE = ("META", "MODL", "TENS", "ALIS")
+MAX_ENCODER_ENTRIES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentOp:
+    """Where one segment of a result record comes from (spec/patch.md §4.2)."""
+
+    source: str  # "base" | "patch" | "delta"
+    op: str | None = None  # delta only: "xor" | "add"
+    width: int = 1  # delta only: bytes per element of the delta
+
+    def to_map(self) -> dict:
+        if self.source != "delta":
+            return {"from": self.source}
+        return {"from": "delta", "op": self.op, "width": self.width}
+
+
+BASE = SegmentOp("base")
+PATCH = SegmentOp("patch")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordOp:
+    """How to rebuild one record of the result (spec/patch.md §4.1); None: taken from ``base``."""
+
+    base: int | None = None
+    record_type: str | None = None
+    flags: int | None = None
+    descriptor: bytes | None = None
+    segments: tuple[SegmentOp, ...] | None = None
+    body_crc: int | None = None
+
+    def to_map(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.base is not None:
+            out["base"] = self.base
+        if self.record_type is not None:
+            out["type"] = self.record_type
+        if self.flags is not None:
+            out["flags"] = self.flags
+        if self.descriptor is not None:
+            out["descriptor"] = self.descriptor
+        if self.segments is not None:
+            out["segments"] = [s.to_map() for s in self.segments]
+        if self.body_crc is not None:
+            out["body_crc"] = self.body_crc
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchHeader:
+    base_length: int
+    base_digest: bytes
+    result_length: int
+    result_digest: bytes
+    result_minor: int
+    records: tuple[RecordOp, ...]
+    index_flags: int
+    index_descriptor: bytes
+    encoder: dict[str, str]
+
+    def to_map(self) -> dict:
+        return {"base_length": self.base_length, "base_digest": self.base_digest,
+                "result_length": self.result_length, "result_digest": self.result_digest,
+                "result_minor": self.result_minor, "records": [r.to_map() for r in self.records],
+                "index": {"flags": self.index_flags, "descriptor": self.index_descriptor}, "encoder": self.encoder}
+
+
+def _digest(v: Any, what: str, where: str) -> bytes:
+    if not isinstance(v, bytes) or len(v) != C.DIGEST_SIZE:
+        raise BadDescriptor(f"{what}: expected {C.DIGEST_SIZE} bytes, found {v!r:.80}", where=where)
+    return v
+
+
+def _flags(v: Any, what: str, where: str) -> int:
+    return _int(v, what, where, hi=C.RECORD_FLAGS_DEFINED)
+
+
+def _bytes(v: Any, what: str, where: str, limits: Limits) -> bytes:
+    if not isinstance(v, bytes):
+        raise BadDescriptor(f"{what}: expected bytes, found {type(v).__name__}", where=where)
+    limits.check(what, len(v), "max_descriptor_bytes", where)
+    return v
+
+
+def _segment_op(s: Any, what: str, where: str, strict: bool) -> SegmentOp:
+    if not isinstance(s, dict) or "from" not in s:
+        raise BadDescriptor(f"{what}: expected a map with key 'from', found {s!r:.80}", where=where)
+    source = s["from"]
+    if source not in SOURCES:
+        raise BadDescriptor(f"{what}: from: expected one of {', '.join(SOURCES)}, found {source!r:.40}", where=where)
+    if source != "delta":
+        _keys(s, ("from",), what, where, strict)
+        return SegmentOp(source)
+    _keys(s, ("from", "op", "width"), what, where, strict)
+    if s["op"] not in DELTA_OPS:
+        raise BadDescriptor(f"{what}: op: expected one of {', '.join(DELTA_OPS)}, found {s['op']!r:.40}", where=where)
+    if s["width"] not in WIDTHS or isinstance(s["width"], bool):
+        raise BadDescriptor(f"{what}: width: expected one of {WIDTHS}, found {s['width']!r:.40}", where=where)
+    return SegmentOp("delta", s["op"], s["width"])
+
+
+def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool) -> RecordOp:
+    what = f"records[{i}]"
+    if not isinstance(r, dict):
+        raise BadDescriptor(f"{what}: expected a map, found {type(r).__name__}", where=where)
+    _keys(r, (), what, where, strict, RECORD_KEYS)
+    base = _int(r["base"], f"{what} base", where, hi=limits.max_tensors * 3) if "base" in r else None
+    rtype = None
+    if "type" in r:
+        rtype = _str(r["type"], f"{what} type", where)
+        if rtype not in REBUILDABLE:
+            raise BadDescriptor(f"{what} type: expected one of {', '.join(REBUILDABLE)}, found {rtype!r:.20}",
+                                where=where)
+    flags = _flags(r["flags"], f"{what} flags", where) if "flags" in r else None
+    desc = _bytes(r["descriptor"], f"{what} descriptor", where, limits) if "descriptor" in r else None
+    if base is None and (rtype is None or flags is None or desc is None):
+        raise BadDescriptor(f"{what}: expected 'base', or all of 'type', 'flags' and 'descriptor'", where=where)
+    segs = None
+    if "segments" in r:
+        if not isinstance(r["segments"], list):
+            raise BadDescriptor(f"{what} segments: expected a list", where=where)
+        limits.check(f"{what} segments", len(r["segments"]), "max_segments", where)
+        segs = tuple(_segment_op(s, f"{what} segments[{j}]", where, strict) for j, s in enumerate(r["segments"]))
+    crc = _int(r["body_crc"], f"{what} body_crc", where, hi=0xFFFF_FFFF) if "body_crc" in r else None
+    return RecordOp(base, rtype, flags, desc, segs, crc)
+
+
+def parse_patch(d: dict, limits: Limits, where: str, strict: bool) -> PatchHeader:
+    _keys(d, PATCH_KEYS, "PTCH descriptor", where, strict)
+    records = d["records"]
+    if not isinstance(records, list) or not records:
+        raise BadDescriptor(f"records: expected a non-empty list, found {records!r:.80}", where=where)
+    # a result holds META, at most one MODL, and a TENS and an ALIS record per tensor at most
+    limits.check("records of the result", len(records), "max_tensors", where)
+    index = d["index"]
+    if not isinstance(index, dict):
+        raise BadDescriptor(f"index: expected a map, found {type(index).__name__}", where=where)
+    _keys(index, INDEX_KEYS, "index", where, strict)
+    encoder = d["encoder"]
+    if not isinstance(encoder, dict) or len(encoder) > MAX_ENCODER_ENTRIES or \
+            not all(isinstance(k, str) and isinstance(v, str) for k, v in encoder.items()):
+        raise BadDescriptor(f"encoder: expected a map of at most {MAX_ENCODER_ENTRIES} strings to strings, found "
+                            f"{encoder!r:.80}", where=where)
+    return PatchHeader(
+        _int(d["base_length"], "base_length", where, hi=MAX_U63), _digest(d["base_digest"], "base_digest", where),
+        _int(d["result_length"], "result_length", where, hi=MAX_U63),
+        _digest(d["result_digest"], "result_digest", where),
+        _int(d["result_minor"], "result_minor", where, hi=0xFFFF),
+        tuple(_record_op(r, i, limits, where, strict) for i, r in enumerate(records)),
+        _flags(index["flags"], "index flags", where), _bytes(index["descriptor"], "index descriptor", where, limits),
+        dict(encoder))
