@@ -776,6 +776,199 @@ def invalid_vectors_1_2(add):
 # -- writing ------------------------------------------------------------------------------------
 
 
+# -- patches (spec/patch.md, since 1.3) ----------------------------------------------------------
+
+PATCHES = ROOT / "patch"
+
+
+def _archive(tensors: dict, *, metadata=None, structure=None, raw=(), config=None) -> bytes:
+    """An archive as nnar writes it; tensors named in ``raw`` are stored nnar.raw (deltas of width 4)."""
+    import io
+    from nnar.archive import ArchiveWriter
+    from nnar.config import from_mapping
+    buf = io.BytesIO()
+    with ArchiveWriter(buf, metadata=metadata, structure=structure,
+                       config=from_mapping(config) if config else None) as w:
+        for name, a in tensors.items():
+            w.write(name, a, pipeline=P.Pipeline(array_bytes=Raw(), stream_chains=((), (Zstd(1),))) if name in raw else None)
+    return buf.getvalue()
+
+
+def _diff(old: bytes, new: bytes) -> bytes:
+    import io
+    import nnar
+    out = io.BytesIO()
+    nnar.diff(old, new, out)
+    return out.getvalue()
+
+
+def _weights(seed: int, shape=(160, 160), scale=0.05) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def _nudged(a: np.ndarray, seed: int, rel=1e-3) -> np.ndarray:
+    """A fine-tune's step: every weight moves a little."""
+    return (a + np.random.default_rng(seed).standard_normal(a.shape).astype(np.float32) * rel * float(np.std(a))
+            ).astype(np.float32)
+
+
+def valid_patches() -> dict[str, tuple[bytes, bytes]]:
+    """name → (base, result) archives; the patch is made by nnar diff when the vector is frozen."""
+    out = {}
+    a, b, c = _weights(1), _weights(2), _weights(3, (128, 160))
+    bias = _weights(4, (96,), 0.01)
+    old = _archive({"fc1.weight": a, "fc1.bias": bias, "fc2.weight": b, "old.weight": c}, metadata={"v": "1"})
+    # fc1 unchanged, fc1.bias nudged (a group of its own), fc2 fine-tuned, old.weight renamed,
+    # an added tensor, and new metadata
+    new = _archive({"fc1.weight": a, "fc1.bias": _nudged(bias, 5), "fc2.weight": _nudged(b, 6),
+                    "renamed.weight": c, "added.weight": _weights(7, (32, 32))}, metadata={"v": "2"})
+    out["fine-tune-rename-add-remove"] = (old, new)
+    out["identical"] = (old, old)
+    w = _weights(8, (128, 64))
+    out["raw-width-4"] = (_archive({"w": w}, raw=("w",)), _archive({"w": _nudged(w, 9)}, raw=("w",)))
+    k = _weights(10, (128, 128))
+    cfg = {"quant": "kmeans", "bits": 4}
+    out["kmeans-requantized"] = (_archive({"k": k}, config=cfg), _archive({"k": _nudged(k, 11, 1e-2)}, config=cfg))
+    s1, s2 = b"graph v1 " * 40, b"graph v1 " * 39 + b"graph v2 "
+    out["structure"] = (_archive({"w": w}, structure=("example", s1)), _archive({"w": w}, structure=("example", s2)))
+    return out
+
+
+def _rewrite(patch: bytes, edit=None, *, drop: int | None = None, extra=None) -> bytes:
+    """The patch written again with its PTCH map edited (``edit(map)``), payload tensor ``drop``
+    left out, or ``extra`` (an array) appended: patches no correct nnar writes."""
+    import io
+    from nnar.archive import ArchiveWriter
+    from nnar.container.records import RecordReader
+    from nnar.patching.apply import _payloads, read_header
+    r = RecordReader(io.BytesIO(patch), patch=True)
+    header, records = read_header(r)
+    tensors = list(_payloads(r, records))
+    m = header.to_map()
+    if edit:
+        edit(m)
+    buf = io.BytesIO()
+    with ArchiveWriter(buf, source_format="nnar-patch", patch=m) as w:
+        for i, t in enumerate(tensors):
+            if i != drop:
+                w.write(f"t{i}", t, pipeline=P.Pipeline())
+        if extra is not None:
+            w.write("extra", extra, pipeline=P.Pipeline())
+    return buf.getvalue()
+
+
+def invalid_patches(valid: dict) -> dict[str, tuple[bytes, bytes, str, str]]:
+    """name → (base, patch, error code, why)."""
+    base, new = valid["fine-tune-rename-add-remove"]
+    good = _diff(base, new)
+    raw_base, raw_new = valid["raw-width-4"]
+    raw_patch = _diff(raw_base, raw_new)
+    out = {}
+
+    def add(name, patch, code, why, on=base):
+        out[name] = (on, patch, code, why)
+
+    def op(i, **changes):
+        def edit(m):
+            m["records"][i].update(changes)
+        return edit
+
+    def first_delta(m):
+        return next((i, j) for i, r in enumerate(m["records"]) for j, s in enumerate(r.get("segments", ()))
+                    if s["from"] == "delta")
+
+    add("wrong-base", good, "wrong-base", "the patch is applied to another archive (its own result)", on=new)
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x40
+    add("payload-byte-flipped", bytes(flipped), "checksum", "a byte of a payload record changed in transit")
+    add("truncated", good[: len(good) - 100], "truncated", "the download stopped 100 bytes short")
+
+    def digest(m):
+        m["result_digest"] = bytes(32)
+    add("result-digest", _rewrite(good, digest), "digest", "the result is not the one the patch promises")
+
+    def base_digest(m):
+        m["base_digest"] = bytes(32)
+    add("base-digest", _rewrite(good, base_digest), "wrong-base", "the patch names another base")
+    add("base-out-of-range", _rewrite(good, op(1, base=999)), "bad-descriptor", "a record op names base record 999")
+
+    def first_not_meta(m):
+        m["records"][0] = {"base": 1}
+    add("first-not-meta", _rewrite(good, first_not_meta), "bad-layout", "the first record op is not META")
+
+    def unknown_source(m):
+        i, j = first_delta(m)
+        m["records"][i]["segments"][j] = {"from": "elsewhere"}
+    add("unknown-source", _rewrite(good, unknown_source), "bad-descriptor", "a segment op from an unknown source")
+
+    def segment_count(m):
+        i, _ = first_delta(m)
+        m["records"][i]["segments"].append({"from": "base"})
+    add("segment-count", _rewrite(good, segment_count), "bad-descriptor",
+        "more segment ops than the descriptor has segments")
+
+    def crc(m):
+        i, _ = first_delta(m)
+        m["records"][i]["body_crc"] ^= 1
+    add("body-crc", _rewrite(good, crc), "digest", "the rebuilt body's CRC-32 is not the one the op records")
+
+    def op_kind(m):
+        i, j = first_delta(m)
+        m["records"][i]["segments"][j]["op"] = "xor" if m["records"][i]["segments"][j]["op"] == "add" else "add"
+    add("delta-op-swapped", _rewrite(good, op_kind), "digest", "xor and add swapped: the rebuilt stream differs")
+
+    def width(m):
+        i, j = first_delta(m)
+        m["records"][i]["segments"][j]["width"] = 8
+    add("delta-width", _rewrite(raw_patch, width), "codec-data",
+        "a delta of width 8 where the payload is uint32", on=raw_base)
+    add("payload-missing", _rewrite(good, drop=0), "codec-data",
+        "a payload tensor left out: the next one does not fit the op")
+    add("payload-left-over", _rewrite(good, extra=np.zeros(4, np.uint8)), "bad-layout",
+        "a payload tensor that no op uses")
+
+    def meta_segments(m):
+        m["records"][0]["segments"] = [{"from": "patch"}]
+    add("meta-with-segments", _rewrite(good, meta_segments), "bad-descriptor", "segment ops on a META record")
+    b = Builder(minor=3)
+    b.meta()
+    b.tensor("w", np.zeros(4, np.float32))
+    b.record(C.RECORD_PATCH, {"base_length": 0})
+    add("ptch-not-first", b.finish(), "bad-layout", "a PTCH record after a TENS record")
+    return out
+
+
+def write_patches() -> list[str]:
+    PATCHES.mkdir(parents=True, exist_ok=True)
+    manifest_path = PATCHES / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"valid": {}, "invalid": {}}
+    written = []
+    valid = valid_patches()
+    for name, (old, new) in valid.items():
+        if name in manifest["valid"]:
+            continue
+        (PATCHES / f"{name}.base.nnar").write_bytes(old)
+        (PATCHES / f"{name}.result.nnar").write_bytes(new)
+        (PATCHES / f"{name}.nnarpatch").write_bytes(_diff(old, new))
+        manifest["valid"][name] = {"base": f"{name}.base.nnar", "patch": f"{name}.nnarpatch",
+                                   "result": f"{name}.result.nnar"}
+        written.append(f"patch/{name}")
+    for name, (base, patch, code, why) in invalid_patches(valid).items():
+        if name in manifest["invalid"]:
+            continue
+        # an invalid patch's base is one of the frozen valid ones, found by content
+        base_name = next(f"{v}.base.nnar" if (PATCHES / f"{v}.base.nnar").read_bytes() == base
+                         else f"{v}.result.nnar" for v in manifest["valid"]
+                         if base in ((PATCHES / f"{v}.base.nnar").read_bytes(),
+                                     (PATCHES / f"{v}.result.nnar").read_bytes()))
+        (PATCHES / f"invalid-{name}.nnarpatch").write_bytes(patch)
+        manifest["invalid"][name] = {"base": base_name, "patch": f"invalid-{name}.nnarpatch", "error": code,
+                                     "why": why}
+        written.append(f"patch/invalid-{name}")
+    manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    return written
+
+
 def main() -> None:
     (ROOT / "valid").mkdir(parents=True, exist_ok=True)
     (ROOT / "invalid").mkdir(parents=True, exist_ok=True)
@@ -802,6 +995,7 @@ def main() -> None:
         manifest["invalid"][name] = entry
         written.append(name)
     manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    written += write_patches()
     print(f"wrote {len(written)} new vectors: {', '.join(written) or 'none'}")
 
 

@@ -130,7 +130,7 @@ def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool) -> Reco
     if not isinstance(r, dict):
         raise BadDescriptor(f"{what}: expected a map, found {type(r).__name__}", where=where)
     _keys(r, (), what, where, strict, RECORD_KEYS)
-    base = _int(r["base"], f"{what} base", where, hi=limits.max_tensors * 3) if "base" in r else None
+    base = _int(r["base"], f"{what} base", where) if "base" in r else None  # its range: against the base
     rtype = None
     if "type" in r:
         rtype = _str(r["type"], f"{what} type", where)
@@ -156,8 +156,8 @@ def parse_patch(d: dict, limits: Limits, where: str, strict: bool) -> PatchHeade
     records = d["records"]
     if not isinstance(records, list) or not records:
         raise BadDescriptor(f"records: expected a non-empty list, found {records!r:.80}", where=where)
-    # a result holds META, at most one MODL, and a TENS and an ALIS record per tensor at most
-    limits.check("records of the result", len(records), "max_tensors", where)
+    # META, then the records of the result's index, of which there are at most max_tensors
+    limits.check("records of the result (less META)", len(records) - 1, "max_tensors", where)
     index = d["index"]
     if not isinstance(index, dict):
         raise BadDescriptor(f"index: expected a map, found {type(index).__name__}", where=where)
