@@ -7,6 +7,7 @@ again after adding a vector or a codec. Seeds are named by their content, so rer
 nothing unless the seeds did.
 
 * archive, cli_verify: every valid and invalid vector, as it is.
+* patch: every patch vector, valid and invalid.
 * codecs: for each record of each valid vector, its array→bytes stage with the decoded streams
   and each segment's bytes→bytes stages with the stored bytes (as fuzz_codecs.py reads them);
   and, for every registered codec, what its encoder makes of a few small arrays.
@@ -32,7 +33,7 @@ from nnar.container.records import RecordReader  # noqa: E402
 from nnar.errors import NnarError  # noqa: E402
 
 VECTORS = ROOT / "spec" / "vectors"
-HARNESSES = ("archive", "codecs", "cli_verify")
+HARNESSES = ("archive", "codecs", "cli_verify", "patch")
 
 
 def _write(harness: str, label: str, data: bytes) -> bool:
@@ -112,6 +113,8 @@ def main() -> None:
                         added += _write("codecs", f"{path.stem}-{label}", inp)
                 except NnarError as e:  # a vector using a codec this nnar lacks: seed the rest
                     print(f"{path.name}: {e}", file=sys.stderr)
+    for path in sorted((VECTORS / "patch").glob("*.nnarpatch")):
+        added += _write("patch", path.stem, path.read_bytes())
     for label, inp in codec_seeds_from_encoders():
         added += _write("codecs", f"encoder-{label}", inp)
     total = {h: len(list((CORPUS_DIR / h).iterdir())) for h in HARNESSES}

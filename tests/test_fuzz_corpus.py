@@ -17,7 +17,7 @@ import pytest
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 sys.path.insert(0, str(FUZZ))
 
-HARNESSES = ("fuzz_archive", "fuzz_codecs", "fuzz_cli_verify")
+HARNESSES = ("fuzz_archive", "fuzz_codecs", "fuzz_cli_verify", "fuzz_patch")
 CORPUS = FUZZ / "corpus"
 
 
