@@ -90,3 +90,14 @@ def test_every_codec_has_a_page(codec_id):
     assert f"# `{codec_id}`" in page.read_text()
     kind = rows[codec_id][1].replace("→", "-")
     assert kind == registered()[codec_id].kind
+
+
+def test_patch_tables_match_the_schema():
+    from nnar.patching import schema
+    patch = (SPEC / "patch.md").read_text()
+    assert [r[0].strip("`") for r in table_after("## 3. The PTCH descriptor", patch)] == list(schema.PATCH_KEYS)
+    assert [r[0].strip("`") for r in table_after("### 4.1 The record op map", patch)] == list(schema.RECORD_KEYS)
+    sources = [r[0].strip('`"') for r in table_after("### 4.2 Segment ops", patch)]
+    assert sources == list(schema.SOURCES)
+    assert all(f"`{op}`" in patch or f'`"{op}"`' in patch for op in schema.DELTA_OPS)
+    assert "`META`, `MODL`, `TENS` or `ALIS`" in patch and set(schema.REBUILDABLE) == {"META", "MODL", "TENS", "ALIS"}

@@ -6,3 +6,5 @@
 
 from .diff import PatchStat, RecordStat, stat_lines  # noqa: F401
 from .schema import PatchHeader  # noqa: F401
+
+__all__ = ["PatchStat", "RecordStat", "stat_lines", "PatchHeader"]

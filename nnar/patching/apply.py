@@ -10,7 +10,6 @@ is compared with the digest the patch records; the caller commits the output onl
 from __future__ import annotations
 
 import hashlib
-import io
 import struct
 from typing import BinaryIO, Callable, Iterator
 
@@ -22,7 +21,7 @@ from ..archive import _decode, _member
 from ..container import framing as F
 from ..container import schema as S
 from ..container.records import RecordReader, StoredRecord, frame_record
-from ..errors import BadDescriptor, BadLayout, CodecDataError, DigestMismatch, NnarError, NnarIOError, WrongBase
+from ..errors import BadDescriptor, BadLayout, CodecDataError, DigestMismatch, NnarIOError, WrongBase
 from ..limits import DEFAULT_LIMITS, Limits
 from . import delta as D
 from .schema import PatchHeader, RecordOp, SegmentOp, parse_patch

@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from typing import BinaryIO, Callable
 
-import msgpack
 import numpy as np
 import zstandard
 
