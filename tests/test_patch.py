@@ -296,3 +296,15 @@ def test_apply_memory_is_bounded_by_the_largest_tensor(tmp_path):
     model = 40 << 20
     print(f"apply peak {peak / 2**20:.1f} MiB")
     assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a {model >> 20} MiB model of 1 MiB tensors"
+
+
+def test_a_group_that_gains_and_loses_members_still_takes_deltas():
+    """Small tensors share a record; adding or removing one must not resend its neighbours."""
+    small = {f"l{i}.weight": _weights(i, (64, 64)) for i in range(40)}
+    old = _pack(small)
+    grown = {**small, "norm.weight": np.ones(64, np.float32)}
+    shrunk = {k: v for k, v in small.items() if k != "l7.weight"}
+    for new in (_pack(grown), _pack(shrunk)):
+        stat = nnar.diff(old, new)
+        assert stat.patch_length < 4096 < len(new) / 100, stat.patch_length
+        _roundtrip(old, new)

@@ -345,11 +345,6 @@ def test_every_key_renamed_costs_a_few_hundred_bytes_a_record(pretrained):
     assert len(patch) <= 1024 * (len(tens) + 2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a group record (small tensors stored together, up to 1 MiB) is matched only as a whole: adding "
-    "or removing one small tensor changes the group's stream lengths, so no delta applies and every "
-    "unchanged group-mate is sent whole ('replaced'): on 40 Linear(64,64) layers (stored as one group) "
-    "adding a LayerNorm or dropping one bias gives a 548.6 KB patch for a 547.0 KB NEW: more than the archive itself"))
 @pytest.mark.parametrize("change", ["added", "removed"])
 def test_one_small_tensor_added_or_removed_leaves_its_neighbours_nearly_free(change):
     """A model of small layers (all stored in groups); a LayerNorm is added to one block or a bias

@@ -831,6 +831,11 @@ def valid_patches() -> dict[str, tuple[bytes, bytes]]:
     out["kmeans-requantized"] = (_archive({"k": k}, config=cfg), _archive({"k": _nudged(k, 11, 1e-2)}, config=cfg))
     s1, s2 = b"graph v1 " * 40, b"graph v1 " * 39 + b"graph v2 "
     out["structure"] = (_archive({"w": w}, structure=("example", s1)), _archive({"w": w}, structure=("example", s2)))
+    # small tensors share a group record; one is added, one removed, one nudged: a delta with ranges
+    small = {f"b{i}": _weights(20 + i, (40,), 0.01) for i in range(6)}
+    grown = {**{k: v for k, v in small.items() if k != "b2"}, "b9": _weights(30, (24,), 0.01)}
+    grown["b4"] = _nudged(small["b4"], 31)
+    out["group-ranges"] = (_archive(small), _archive(grown))
     return out
 
 
@@ -926,6 +931,15 @@ def invalid_patches(valid: dict) -> dict[str, tuple[bytes, bytes, str, str]]:
         "a payload tensor left out: the next one does not fit the op")
     add("payload-left-over", _rewrite(good, extra=np.zeros(4, np.uint8)), "bad-layout",
         "a payload tensor that no op uses")
+
+    grp_base, grp_new = valid["group-ranges"]
+    grp_patch = _diff(grp_base, grp_new)
+
+    def range_past(m):
+        i, j = first_delta(m)
+        m["records"][i]["segments"][j]["ranges"][0][0] = 10 ** 6
+    add("range-past-stream", _rewrite(grp_patch, range_past), "bad-descriptor",
+        "a delta range beyond the partner's stream", on=grp_base)
 
     def meta_segments(m):
         m["records"][0]["segments"] = [{"from": "patch"}]

@@ -178,11 +178,14 @@ def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, flags: int, st
                                         where=seg_where)
                 data = bdata
             else:
-                if bref.raw_length != ref.raw_length or ref.raw_length % sop.width:
-                    raise BadDescriptor(f"delta: base stream of {bref.raw_length} bytes, result stream of "
+                base_length = bref.raw_length if sop.ranges is None else sum(n for _, n in sop.ranges)
+                if base_length != ref.raw_length or ref.raw_length % sop.width:
+                    raise BadDescriptor(f"delta: base stream of {base_length} bytes, result stream of "
                                         f"{ref.raw_length}: expected equal lengths, a multiple of {sop.width}",
                                         where=seg_where)
                 stream = P.decode_segment(ref.name, bref.codecs, bref.raw_length, bdata, limits, seg_where, strict)
+                if sop.ranges is not None:
+                    stream = _assemble(stream, sop.ranges, seg_where)
                 d = _payload(payloads, D.DTYPE_NAME[sop.width], ref.raw_length // sop.width, seg_where)
                 data = P.reencode_segment(ref.name, ref.codecs, D.apply(stream, d, sop.op, sop.width), seg_where,
                                           strict)
@@ -191,6 +194,21 @@ def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, flags: int, st
                                          f"expected {ref.length}", where=seg_where)
         out.append((data, ref.verbatim))
     return out
+
+
+def _assemble(stream, ranges, where: str) -> bytes:
+    """The base stream a delta applies to, from pieces of the partner's stream and zeros
+    (spec/patch.md §5): how a group record whose members changed still takes a delta."""
+    view, out = memoryview(stream).cast("B"), bytearray()
+    for start, length in ranges:
+        if start is None:
+            out += bytes(length)
+        elif start + length > len(view):
+            raise BadDescriptor(f"delta range [{start}, {start + length}) lies past the partner's stream of "
+                                f"{len(view)} bytes", where=where)
+        else:
+            out += view[start: start + length]
+    return bytes(out)
 
 
 def _payload(payloads: Iterator[np.ndarray], dtype: str, size: int, where: str) -> np.ndarray:

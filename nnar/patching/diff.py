@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import shutil
 import tempfile
 from typing import BinaryIO, Callable
@@ -156,6 +157,47 @@ def _width(desc: dict, raw_length: int) -> int:
     return 1
 
 
+#: array→bytes stages whose every stream holds each element's bytes in element order, so the
+#: stream of a group is its members' streams one after the other
+_ELEMENTWISE = {"nnar.raw": None, "nnar.byteplanes": 1}  # bytes per element in a stream: None = itemsize
+_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2, "int32": 4,
+             "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
+
+
+def _member_ranges(rec: StoredRecord, src: StoredRecord):
+    """For a TENS record whose members differ from its partner's (a tensor added to or removed
+    from a group): the partner's stream pieces lined up with the record's members, zeros where
+    a member is new, or None when the layouts do not allow it."""
+    if rec.record_type != "TENS" or src.record_type != "TENS":
+        return None
+    new, old = rec.desc, src.desc
+    if new["tensors"] == old["tensors"] or new["dtype"] != old["dtype"] or new["dtype"] not in _ITEMSIZE:
+        return None
+    stages = [p.get("codec") if isinstance(p, dict) else None for p in (*new["pipeline"], *old["pipeline"])]
+    if len(stages) != 2 or stages[0] != stages[1] or stages[0] not in _ELEMENTWISE:
+        return None
+    bpe = _ELEMENTWISE[stages[0]] or _ITEMSIZE[new["dtype"]]
+    placed, start = {}, 0
+    for name, shape in old["tensors"]:
+        size = math.prod(shape)
+        placed[name] = (start, size)
+        start += size
+    ranges: list[list] = []
+    for name, shape in new["tensors"]:
+        size = math.prod(shape)
+        hit = placed.get(name)
+        piece = [hit[0] * bpe, size * bpe] if hit is not None and hit[1] == size else [None, size * bpe]
+        last = ranges[-1] if ranges else None
+        if last is not None and (last[0] is None) == (piece[0] is None) and \
+                (piece[0] is None or last[0] + last[1] == piece[0]):
+            last[1] += piece[1]
+        else:
+            ranges.append(piece)
+    if all(r[0] is None for r in ranges):
+        return None
+    return tuple(tuple(r) for r in ranges)
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -224,8 +266,9 @@ class _Differ:
         cost = len(op.descriptor or b"")
         seg_ops, notes, reencoded = [], [], False
         base_segs = {ref.name: (ref, data) for ref, data in src.segments} if src is not None else {}
+        ranges = _member_ranges(rec, src) if src is not None else None
         for ref, data in rec.segments:
-            sop, seg_cost, note = self.segment(rec, ref, data, base_segs.get(ref.name))
+            sop, seg_cost, note = self.segment(rec, ref, data, base_segs.get(ref.name), ranges)
             seg_ops.append(sop)
             notes.append(f"{ref.name} {note}")
             cost += seg_cost
@@ -247,7 +290,7 @@ class _Differ:
         return op, RecordStat(rec.number, rec.record_type, names, action, cost, new_bytes,
                               self.base[k].names if k is not None else (), notes)
 
-    def segment(self, rec: StoredRecord, ref: SegmentRef, data, base) -> tuple[SegmentOp, int, str]:
+    def segment(self, rec: StoredRecord, ref: SegmentRef, data, base, ranges=None) -> tuple[SegmentOp, int, str]:
         """The cheapest way to give one segment: (how, bytes it costs in the patch, note)."""
         if base is not None and base[0].length == ref.length and bytes(base[1]) == bytes(data):
             return BASE, 0, "copied"
@@ -256,7 +299,7 @@ class _Differ:
         best = (planner.encode(stored, TensorSpec("uint8", stored.shape),
                                planner.lossless_candidates(TensorSpec("uint8", stored.shape), self.level)),
                 PATCH, hashlib.sha256(stored).digest())
-        if base is not None and base[0].raw_length == ref.raw_length and ref.raw_length:
+        if base is not None and ref.raw_length and (ranges is not None or base[0].raw_length == ref.raw_length):
             where = f"NEW record {rec.number}, segment {ref.name!r}"
             stream = P.decode_segment(ref.name, ref.codecs, ref.raw_length, data, self.limits, where)
             # a delta is only as good as the applier's ability to encode the stream again
@@ -264,12 +307,14 @@ class _Differ:
                 bref, bdata = base
                 old = P.decode_segment(ref.name, bref.codecs, bref.raw_length, bdata, self.limits,
                                        f"OLD segment {ref.name!r}")
+                if ranges is not None:
+                    old = A._assemble(old, ranges, where)
                 width = _width(rec.desc, ref.raw_length)
                 for op in ("xor", "add"):
                     d = D.make(stream, old, op, width)
                     enc = D.encode(d, self.level)
                     if planner.cost(enc) < planner.cost(best[0]):
-                        best = (enc, SegmentOp("delta", op, width), hashlib.sha256(d.tobytes()).digest())
+                        best = (enc, SegmentOp("delta", op, width, ranges), hashlib.sha256(d.tobytes()).digest())
         enc, sop, digest = best
         self.spool.add(name, enc, digest)
         note = f"{'whole' if sop.source == 'patch' else f'{sop.op}/{sop.width}'} {_human(enc.stored_bytes)}"

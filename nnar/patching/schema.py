@@ -33,11 +33,17 @@ class SegmentOp:
     source: str  # "base" | "patch" | "delta"
     op: str | None = None  # delta only: "xor" | "add"
     width: int = 1  # delta only: bytes per element of the delta
+    #: delta only: the base stream as pieces of the partner's stream ((start, length); start None:
+    #: zeros); None: the partner's stream whole
+    ranges: tuple[tuple[int | None, int], ...] | None = None
 
     def to_map(self) -> dict:
         if self.source != "delta":
             return {"from": self.source}
-        return {"from": "delta", "op": self.op, "width": self.width}
+        out = {"from": "delta", "op": self.op, "width": self.width}
+        if self.ranges is not None:
+            out["ranges"] = [list(r) for r in self.ranges]
+        return out
 
 
 BASE = SegmentOp("base")
@@ -108,7 +114,7 @@ def _bytes(v: Any, what: str, where: str, limits: Limits) -> bytes:
     return v
 
 
-def _segment_op(s: Any, what: str, where: str, strict: bool) -> SegmentOp:
+def _segment_op(s: Any, what: str, where: str, strict: bool, limits: Limits) -> SegmentOp:
     if not isinstance(s, dict) or "from" not in s:
         raise BadDescriptor(f"{what}: expected a map with key 'from', found {s!r:.80}", where=where)
     source = s["from"]
@@ -117,12 +123,24 @@ def _segment_op(s: Any, what: str, where: str, strict: bool) -> SegmentOp:
     if source != "delta":
         _keys(s, ("from",), what, where, strict)
         return SegmentOp(source)
-    _keys(s, ("from", "op", "width"), what, where, strict)
+    _keys(s, ("from", "op", "width"), what, where, strict, ("ranges",))
     if s["op"] not in DELTA_OPS:
         raise BadDescriptor(f"{what}: op: expected one of {', '.join(DELTA_OPS)}, found {s['op']!r:.40}", where=where)
     if s["width"] not in WIDTHS or isinstance(s["width"], bool):
         raise BadDescriptor(f"{what}: width: expected one of {WIDTHS}, found {s['width']!r:.40}", where=where)
-    return SegmentOp("delta", s["op"], s["width"])
+    ranges = None
+    if "ranges" in s:
+        if not isinstance(s["ranges"], list) or len(s["ranges"]) > limits.max_tensors:
+            raise BadDescriptor(f"{what}: ranges: expected a list of at most {limits.max_tensors} ranges", where=where)
+        ranges = []
+        for k, r in enumerate(s["ranges"]):
+            if not (isinstance(r, list) and len(r) == 2):
+                raise BadDescriptor(f"{what}: ranges[{k}]: expected [start or nil, length], found {r!r:.60}",
+                                    where=where)
+            start = None if r[0] is None else _int(r[0], f"{what} ranges[{k}] start", where)
+            ranges.append((start, _int(r[1], f"{what} ranges[{k}] length", where)))
+        ranges = tuple(ranges)
+    return SegmentOp("delta", s["op"], s["width"], ranges)
 
 
 def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool) -> RecordOp:
@@ -146,7 +164,8 @@ def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool) -> Reco
         if not isinstance(r["segments"], list):
             raise BadDescriptor(f"{what} segments: expected a list", where=where)
         limits.check(f"{what} segments", len(r["segments"]), "max_segments", where)
-        segs = tuple(_segment_op(s, f"{what} segments[{j}]", where, strict) for j, s in enumerate(r["segments"]))
+        segs = tuple(_segment_op(s, f"{what} segments[{j}]", where, strict, limits)
+                     for j, s in enumerate(r["segments"]))
     crc = _int(r["body_crc"], f"{what} body_crc", where, hi=0xFFFF_FFFF) if "body_crc" in r else None
     return RecordOp(base, rtype, flags, desc, segs, crc)
 
