@@ -201,6 +201,9 @@ def cmd_diff(args) -> int:
         print()
     elif args.stat:
         print("\n".join(stat_lines(stat)))
+    if stat.patch_length >= stat.result_length:
+        print(f"nnar: warning: the patch ({_human(stat.patch_length)}) is not smaller than NEW "
+              f"({_human(stat.result_length)}): send NEW whole", file=sys.stderr)
     if not args.quiet and args.output is not None:
         print(f"wrote {args.output}: {_human(stat.patch_length)} to turn {_human(stat.base_length)} into "
               f"{_human(stat.result_length)} ({stat.patch_length / max(stat.result_length, 1):.1%} of sending it "
