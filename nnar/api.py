@@ -211,11 +211,9 @@ def diff(old: PathOrFile | bytes, new: PathOrFile | bytes, dst: PathOrFile | Non
     to ``dst`` (a path, written atomically, or a binary file; None: only measure). Returns a
     :class:`nnar.patching.PatchStat`: per record of ``new``, what the patch does and costs."""
     from .patching.diff import diff as make_patch
-    with _seekable_input(old, "OLD") as o, _seekable_input(new, "NEW") as n:
-        if dst is None:
-            return make_patch(o, n, None, level=level, limits=limits, progress=progress)
-        with _output(dst, force, (old, new)) as out:
-            return make_patch(o, n, out, level=level, limits=limits, progress=progress)
+    with _seekable_input(old, "OLD") as o, _seekable_input(new, "NEW") as n, \
+            (contextlib.nullcontext() if dst is None else _output(dst, force, (old, new))) as out:
+        return make_patch(o, n, out, level=level, limits=limits, progress=progress)
 
 
 def patch(base: PathOrFile | bytes, patch_src: PathOrFile | bytes, dst: PathOrFile, *, force: bool = False,

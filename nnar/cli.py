@@ -66,12 +66,7 @@ class Progress:
             sys.stderr.flush()
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+_human = report.human_bytes
 
 
 def _limits(args) -> Limits:

@@ -13,6 +13,15 @@ from typing import Any, Iterable
 from .archive import TensorInfo
 
 
+def human_bytes(n: float) -> str:
+    """``1.5 MiB``: sizes for people (listings, patch reports)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def _fmt_db(v: Any) -> str:
     if not isinstance(v, (int, float)):
         return "-"

@@ -412,11 +412,7 @@ class RecordReader:
         body = self._read_body(frame)
         where = f"{entry.record_type} record at offset {entry.offset}"
         if entry.record_type == _TENS:
-            rec = self._tensor(frame, desc)
-            if tuple(rec.names) != entry.names:
-                raise BadLayout(f"index names this record's tensors {list(entry.names)!r:.200}, its descriptor "
-                                f"{rec.names!r:.200}", where=where)
-            segs = rec.segments
+            segs = self._indexed_tensor(frame, desc, entry, where).segments
         elif entry.record_type == _MODL:
             segs = S.parse_model(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict).segments
         else:
@@ -457,11 +453,15 @@ class RecordReader:
         if frame.record_type != C.RECORD_TENSOR or frame.end - frame.offset != entry.length:
             raise BadLayout(f"index says a {entry.length}-byte TENS record, found a {frame.end - frame.offset}-byte "
                             f"{frame.type_name()!r} record", where=where)
+        return frame, self._indexed_tensor(frame, desc, entry, where)
+
+    def _indexed_tensor(self, frame: F.Frame, desc: dict, entry: S.IndexEntry, where: str) -> S.TensorRecord:
+        """A TENS descriptor, checked, whose tensors must be the ones its index entry names."""
         rec = self._tensor(frame, desc)
         if tuple(rec.names) != entry.names:
             raise BadLayout(f"index names this record's tensors {list(entry.names)!r:.200}, its descriptor "
                             f"{rec.names!r:.200}", where=where)
-        return frame, rec
+        return rec
 
     def read_descriptor(self, entry: S.IndexEntry) -> S.TensorRecord:
         """The checked descriptor of one tensor, without reading its body."""

@@ -10,7 +10,6 @@ is compared with the digest the patch records; the caller commits the output onl
 from __future__ import annotations
 
 import hashlib
-import struct
 from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
@@ -120,7 +119,7 @@ def apply(base_f, patch_f, out: BinaryIO | None, limits: Limits = DEFAULT_LIMITS
         pieces = frame_record(sink.pos, rtype.encode(), stored_desc, flags, segments,
                               preamble if i == 0 else b"")
         if op.body_crc is not None:
-            found = struct.unpack_from("<I", pieces[0], 20)[0]
+            found = F.parse_frame(pieces[0], sink.pos).body_crc
             if found != op.body_crc:
                 raise DigestMismatch(
                     f"rebuilt record: expected body CRC-32 {op.body_crc:#010x}, computed {found:#010x}; its segments "

@@ -24,13 +24,14 @@ from typing import BinaryIO, Callable
 import numpy as np
 import zstandard
 
-from .. import __version__, planner
+from .. import __version__, dtypes, planner
 from .. import pipeline as P
 from ..archive import ArchiveWriter
 from ..codecs.abc import TensorSpec
 from ..container.records import RecordReader, StoredRecord
 from ..container.schema import SegmentRef
 from ..errors import NnarError, UnsupportedVersion
+from ..report import human_bytes
 from ..limits import DEFAULT_LIMITS, Limits
 from .. import constants as C
 from . import apply as A
@@ -150,8 +151,7 @@ def _width(desc: dict, raw_length: int) -> int:
     pipeline = desc.get("pipeline")
     if isinstance(pipeline, list) and len(pipeline) == 1 and isinstance(pipeline[0], dict) \
             and pipeline[0].get("codec") == "nnar.raw":
-        w = {"int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2, "int32": 4, "uint32": 4, "float32": 4,
-             "int64": 8, "uint64": 8, "float64": 8}.get(desc.get("dtype"), 1)
+        w = dtypes.itemsize(desc["dtype"]) if desc.get("dtype") in dtypes.DTYPE_NAMES else 1
         if raw_length % w == 0:
             return w
     return 1
@@ -160,8 +160,6 @@ def _width(desc: dict, raw_length: int) -> int:
 #: array→bytes stages whose every stream holds each element's bytes in element order, so the
 #: stream of a group is its members' streams one after the other
 _ELEMENTWISE = {"nnar.raw": None, "nnar.byteplanes": 1}  # bytes per element in a stream: None = itemsize
-_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2, "int32": 4,
-             "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
 
 
 def _member_ranges(rec: StoredRecord, src: StoredRecord):
@@ -171,12 +169,12 @@ def _member_ranges(rec: StoredRecord, src: StoredRecord):
     if rec.record_type != "TENS" or src.record_type != "TENS":
         return None
     new, old = rec.desc, src.desc
-    if new["tensors"] == old["tensors"] or new["dtype"] != old["dtype"] or new["dtype"] not in _ITEMSIZE:
+    if new["tensors"] == old["tensors"] or new["dtype"] != old["dtype"] or new["dtype"] not in dtypes.DTYPE_NAMES:
         return None
     stages = [p.get("codec") if isinstance(p, dict) else None for p in (*new["pipeline"], *old["pipeline"])]
     if len(stages) != 2 or stages[0] != stages[1] or stages[0] not in _ELEMENTWISE:
         return None
-    bpe = _ELEMENTWISE[stages[0]] or _ITEMSIZE[new["dtype"]]
+    bpe = _ELEMENTWISE[stages[0]] or dtypes.itemsize(new["dtype"])
     placed, start = {}, 0
     for name, shape in old["tensors"]:
         size = math.prod(shape)
@@ -196,14 +194,6 @@ def _member_ranges(rec: StoredRecord, src: StoredRecord):
     if all(r[0] is None for r in ranges):
         return None
     return tuple(tuple(r) for r in ranges)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class _Differ:
@@ -317,7 +307,7 @@ class _Differ:
                         best = (enc, SegmentOp("delta", op, width, ranges), hashlib.sha256(d.tobytes()).digest())
         enc, sop, digest = best
         self.spool.add(name, enc, digest)
-        note = f"{'whole' if sop.source == 'patch' else f'{sop.op}/{sop.width}'} {_human(enc.stored_bytes)}"
+        note = f"{'whole' if sop.source == 'patch' else f'{sop.op}/{sop.width}'} {human_bytes(enc.stored_bytes)}"
         return sop, enc.stored_bytes, note
 
     def run(self) -> tuple[list[RecordOp], list[RecordStat]]:
@@ -379,10 +369,10 @@ def stat_lines(stat: PatchStat) -> list[str]:
             continue
         extra = f" <- {r.base_names[0]}" if r.action == "renamed" and r.base_names else ""
         segs = f"  [{', '.join(r.segments)}]" if r.segments and r.action != "unchanged" else ""
-        lines.append(f"{r.action:<10} {_human(r.patch_bytes):>10} {_human(r.new_bytes):>10}  {r.label()}{extra}{segs}")
+        lines.append(f"{r.action:<10} {human_bytes(r.patch_bytes):>10} {human_bytes(r.new_bytes):>10}  {r.label()}{extra}{segs}")
     for n in stat.removed:
         lines.append(f"{'removed':<10} {'0 B':>10} {'':>10}  {n}")
     counts = ", ".join(f"{v} {k}" for k, v in stat.counts().items())
-    lines.append(f"patch {_human(stat.patch_length)} for NEW {_human(stat.result_length)} "
+    lines.append(f"patch {human_bytes(stat.patch_length)} for NEW {human_bytes(stat.result_length)} "
                  f"({stat.patch_length / max(stat.result_length, 1):.1%}): {counts}")
     return lines
