@@ -87,7 +87,9 @@ def _model_from_object(src: Any) -> formats.Model:
 def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, fmt: str | None = None,
          level: int = planner.DEFAULT_LEVEL, metadata: Mapping[str, str] | None = None, force: bool = False,
          progress: Progress | None = None, config: PackConfig | Mapping[str, Any] | str | None = None,
-         ) -> list[TensorInfo] | bytes:
+         evaluate: Callable[[dict[str, np.ndarray]], float] | None = None,
+         max_output_error: float | str | None = None, calibrate: Any = None, max_evals: int | None = None,
+         menu: list[Any] | None = None) -> list[TensorInfo] | bytes:
     """Pack a model into an nnar archive: a path (.safetensors .npz .pt/.pth/.bin/.ckpt .onnx), a
     binary file, a mapping name → array (or a torch state dict), an ``onnx.ModelProto`` or a
     ``torch.nn.Module``. Write it at ``dst`` (a path, ``"-"`` for stdout, or a binary file). With no ``dst``, return
@@ -95,12 +97,32 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
 
     Lossless unless ``config`` says otherwise: a preset name (``"int8"``, ``"balanced"``, ...), a
     mapping (``{"quant": "kmeans", "bits": 4, "prune": 0.5, "layers": {"fc.*": {"bits": 8}}}``),
-    or a :class:`nnar.config.PackConfig`. Lossy tensors' infos carry a ``fidelity`` report."""
+    or a :class:`nnar.config.PackConfig`. Lossy tensors' infos carry a ``fidelity`` report.
+
+    **Output-aware** (spec/search.md): with ``evaluate`` and ``max_output_error`` (a float), nnar
+    searches each weight tensor's setting for the smallest archive whose weights give
+    ``evaluate(tensors) <= max_output_error``; ``evaluate`` gets a dict {name: array} of a full
+    set of candidate weights (read-only; bfloat16 as uint16 bit patterns; aliases included) and
+    returns the model's output error against the original (0 for the original weights). For an
+    ONNX model, ``calibrate`` (an .npz path, a directory of them, or a list of {input: array}
+    batches) with ``max_output_error="METRIC=VALUE"`` (``cos``, ``rel-l2``, ``max-abs``,
+    ``argmax``) runs the model in onnxruntime instead. At most ``max_evals`` evaluations
+    (default 1000); ``menu`` replaces the options tried per tensor (a list of TensorSettings
+    mappings). The archive is evaluated once more from its own decoded bytes and written only if
+    that holds (:class:`nnar.OutputBoundNotMet` otherwise). The result's ``.search`` is the
+    report."""
     cfg = config_from(config)
+    searching = evaluate is not None or calibrate is not None or max_output_error is not None
     if dst is None:
         buf = io.BytesIO()
-        pack(src, buf, fmt=fmt, level=level, metadata=metadata, progress=progress, config=cfg)
-        return buf.getvalue()
+        result = pack(src, buf, fmt=fmt, level=level, metadata=metadata, progress=progress, config=cfg,
+                      evaluate=evaluate, max_output_error=max_output_error, calibrate=calibrate,
+                      max_evals=max_evals, menu=menu)
+        if not searching:
+            return buf.getvalue()
+        data = _SearchedBytes(buf.getvalue())
+        data.search = result.search
+        return data
     with contextlib.ExitStack() as stack:
         if isinstance(src, Mapping):
             model = _model_from_mapping(src)
@@ -113,6 +135,10 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
                 stack.callback(model.close)
         md = dict(model.metadata)
         md.update(metadata or {})
+        if searching:
+            return _pack_searched(model, lambda: _output(dst, force, (src,) if _is_path(src) else ()), cfg=cfg,
+                                  evaluate=evaluate, bound=max_output_error, calibrate=calibrate,
+                                  max_evals=max_evals, menu=menu, level=level, metadata=md, progress=progress)
         threshold = _global_threshold(model, cfg) if cfg.prune_global is not None else None
         out = stack.enter_context(_output(dst, force, (src,) if _is_path(src) else ()))
         structure = (model.source_format, model.structure) if model.structure is not None else None
@@ -128,6 +154,46 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
             if aliases:
                 raise InvalidInput(f"aliases of tensors that are not in the model: {sorted(aliases)[:5]}")
         return w.infos
+
+
+DEFAULT_MAX_EVALS = 1000
+
+
+class _SearchedBytes(bytes):
+    """An archive's bytes, with the search's report as ``.search``."""
+
+    search = None
+
+
+def _pack_searched(model: formats.Model, out_factory, *, cfg, evaluate, bound, calibrate, max_evals, menu, level,
+                   metadata, progress):
+    from .search.pack import pack_searched
+    max_evals = DEFAULT_MAX_EVALS if max_evals is None else max_evals
+    if calibrate is not None:
+        if evaluate is not None:
+            raise InvalidInput("evaluate and calibrate: expected one way to measure the model, found both")
+        from .search import onnx_runner, outputs, calibration
+        if model.source_format != "onnx" or model.structure is None:
+            raise InvalidInput(f"--calibrate runs the model in onnxruntime: expected an ONNX model, found "
+                               f"{model.source_format} (from Python, pass evaluate=fn instead)")
+        if not isinstance(bound, str):
+            raise InvalidInput(f"max_output_error with calibration data: expected 'METRIC=VALUE' (metrics: "
+                               f"{', '.join(outputs.METRICS)}), found {bound!r}")
+        b = outputs.parse_bound(bound)
+        batches = calibration.load(calibrate) if not isinstance(calibrate, list) else calibrate
+        runner = onnx_runner.OnnxEvaluator.from_model(model, batches, b)
+        return pack_searched(model, out_factory, cfg=cfg, evaluate=runner, bound=b.threshold, max_evals=max_evals,
+                             menu=menu, level=level, metadata=metadata, progress=progress, metric=b.metric,
+                             describe=lambda v: outputs.describe(b, v))
+    if evaluate is None or bound is None:
+        raise InvalidInput("output-aware packing: expected evaluate= and max_output_error= together (or, for ONNX, "
+                           "calibrate= and max_output_error='METRIC=VALUE')")
+    if not callable(evaluate):
+        raise InvalidInput(f"evaluate: expected a callable (tensors -> error), found {type(evaluate).__name__}")
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound >= 0:
+        raise InvalidInput(f"max_output_error: expected a number >= 0 (the bound on evaluate's result), found {bound!r}")
+    return pack_searched(model, out_factory, cfg=cfg, evaluate=evaluate, bound=float(bound), max_evals=max_evals,
+                         menu=menu, level=level, metadata=metadata, progress=progress, metric="evaluate")
 
 
 def _global_threshold(model: formats.Model, cfg: PackConfig) -> float:

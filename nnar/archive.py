@@ -194,14 +194,17 @@ class ArchiveWriter:
 
     def write(self, name: str, array: Any, *, dtype: str | None = None,
               pipeline: P.Pipeline | list[P.Pipeline] | None = None,
-              settings: TensorSettings | None = None, aliases: tuple[str, ...] | list[str] = ()) -> TensorInfo | None:
+              settings: TensorSettings | None = None, aliases: tuple[str, ...] | list[str] = (),
+              choice: "lossy.Choice | None" = None) -> TensorInfo | None:
         """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits.
 
         ``settings`` (default: the writer's config for this name) may make it lossy. With
         ``pipeline`` (one or several candidates) or lossy settings the tensor gets a record of
         its own. ``aliases`` are other names of the same tensor (tied weights): stored once, in an
-        ALIS record right after the tensor's. Returns its info, or None while it waits to be
-        grouped with its neighbours."""
+        ALIS record right after the tensor's. ``choice`` is a lossy encoding already made (by
+        :func:`nnar.lossy.plan`, as the output-aware search does): written as it is, with its
+        decoded array's digest. Returns its info, or None while it waits to be grouped with its
+        neighbours."""
         self._rw.expect_open("write a tensor")
         seen: set[str] = set()
         for n in (name, *aliases):
@@ -228,6 +231,11 @@ class ArchiveWriter:
         if aliases:
             self._aliases[name] = list(aliases)
             self._alias_names.update(aliases)
+        if choice is not None:
+            if choice.decoded is None or choice.decoded.shape != data.shape:
+                raise InvalidInput(f"tensor {name!r}: the encoding given decodes to another shape or was released")
+            self._flush()
+            return self._write_choice(name, name_dt, data, choice)
         if settings is None and pipeline is None:
             settings = self.config.settings_for(name, data.shape, name_dt in dtypes.FLOAT_DTYPES)
         prunable = self.global_threshold is not None and settings is not None and not settings.lossless \

@@ -31,6 +31,8 @@ examples:
   nnar verify model.nnar                           check every checksum and digest
   nnar unpack model.nnar -o model.safetensors      back to a model file, bit-exact
   nnar pack model.onnx -o m.nnar --preset int8     ONNX: weights compressed, the graph kept
+  nnar pack model.onnx -o m.nnar --calibrate inputs.npz --max-output-error cos=0.99
+                                                   the smallest archive whose outputs stay within the bound
   nnar unpack m.nnar -o model.onnx --keep-quantized   an ONNX model that stays int8 on disk
   nnar pack model.pt -o m.nnar && nnar unpack m.nnar -o out.pt   PyTorch state dicts
   curl -s https://host/m.nnar | nnar unpack - -o m.npz   unpack while downloading
@@ -101,23 +103,54 @@ def cmd_pack(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             infos = api.pack(args.input, args.output, fmt=args.from_, level=args.level,
-                             metadata=_parse_meta(args.meta), force=args.force, progress=prog, config=cfg)
+                             metadata=_parse_meta(args.meta), force=args.force, progress=prog, config=cfg,
+                             **_search_args(args))
     finally:
         prog.done()
     for w in caught:
         print(f"nnar: warning: {_one_line(str(w.message))}", file=sys.stderr)
     raw = sum(i.nbytes for i in infos if i.alias_of is None)  # a tied tensor is stored, and counted, once
     stored = sum(i.stored_bytes for i in infos)
+    found = getattr(infos, "search", None)
     if args.json:
-        json.dump({"tensors": [i.to_json() for i in infos], "totals": report.totals(infos)}, sys.stdout, indent=1)
+        out = {"tensors": [i.to_json() for i in infos], "totals": report.totals(infos)}
+        if found is not None:
+            out["search"] = found.to_json()
+        json.dump(out, sys.stdout, indent=1)
         print()
+    elif not args.quiet and found is not None:
+        from .search import outputs, report as search_report
+        bound = outputs.parse_bound(args.max_output_error)
+        fp32 = sum(4 * i.size for i in infos if i.alias_of is None)
+        print(search_report.text(found, lambda v: outputs.describe(bound, v), fp32), file=sys.stderr)
     elif not args.quiet and any(i.lossy for i in infos):
         print(report.table(infos), file=sys.stderr)
+    if args.plot and found is not None:
+        from .search import report as search_report
+        search_report.plot(found, args.plot, title=os.path.basename(args.input))
     if not args.quiet:
         size = "" if args.output == "-" else f"; archive {_human(os.path.getsize(args.output))}"
         print(f"packed {len(infos)} tensors: {_human(raw)} -> {_human(stored)} of tensor data "
               f"({raw / stored if stored else 1:.3f}x){size}", file=sys.stderr)
     return 0
+
+
+def _search_args(args) -> dict:
+    """The output-aware search's arguments (ONNX, run by onnxruntime on --calibrate inputs)."""
+    if args.calibrate is None and args.max_output_error is None:
+        if args.plot or args.max_evals is not None:
+            raise InvalidInput("--plot and --max-evals belong to the output-aware search: expected --calibrate "
+                               "INPUTS and --max-output-error METRIC=VALUE")
+        return {}
+    if args.calibrate is None or args.max_output_error is None:
+        raise InvalidInput("the output-aware search needs both --calibrate INPUTS (.npz or a directory of them) and "
+                           "--max-output-error METRIC=VALUE")
+    if args.plot:
+        if not args.plot.lower().endswith(".png"):
+            raise InvalidInput(f"--plot {args.plot!r}: expected a .png file name")
+        if os.path.exists(args.plot) and not args.force:
+            raise InvalidInput(f"--plot {args.plot!r} exists: expected a new file name, or --force to replace it")
+    return {"calibrate": args.calibrate, "max_output_error": args.max_output_error, "max_evals": args.max_evals}
 
 
 def cmd_unpack(args) -> int:
@@ -291,6 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-tensor override, e.g. 'classifier.*:bits=8' or 'embed*:lossless'; later ones win")
     g.add_argument("--min-params", type=int, default=config.DEFAULT_MIN_PARAMS, metavar="N",
                    help=f"smaller tensors stay lossless (default {config.DEFAULT_MIN_PARAMS})")
+    g = sp.add_argument_group("output-aware search (ONNX models, run by onnxruntime; spec/search.md)")
+    g.add_argument("--calibrate", metavar="INPUTS", help="an .npz with one array per model input (samples along "
+                   "the first axis), or a directory of such files")
+    g.add_argument("--max-output-error", metavar="METRIC=VALUE", help="the bound on what the model outputs: "
+                   "cos=0.99 (lowest cosine per sample), rel-l2=0.01, max-abs=0.05, argmax=0 (fraction of "
+                   "argmaxes along the last axis allowed to change); nnar finds the smallest archive within it")
+    g.add_argument("--max-evals", type=_positive, metavar="N", help=f"most model evaluations the search may run "
+                   f"(default {api.DEFAULT_MAX_EVALS})")
+    g.add_argument("--plot", metavar="FILE.png", help="draw the saturation curve: output error against archive "
+                   "size over the allocations tried (needs matplotlib)")
     sp.set_defaults(func=cmd_pack)
 
     sp = sub.add_parser("unpack", help=".nnar archive -> model file",

@@ -137,6 +137,13 @@ class WriterStateError(NnarError, RuntimeError):
     code = "writer-state"
 
 
+class OutputBoundNotMet(NnarError, ValueError):
+    """The model evaluated on the weights decoded from the archive just written exceeds the
+    output-error bound it was packed for (the archive is not written)."""
+
+    code = "output-bound"
+
+
 class NnarIOError(NnarError, OSError):
     """The operating system refused a read or write (disk full, permission, ...)."""
 
