@@ -181,7 +181,11 @@ def _pack_searched(model: formats.Model, out_factory, *, cfg, evaluate, bound, c
                                f"{', '.join(outputs.METRICS)}), found {bound!r}")
         b = outputs.parse_bound(bound)
         batches = calibration.load(calibrate) if not isinstance(calibrate, list) else calibrate
-        runner = onnx_runner.OnnxEvaluator.from_model(model, batches, b)
+        weights = {n: a for n, a, _ in model.tensors()}
+        runner = onnx_runner.OnnxEvaluator(model.structure, batches, b,
+                                           dtypes={n: dt for n, _, dt in model.tensors()})
+        runner.reference(weights)
+        del weights
         return pack_searched(model, out_factory, cfg=cfg, evaluate=runner, bound=b.threshold, max_evals=max_evals,
                              menu=menu, level=level, metadata=metadata, progress=progress, metric=b.metric,
                              describe=lambda v: outputs.describe(b, v))

@@ -40,11 +40,17 @@ def rows(infos: Iterable[TensorInfo]) -> list[tuple[str, ...]]:
                     f"{b['values']:.2f}", f"{b['indices']:.2f}", f"{b['codebook']:.2f}",
                     f"{sum(b.values()):.2f}", _fmt_db(f.get("sqnr_db")),
                     f"{f['rel_l2']:.2e}" if isinstance(f.get("rel_l2"), (int, float)) else "-",
+                    f"{f['output_error']:.3g}" if isinstance(f.get("output_error"), (int, float)) else "-",
                     str(f.get("method", ""))))
     return out
 
 
-HEAD = ("tensor", "params", "sparsity", "values", "indices", "codebook", "bits/w", "SQNR dB", "rel L2", "method")
+HEAD = ("tensor", "params", "sparsity", "values", "indices", "codebook", "bits/w", "SQNR dB", "rel L2", "out err",
+        "method")
+#: said under every fidelity table of an archive packed without an evaluation (issue 12)
+WEIGHTS_ONLY = ("only the weights were measured: SQNR and rel L2 say how far they moved, not what the model "
+                "outputs; to bound the outputs, pack with an evaluation (--calibrate/--max-output-error, or "
+                "evaluate= from Python)")
 
 
 def totals(infos: list[TensorInfo]) -> dict[str, Any]:
@@ -80,12 +86,18 @@ def table(infos: list[TensorInfo]) -> str:
     lb = t["lossy_bits_per_weight"]
     total_row = ("total (lossy tensors)", f"{t['lossy_params']:,}", f"{t['lossy_sparsity']:.1%}",
                  f"{lb['values']:.2f}", f"{lb['indices']:.2f}", f"{lb['codebook']:.2f}", f"{sum(lb.values()):.2f}",
-                 _fmt_db(t["worst_sqnr_db"]) + " min", "", "")
+                 _fmt_db(t["worst_sqnr_db"]) + " min", "", "", "")
     all_rows = [HEAD, *body, total_row]
-    widths = [max(len(r[k]) for r in all_rows) for k in range(len(HEAD))]
-    lines = ["  ".join(c.ljust(w) if k in (0, 9) else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))).rstrip()
+    searched = any(r[9] != "-" for r in body)
+    if not searched:  # no evaluation: the column would be all dashes
+        all_rows = [r[:9] + r[10:] for r in all_rows]
+    last = len(all_rows[0]) - 1
+    widths = [max(len(r[k]) for r in all_rows) for k in range(len(all_rows[0]))]
+    lines = ["  ".join(c.ljust(w) if k in (0, last) else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in all_rows]
     lossless = t["tensors"] - t["lossy_tensors"]
     lines.append(f"{t['lossy_tensors']} lossy and {lossless} lossless tensors; whole model "
                  f"{t['bits_per_weight']:.2f} bits per weight ({t['ratio_vs_fp32']:.2f}x smaller than float32)")
+    lines.append("out err: the model's output error with only that tensor changed (the search's measurement)"
+                 if searched else WEIGHTS_ONLY)
     return "\n".join(lines)

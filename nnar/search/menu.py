@@ -27,7 +27,7 @@ from ..config import TensorSettings, check
 from ..limits import DEFAULT_LIMITS
 
 #: the weight SQNRs (dB) of the entropy-constrained k-means ladder: 3 dB apart, about half a bit
-EC_LADDER_DB = (44.0, 41.0, 38.0, 35.0, 32.0, 29.0, 26.0, 23.0, 20.0, 17.0, 14.0)
+EC_LADDER_DB = (44.0, 41.0, 38.0, 35.0, 32.0, 29.0, 26.0, 23.0, 20.0, 17.0, 14.0, 11.0, 8.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +44,12 @@ def default_menu() -> list[Option]:
         Option("kmeans 8-bit linear", TensorSettings(quant="kmeans", bits=8, init="linear")),
         Option("kmeans 6-bit linear", TensorSettings(quant="kmeans", bits=6, init="linear")),
         *ec,
+        Option("kmeans 4-bit linear", TensorSettings(quant="kmeans", bits=4, init="linear")),
         Option("uniform 4-bit per block of 32", TensorSettings(quant="uniform", bits=4, granularity="block", block=32)),
         Option("prune 50%, kmeans-ec 26 dB", TensorSettings(quant="kmeans", bits=8, prune=0.5, max_error=26.0)),
+        # for weights the outputs barely see (a pooler nobody reads, a redundant head)
+        Option("ternary", TensorSettings(quant="ternary")),
+        Option("prune 90%, kmeans 2-bit", TensorSettings(quant="kmeans", bits=2, prune=0.9)),
     ]
 
 

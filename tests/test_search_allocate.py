@@ -1,0 +1,87 @@
+"""The allocation (nnar.search.allocate): hulls, budgets and the frontier, as laws."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from hypothesis import given, strategies as st
+
+from nnar.search.allocate import Point, allocate, frontier, hull
+
+points_st = st.lists(st.builds(Point, st.integers(1, 10_000), st.floats(0, 1, allow_nan=False)), min_size=1,
+                     max_size=8)
+# index 0 of each tensor is lossless: the most bytes, no error
+tensors_st = st.dictionaries(st.sampled_from("abcdef"), points_st, min_size=1, max_size=5).map(
+    lambda d: {n: [Point(max(p.cost for p in ps) + 1, 0.0)] + ps for n, ps in d.items()})
+
+
+def _eff(ps, a, b):
+    de = ps[b].error - ps[a].error
+    return math.inf if de <= 0 else (ps[a].cost - ps[b].cost) / de
+
+
+@given(points_st)
+def test_hull_is_pareto_and_convex(ps):
+    h = hull(ps)
+    assert h, "a hull holds at least the least-error point"
+    assert ps[h[0]].error == min(p.error for p in ps)
+    for a, b in zip(h, h[1:]):
+        assert ps[b].error > ps[a].error and ps[b].cost < ps[a].cost
+    effs = [_eff(ps, a, b) for a, b in zip(h, h[1:])]
+    assert all(x > y for x, y in zip(effs, effs[1:])), effs
+    # nothing lies below the hull: every point costs at least the hull's line at its error
+    for p in ps:
+        for a, b in zip(h, h[1:]):
+            if ps[a].error <= p.error <= ps[b].error:
+                t = (p.error - ps[a].error) / (ps[b].error - ps[a].error)
+                assert p.cost >= ps[a].cost + t * (ps[b].cost - ps[a].cost) - 1e-6
+
+
+@given(tensors_st, st.floats(0, 3, allow_nan=False))
+def test_allocation_fits_its_budget(tensors, budget):
+    a = allocate(tensors, budget)
+    assert set(a.choice) == set(tensors)
+    assert a.error <= budget + 1e-12
+    assert math.isclose(a.error, sum(tensors[n][i].error for n, i in a.choice.items()), abs_tol=1e-9)
+    assert a.cost == sum(tensors[n][i].cost for n, i in a.choice.items())
+
+
+@given(tensors_st)
+def test_unbounded_allocation_takes_each_tensors_smallest_option(tensors):
+    a = allocate(tensors, math.inf)
+    assert a.cost == sum(min(p.cost for p in ps) for ps in tensors.values())
+
+
+@given(tensors_st)
+def test_zero_budget_allows_only_exact_options(tensors):
+    a = allocate(tensors, 0.0)
+    assert a.error == 0
+    assert a.cost == sum(min(p.cost for p in ps if p.error == 0) for ps in tensors.values())
+
+
+@given(tensors_st)
+def test_frontier_trades_bytes_for_error(tensors):
+    f = frontier(tensors)
+    assert f[0].error == 0
+    for a, b in zip(f, f[1:]):
+        assert b.cost < a.cost and b.error > a.error
+
+
+@given(tensors_st, st.floats(0, 2, allow_nan=False))
+def test_allocation_is_near_the_exact_optimum(tensors, budget):
+    """Against brute force on small cases: never over budget, and never worse than the best
+    choice restricted to hull points by more than one tensor's largest step (the greedy's
+    knapsack gap)."""
+    names = sorted(tensors)
+    hulls = {n: hull(tensors[n]) for n in names}
+    if math.prod(len(h) for h in hulls.values()) > 4000:
+        return
+    best = math.inf
+    for combo in itertools.product(*(hulls[n] for n in names)):
+        err = sum(tensors[n][i].error for n, i in zip(names, combo))
+        if err <= budget:
+            best = min(best, sum(tensors[n][i].cost for n, i in zip(names, combo)))
+    got = allocate(tensors, budget)
+    gap = max(tensors[n][h[0]].cost - tensors[n][h[-1]].cost for n, h in hulls.items())
+    assert best <= got.cost <= best + gap
