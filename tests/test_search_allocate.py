@@ -85,3 +85,41 @@ def test_allocation_is_near_the_exact_optimum(tensors, budget):
     got = allocate(tensors, budget)
     gap = max(tensors[n][h[0]].cost - tensors[n][h[-1]].cost for n, h in hulls.items())
     assert best <= got.cost <= best + gap
+
+
+# -- predicting the options a thinned scan did not measure ------------------------------------------
+
+from hypothesis import assume  # noqa: E402
+
+from nnar.search.engine import predict  # noqa: E402
+from nnar.search.menu import Encoded, Option  # noqa: E402
+
+
+def _enc(sqnr: float, error: float | None) -> Encoded:
+    return Encoded(Option(f"{sqnr} dB", None), None, 0, sqnr, error)
+
+
+@given(st.lists(st.floats(5, 80), min_size=2, max_size=10, unique=True),
+       st.lists(st.integers(0, 9), min_size=1, max_size=4, unique=True), st.floats(0.5, 2.0))
+def test_predictions_follow_the_measured_power_law(sqnrs, measured_at, slope):
+    """On errors that follow a power law of the weight noise exactly, predictions reproduce it
+    between measured points, and grow as SQNR falls everywhere."""
+    sqnrs = sorted(sqnrs, reverse=True)
+    measured_at = sorted({i % len(sqnrs) for i in measured_at})
+    assume(len(measured_at) >= 2)
+    law = lambda db: 1e-3 * (10 ** (-db / 10) / 1e-3) ** slope  # noqa: E731
+    opts = [_enc(db, law(db) if i in measured_at else None) for i, db in enumerate(sqnrs)]
+    predict(opts, budget=1e-6)  # every error here is above the floor (1e-9 of the budget)
+    assert all(o.error is not None for o in opts)
+    assert all(o.predicted == (i not in measured_at) for i, o in enumerate(opts))
+    lo, hi = measured_at[0], measured_at[-1]
+    for i in range(lo, hi + 1):
+        assert math.isclose(opts[i].error, law(sqnrs[i]), rel_tol=1e-6)
+    errs = [o.error for o in opts]
+    assert all(a <= b * (1 + 1e-9) for a, b in zip(errs, errs[1:]))
+
+
+def test_nothing_measured_predicts_nothing():
+    opts = [_enc(30, None), _enc(20, None)]
+    predict(opts, budget=1.0)
+    assert all(o.error is None for o in opts)

@@ -86,6 +86,7 @@ class Encoded:
     cost: int  # bytes it adds to the archive (segments and their description)
     sqnr_db: float
     error: float | None = None  # the model's output error with this tensor alone changed
+    predicted: bool = False  # ``error`` was predicted from other options' (engine.predict), not measured
 
     def decoded(self) -> np.ndarray:
         if self.choice.decoded is None:

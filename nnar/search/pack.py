@@ -89,7 +89,8 @@ def pack_searched(model, out_factory: Callable[[], Any], *, cfg: PackConfig, eva
                 if name in chosen:
                     enc = chosen[name]
                     enc.choice.decoded = enc.decoded()
-                    enc.choice.fidelity.update(output_error=float(by_name[name].error_alone), output_metric=metric)
+                    if not enc.predicted:  # only what was measured goes into the archive
+                        enc.choice.fidelity.update(output_error=float(by_name[name].error_alone), output_metric=metric)
                     w.write(name, arr, dtype=dt, aliases=al, choice=enc.choice)
                     enc.release()
                 elif name in fixed_choices:

@@ -16,11 +16,13 @@ def text(r: SearchReport, describe: Callable[[float], str] | None = None, fp32_b
     show = describe or (lambda v: f"{v:.4g}")
     head = ("tensor", "params", "setting", "bytes", "lossless", "error alone", "SQNR dB", "tried")
     rows = [(t.name, f"{t.params:,}", t.setting, human_bytes(t.bytes), human_bytes(t.lossless_bytes),
-             f"{t.error_alone:.3g}", "exact" if math.isinf(t.sqnr_db) else f"{t.sqnr_db:.1f}", str(t.options_measured))
+             ("~" if t.predicted else "") + f"{t.error_alone:.3g}", "exact" if math.isinf(t.sqnr_db) else f"{t.sqnr_db:.1f}", str(t.options_measured))
             for t in r.tensors]
     widths = [max(len(x[k]) for x in [head, *rows]) for k in range(len(head))]
     lines = ["  ".join(c.ljust(w) if k in (0, 2) else c.rjust(w) for k, (c, w) in enumerate(zip(x, widths))).rstrip()
              for x in [head, *rows]]
+    if any(t.predicted for t in r.tensors):
+        lines.append("~: predicted from the options measured (the evaluation budget thinned the scan)")
     held = sum(t.held for t in r.trials)
     lines.append(f"{len(r.trials)} allocations verified end to end ({held} within the bound); "
                  f"{r.evaluations} of {r.max_evals} evaluations; {r.seconds:.1f} s")
