@@ -202,6 +202,10 @@ def cmd_ls(args) -> int:
     fidelity = report.table(infos)
     if fidelity:
         print("\nfidelity (what the lossy pack changed):\n" + fidelity)
+    md = meta["metadata"]
+    if "nnar.output_bound" in md:  # written by an output-aware pack (spec/search.md)
+        print(f"outputs: packed against {md['nnar.output_bound']!s:.80}, measured "
+              f"{md.get('nnar.output_error', '?')!s:.40} on these weights")
     size = "" if args.input == "-" else f", archive {_human(os.path.getsize(args.input))}"
     print(f"{len(infos)} tensors, {_human(raw)} -> {_human(stored)} ({raw / stored if stored else 1:.3f}x){size}; "
           f"source {meta['source_format']}, written by nnar {meta['nnar_version']}")

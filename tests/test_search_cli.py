@@ -75,6 +75,9 @@ def test_cos_bound_holds_on_held_out_inputs_and_keeps_the_sensitive_layer_precis
     err = capsys.readouterr().err
     assert "output error measured on the archive" in err and "min cos" in err
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert main(["ls", str(arc)]) == 0
+    listed = capsys.readouterr().out
+    assert "outputs: packed against cos <= 0.001" in listed and "out err" in listed
     assert main(["unpack", str(arc), "-o", str(out)]) == 0
     held = inputs(256, 2)
     ref, got = run(model_path, held), run(out, held)
