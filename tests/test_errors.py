@@ -39,6 +39,7 @@ STABLE = {
     "missing-extra": ("MissingExtra", (ImportError,)),
     "writer-state": ("WriterStateError", (RuntimeError,)),
     "io": ("NnarIOError", (OSError,)),
+    "output-bound": ("OutputBoundNotMet", (ValueError,)),
 }
 #: the archive-level codes of spec/FORMAT.md §11: all of them are corruption or "unsupported"
 SPEC_CODES = {"bad-magic", "unsupported-version", "reserved-nonzero", "truncated", "checksum", "bad-descriptor",
