@@ -17,7 +17,7 @@ import warnings
 
 from . import __version__, api, config, formats, planner, report
 from .archive import Archive, StreamReader, TensorInfo
-from .errors import InvalidInput, NnarError
+from .errors import InvalidInput, MissingExtra, NnarError
 from .limits import DEFAULT_LIMITS, Limits
 
 EPILOG = """\
@@ -150,6 +150,10 @@ def _search_args(args) -> dict:
             raise InvalidInput(f"--plot {args.plot!r}: expected a .png file name")
         if os.path.exists(args.plot) and not args.force:
             raise InvalidInput(f"--plot {args.plot!r} exists: expected a new file name, or --force to replace it")
+        try:  # before the search, not after minutes of it
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise MissingExtra("--plot needs matplotlib: pip install matplotlib") from None
     return {"calibrate": args.calibrate, "max_output_error": args.max_output_error, "max_evals": args.max_evals}
 
 

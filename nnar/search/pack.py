@@ -15,12 +15,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import dtypes as D
-from ..archive import ArchiveWriter, StreamReader, TensorInfo
+from ..archive import ArchiveWriter, StreamReader
+from ..codecs.abc import TensorSpec
 from ..config import PackConfig, TensorSettings
 from ..errors import InvalidInput, OutputBoundNotMet
 from ..limits import DEFAULT_LIMITS
 from . import engine
-from .menu import Option, menu_from
+from .menu import menu_from
 
 
 class PackResult(list):
@@ -65,7 +66,7 @@ def pack_searched(model, out_factory: Callable[[], Any], *, cfg: PackConfig, eva
     options = menu_from(menu)
     fixed_choices = {}
     for name, s in fixed.items():  # a rule's lossy settings: planned once, and what every evaluation sees
-        c = lossy.plan(name, base[name], _spec(base[name], dtypes[name]), s, level)
+        c = lossy.plan(name, base[name], TensorSpec(dtypes[name], base[name].shape), s, level)
         if c is not None:
             fixed_choices[name] = c
             base[name] = c.decoded
@@ -88,7 +89,7 @@ def pack_searched(model, out_factory: Callable[[], Any], *, cfg: PackConfig, eva
                 al = aliases.pop(name, ())
                 if name in chosen:
                     enc = chosen[name]
-                    enc.choice.decoded = enc.decoded()
+                    enc.decoded()  # the writer digests choice.decoded
                     if not enc.predicted:  # only what was measured goes into the archive
                         enc.choice.fidelity.update(output_error=float(by_name[name].error_alone), output_metric=metric)
                     w.write(name, arr, dtype=dt, aliases=al, choice=enc.choice)
@@ -123,10 +124,3 @@ def pack_searched(model, out_factory: Callable[[], Any], *, cfg: PackConfig, eva
     infos.search = report
     return infos
 
-
-def _spec(arr: np.ndarray, dt: str):
-    from ..codecs.abc import TensorSpec
-    return TensorSpec(dt, arr.shape)
-
-
-__all__ = ["PackResult", "pack_searched", "searchable_names", "Option", "TensorInfo"]
