@@ -9,8 +9,10 @@ from hypothesis import given, strategies as st
 
 from nnar.search.allocate import Point, allocate, frontier, hull
 
-points_st = st.lists(st.builds(Point, st.integers(1, 10_000), st.floats(0, 1, allow_nan=False)), min_size=1,
-                     max_size=8)
+# errors on a grid of 1/1000: measured errors are never so far apart in scale that adding one to a
+# sum of others is lost to float rounding (5e-324 added to 4e-308 is), which the laws assume
+points_st = st.lists(st.builds(Point, st.integers(1, 10_000), st.integers(0, 1000).map(lambda k: k / 1000)),
+                     min_size=1, max_size=8)
 # index 0 of each tensor is lossless: the most bytes, no error
 tensors_st = st.dictionaries(st.sampled_from("abcdef"), points_st, min_size=1, max_size=5).map(
     lambda d: {n: [Point(max(p.cost for p in ps) + 1, 0.0)] + ps for n, ps in d.items()})
