@@ -15,10 +15,10 @@ from __future__ import annotations
 import collections
 from typing import Any, Mapping
 
-from . import api
-from .archive import StreamReader, TensorInfo
-from .formats import torch as torch_format
-from .limits import DEFAULT_LIMITS, Limits
+from .. import api
+from ..archive import StreamReader, TensorInfo
+from ..formats import torch as torch_format
+from ..limits import DEFAULT_LIMITS, Limits
 
 
 def load(src: api.PathOrFile | bytes, *, limits: Limits = DEFAULT_LIMITS,
@@ -43,3 +43,7 @@ def save(state_dict: Mapping[str, Any], dst: api.PathOrFile | None = None, **pac
     as aliases and the key order and module versions as the archive's structure."""
     torch_format._torch()
     return api.pack(state_dict, dst, **pack_kwargs)
+
+
+from .compress import Compression  # noqa: E402  (after save/load: they need no torch at import)
+from .pack import pack  # noqa: E402
