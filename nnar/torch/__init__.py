@@ -47,3 +47,4 @@ def save(state_dict: Mapping[str, Any], dst: api.PathOrFile | None = None, **pac
 
 from .compress import Compression  # noqa: E402  (after save/load: they need no torch at import)
 from .pack import pack  # noqa: E402
+from .budget import Plan, Scan, allocate, schedule, sensitivity  # noqa: E402
