@@ -106,7 +106,7 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
     returns the model's output error against the original (0 for the original weights). For an
     ONNX model, ``calibrate`` (an .npz path, a directory of them, or a list of {input: array}
     batches) with ``max_output_error="METRIC=VALUE"`` (``cos``, ``rel-l2``, ``max-abs``,
-    ``argmax``) runs the model in onnxruntime instead. At most ``max_evals`` evaluations
+    ``argmax``, ``ctc``) runs the model in onnxruntime instead. At most ``max_evals`` evaluations
     (default 1000); ``menu`` replaces the options tried per tensor (a list of TensorSettings
     mappings). The archive is evaluated once more from its own decoded bytes and written only if
     that holds (:class:`nnar.OutputBoundNotMet` otherwise). The result's ``.search`` is the

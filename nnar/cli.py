@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the first axis), or a directory of such files")
     g.add_argument("--max-output-error", metavar="METRIC=VALUE", help="the bound on what the model outputs: "
                    "cos=0.99 (lowest cosine per sample), rel-l2=0.01, max-abs=0.05, argmax=0 (fraction of "
-                   "argmaxes along the last axis allowed to change); nnar finds the smallest archive within it")
+                   "argmaxes along the last axis allowed to change), ctc=0 (fraction of sequences whose greedy "
+                   "CTC text, blank 0, may change); nnar finds the smallest archive within it")
     g.add_argument("--max-evals", type=_positive, metavar="N", help=f"most model evaluations the search may run "
                    f"(default {api.DEFAULT_MAX_EVALS})")
     g.add_argument("--plot", metavar="FILE.png", help="draw the saturation curve: output error against archive "

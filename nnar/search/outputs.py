@@ -16,6 +16,7 @@ threshold on the score, so a search only ever checks ``score <= bound.threshold`
 
 The ``argmax`` score is continuous (a search can rank settings by it) yet exactly equivalent to
 the promise "at most ``floor(allowed · N)`` of the N argmaxes change": see :func:`argmax_consumption`.
+The ``ctc`` score is its analogue for the text a CTC model's outputs decode to (module ``ctc``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ import numpy as np
 
 from ..errors import InvalidInput
 
-METRICS = ("cos", "rel-l2", "max-abs", "argmax")
+METRICS = ("cos", "rel-l2", "max-abs", "argmax", "ctc")
+
+#: the metrics whose VALUE is a fraction of things allowed to change, and whose threshold is just below 1
+COUNTED = ("argmax", "ctc")
 
 #: the largest float below 1: the argmax threshold, so that ``score <= threshold`` ⇔ ``score < 1``
 BELOW_ONE = math.nextafter(1.0, 0.0)
 
-_EXAMPLES = "cos=0.99, rel-l2=0.01, max-abs=0.05, argmax=0"
+_EXAMPLES = "cos=0.99, rel-l2=0.01, max-abs=0.05, argmax=0, ctc=0"
 
 Outputs = Sequence  # list of per-batch lists of arrays, or one batch's list of arrays
 
@@ -49,8 +53,9 @@ class Bound:
 
     @property
     def allowed(self) -> float:
-        """The fraction of argmaxes allowed to change (0 for the other metrics)."""
-        return self.value if self.metric == "argmax" else 0.0
+        """The fraction of argmaxes (``argmax``) or texts (``ctc``) allowed to change (0 for the
+        other metrics)."""
+        return self.value if self.metric in COUNTED else 0.0
 
     def score(self, reference: Outputs, candidate: Outputs) -> float:
         return score(self.metric, reference, candidate, self.allowed)
@@ -70,6 +75,8 @@ def parse_bound(text: str) -> Bound:
     - ``rel-l2=V``, ``max-abs=V``: the metric ≤ V, V ≥ 0; score and threshold are the metric.
     - ``argmax=V``: at most a fraction V of the (sample, position) argmaxes change, V in [0, 1)
       (0: every one identical); threshold :data:`BELOW_ONE`.
+    - ``ctc=V``: at most a fraction V of the sequences' greedy CTC texts change, V in [0, 1);
+      threshold :data:`BELOW_ONE`.
     """
     metric, sep, raw = str(text).partition("=")
     metric = metric.strip().lower()
@@ -82,11 +89,12 @@ def parse_bound(text: str) -> Bound:
                            f"(e.g. {_EXAMPLES}), found {text!r}")
     ranges = {"cos": (-1 < value <= 1, "in (-1, 1]: the lowest cosine allowed"),
               "rel-l2": (value >= 0, ">= 0"), "max-abs": (value >= 0, ">= 0"),
-              "argmax": (0 <= value < 1, "in [0, 1): the fraction of argmaxes allowed to change")}
+              "argmax": (0 <= value < 1, "in [0, 1): the fraction of argmaxes allowed to change"),
+              "ctc": (0 <= value < 1, "in [0, 1): the fraction of sequences whose text may change")}
     ok, expected = ranges[metric]
     if not ok:
         raise InvalidInput(f"output error bound {text!r}: expected a {metric} value {expected}, found {value:g}")
-    threshold = {"cos": 1.0 - value, "argmax": BELOW_ONE}.get(metric, value)
+    threshold = {"cos": 1.0 - value, "argmax": BELOW_ONE, "ctc": BELOW_ONE}.get(metric, value)
     return Bound(metric, value, threshold)
 
 
@@ -94,8 +102,8 @@ def parse_bound(text: str) -> Bound:
 
 def score(metric: str, reference: Outputs, candidate: Outputs, allowed: float = 0.0) -> float:
     """The candidate's output error against the reference under ``metric`` (module docstring for
-    the layout of the outputs). ``allowed`` is used by ``argmax`` only: the fraction of
-    argmaxes that may change.
+    the layout of the outputs). ``allowed`` is used by ``argmax`` and ``ctc`` only: the
+    fraction of argmaxes, or of texts, that may change.
 
     - ``cos``: 1 − the lowest cosine between flattened reference and candidate, over every
       sample of every output (both zero: cosine 1; one zero: 0).
@@ -105,6 +113,9 @@ def score(metric: str, reference: Outputs, candidate: Outputs, allowed: float = 
     - ``argmax``: the (k+1)-th largest :func:`argmax_consumption` over all N positions of all
       outputs, k = :func:`allowed_changes` (floor(allowed · N)); < 1 exactly when at most k
       argmaxes changed.
+    - ``ctc``: per sequence (every float output of shape (samples, ..., time, classes)), the
+      value of :func:`ctc.sequence_scores`; the (k+1)-th largest over all S sequences, k =
+      floor(allowed · S); < 1 exactly when at most k decoded texts changed.
 
     Values equal in both (infinities, NaNs at the same places) count as equal; any other
     non-finite value makes the score inf (for ``argmax``: a NaN or infinity in the candidate
@@ -115,8 +126,8 @@ def score(metric: str, reference: Outputs, candidate: Outputs, allowed: float = 
     pairs = _pairs(reference, candidate)
     if pairs is None:
         return math.inf
-    if metric == "argmax":
-        return _argmax_score(pairs, allowed)
+    if metric in COUNTED:
+        return _counted_score(pairs, allowed, metric)
     worst = 0.0
     for y, c in pairs:
         if not _comparable(y, c):
@@ -195,7 +206,8 @@ def _max_others(a: np.ndarray, r: np.ndarray) -> np.ndarray:
     return masked.max(axis=1).astype(np.float64)
 
 
-def _argmax_score(pairs, allowed: float) -> float:
+def _counted_score(pairs, allowed: float, metric: str) -> float:
+    """The (k+1)-th largest of the per-item values (argmax: per position; ctc: per sequence)."""
     parts = []
     for y, c in pairs:
         if y.shape != c.shape or y.dtype != c.dtype:
@@ -206,7 +218,11 @@ def _argmax_score(pairs, allowed: float) -> float:
             continue
         if not np.isfinite(c).all() and np.any(~np.isfinite(c) & np.isfinite(y)):  # broken: a NaN or
             return math.inf  # an infinity the reference lacks
-        parts.append(argmax_consumption(_rows(y), _rows(c)))
+        if metric == "ctc":
+            from . import ctc  # imports this module: loaded on first use
+            parts.append(ctc.sequence_scores(y, c))
+        else:
+            parts.append(argmax_consumption(_rows(y), _rows(c)))
     used = np.concatenate(parts) if parts else np.zeros(0)
     n = used.size
     if n == 0:
@@ -343,8 +359,9 @@ def _max_abs(y: np.ndarray, c: np.ndarray) -> float:
 
 def describe(bound: Bound, score: float, changes: tuple[int, int] | None = None) -> str:
     """The score in the user's terms, e.g. ``min cos 0.9934``, ``rel-l2 0.0041``,
-    ``argmax unchanged (62% of the thinnest margin used)``. ``changes`` (from :func:`changed`)
-    adds the count of changed argmaxes."""
+    ``argmax unchanged (62% of the thinnest margin used)``, ``text unchanged (...)``.
+    ``changes`` (from :func:`changed`, or :func:`ctc.changed` for ``ctc``) adds the count of
+    changed argmaxes or texts."""
     if math.isnan(score) or score == math.inf:
         return f"{bound.metric}: outputs broken (NaN, a changed integer output or shape)"
     if bound.metric == "cos":
@@ -353,13 +370,14 @@ def describe(bound: Bound, score: float, changes: tuple[int, int] | None = None)
         return f"{bound.metric} {score:.4g}"
     used = f"{min(math.floor(score * 100), 99)}%"
     counted = f"{changes[0]} of {changes[1]} changed" if changes else None
+    what, margin = ("text", "thinnest relevant margin") if bound.metric == "ctc" else ("argmax", "thinnest margin")
     if bound.value == 0:
         if score < 1:
-            return f"argmax unchanged ({used} of the thinnest margin used)"
-        return "argmax changed" + (f" ({counted})" if counted else "")
+            return f"{what} unchanged ({used} of the {margin} used)"
+        return f"{what} changed" + (f" ({counted})" if counted else "")
     within = f"within {bound.value:g} changed" if score < 1 else f"more than {bound.value:g} changed"
-    return f"argmax {within}" + (f" ({counted})" if counted else "")
+    return f"{what} {within}" + (f" ({counted})" if counted else "")
 
 
-__all__ = ["METRICS", "BELOW_ONE", "Bound", "parse_bound", "score", "changed", "argmax_consumption",
+__all__ = ["METRICS", "COUNTED", "BELOW_ONE", "Bound", "parse_bound", "score", "changed", "argmax_consumption",
            "allowed_changes", "describe"]
