@@ -85,7 +85,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 31 dB (relative L2 error 2.8%) is more accurate than that and still smaller (5.8x)
     "balanced": {"quant": "kmeans", "bits": 8, "max_error": 31.0},
     "small": {"quant": "kmeans", "bits": 8, "max_error": 24.0},  # about the paper's 5-bit fc setting
-    "tiny": {"quant": "kmeans", "bits": 4, "prune": 0.5},  # needs fine-tuning to keep accuracy
+    "tiny": {"quant": "kmeans", "bits": 4, "prune": 0.5},  # needs retraining to keep accuracy (nnar.torch.Compression)
 }
 
 #: tensors with fewer elements, or fewer than 2 dimensions, stay lossless unless a rule names them

@@ -30,7 +30,7 @@ from ..quant import prune as magnitude
 from ..search.allocate import Point, allocate as solve, frontier
 from .pack import exact_candidates
 
-DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99)
 #: below 4 bits the drop a scan measures (no retraining) under-rates what training the centroids
 #: cannot win back: on the digits MLP, plans with 2-bit layers lost 1-2 points after retraining
 #: where 4-bit plans of the same size lost none (examples/deep_compression_digits.py)
@@ -46,7 +46,7 @@ class Scan:
     baseline: float
     scores: dict[str, dict[Option, float]]      # layer → (sparsity, bits) → score, that layer alone changed
     sizes: dict[str, dict[Option, int]]         # layer → (sparsity, bits) → bytes stored
-    other_bytes: int                            # what the rest of the model stores
+    other_bytes: int                            # the rest of the archive: other tensors, framing
     evaluations: int
 
     def drop(self, name: str, option: Option) -> float:
@@ -167,9 +167,12 @@ def sensitivity(model, evaluate: Callable[[Any], float], *, include: Iterable[st
                 p.copy_(original)
         if progress:
             progress(name, i + 1, total)
-    others = {k: v for k, v in model.state_dict().items() if k not in params}
+    # the rest of the archive: the other tensors, and every record's framing (its frame, digest,
+    # names, index entry), which does not depend on the option chosen: the whole model packed
+    # as it is, less what its scanned layers store as they are
     from .pack import pack
-    other_bytes = len(pack(others)) if others else 0
+    whole = len(pack(model.state_dict()))
+    other_bytes = whole - sum(sizes[n][(0.0, None)] for n in params)
     return Scan(float(baseline), scores, sizes, other_bytes, count)
 
 
