@@ -128,6 +128,10 @@ def compress(kind, trained, plan, train, *, retrain: bool, rounds: int, epochs: 
         comp.prune(amounts)
         if retrain:
             train(model, opt, epochs)
+    if retrain:  # settle at the final sparsity with a smaller step before the weights are shared
+        for group in opt.param_groups:
+            group["lr"] = lr / 10
+        train(model, opt, epochs)
     comp.share(plan.bits)
     if retrain:  # a fresh optimizer, gentler: only the centroids move now
         centroid_opt = torch.optim.Adam(model.parameters(), lr / 10)
@@ -217,6 +221,7 @@ def plot(results: list[dict], path: str) -> None:
         for name, retrained, size, acc in r["rows"]:
             if name.startswith(("preset", "fp32", "zstd")):
                 ax.plot(size / 1024, acc, "s", label=name)
+        ax.axhline(r["fp32_acc"] - 0.3, color="grey", linestyle=":", linewidth=1, label="fp32 - 0.3 points")
         ax.set_xscale("log")
         ax.set_xlabel("archive size (KiB, log)")
         ax.set_ylabel("test accuracy (%)")

@@ -8,6 +8,11 @@
 dtypes (bfloat16 included), the key order, tied weights as one shared tensor, and the module
 versions (``_metadata``), all read from the archive (nnar.formats.torch describes how). torch is
 imported only here, never by ``import nnar``.
+
+Trained compression (Deep Compression with retraining, in the user's own loop):
+:class:`Compression` (pruning and weight sharing held through training), :func:`sensitivity`,
+:func:`allocate` and :func:`schedule` (per-layer budgets), :func:`pack` (what was trained,
+stored exactly).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def save(state_dict: Mapping[str, Any], dst: api.PathOrFile | None = None, **pac
     return api.pack(state_dict, dst, **pack_kwargs)
 
 
-from .compress import Compression  # noqa: E402  (after save/load: they need no torch at import)
+from .compress import Compression  # noqa: E402  (none of these imports torch at import time)
 from .pack import pack  # noqa: E402
 from .budget import Plan, Scan, allocate, schedule, sensitivity  # noqa: E402
+
+__all__ = ["load", "save", "Compression", "pack", "sensitivity", "allocate", "schedule", "Plan", "Scan"]
