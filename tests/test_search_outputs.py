@@ -364,3 +364,20 @@ def test_the_spec_names_every_metric_as_the_code_does():
     spec = (pathlib.Path(__file__).resolve().parents[1] / "spec" / "search.md").read_text(encoding="utf-8")
     section = spec.split("## 2.", 1)[1].split("\n## ", 1)[0]
     assert tuple(re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.M)) == O.METRICS
+
+
+@given(ctc_outputs_and_candidate())
+def test_relevant_margin_is_the_distance_to_the_nearest_class_that_changes_the_text(pair):
+    y = pair[0].astype(np.float64)
+    paths = np.argmax(y, axis=2)
+    got = C.relevant_margins(y)
+    for s in range(y.shape[0]):
+        for t in range(y.shape[1]):
+            changing = []
+            for j in range(y.shape[2]):
+                swapped = paths[s].copy()
+                swapped[t] = j
+                if brute_decode(swapped) != brute_decode(paths[s]):
+                    changing.append(y[s, t, j])
+            expect = y[s, t, paths[s, t]] - max(changing) if changing else math.inf
+            assert got[s, t] == expect

@@ -58,17 +58,26 @@ def neutral(paths: np.ndarray, j: np.ndarray) -> np.ndarray:
     return (a[0] == b[0]) & (a[1] == b[1])
 
 
-def _relevant_margins(rows: np.ndarray, r: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-    """Per row (a position), the value of class r minus the largest value of any class that
-    would change the text there: every class but r and the neutral ones (``masks``: per
-    position, the classes to leave out besides r). float64; +inf when no class is left."""
+def relevant_margins(y: np.ndarray, paths: np.ndarray | None = None) -> np.ndarray:
+    """Per position of ``y`` (sequences, time, classes): the value of the path's class minus the
+    largest value of any class that would change the decoded text if it took that position
+    alone, in float64 (+inf when no such class exists). ``paths`` (sequences, time) defaults to
+    ``y``'s own argmax path; a candidate is measured along the reference's path. How close the
+    text is to changing: PP-OCRv4's recogniser has a few positions (spaces) below 0.01."""
+    n, steps, classes = y.shape
+    if paths is None:
+        paths = np.argmax(y, axis=2)
+    left, right = neighbours(paths)
+    rows = y.reshape(n * steps, classes)
     masked = np.array(rows, dtype=rows.dtype if rows.dtype.kind == "f" else np.float64)
-    n = np.arange(rows.shape[0])
-    masked[n, r] = -np.inf
-    for cls, where in masks:
-        masked[n[where], cls[where]] = -np.inf
+    at = np.arange(n * steps)
+    r = paths.reshape(-1)
+    masked[at, r] = -np.inf
+    for j in (np.full_like(paths, BLANK), left, right):  # the only classes that can be neutral
+        leave = (neutral(paths, j) & (j >= 0) & (j != paths)).reshape(-1)
+        masked[at[leave], j.reshape(-1)[leave]] = -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
-        return rows[n, r].astype(np.float64) - masked.max(axis=1).astype(np.float64)
+        return (rows[at, r].astype(np.float64) - masked.max(axis=1).astype(np.float64)).reshape(n, steps)
 
 
 def sequence_scores(y: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -96,16 +105,11 @@ def sequence_scores(y: np.ndarray, c: np.ndarray) -> np.ndarray:
     ys, cs = y.reshape(n, steps, classes), c.reshape(n, steps, classes)
     ref, cand = np.argmax(ys, axis=2), np.argmax(cs, axis=2)
     same = np.array([decode(a) == decode(b) for a, b in zip(ref, cand)])
-    left, right = neighbours(ref)
-    masks = [(j.reshape(-1), (neutral(ref, j) & (j >= 0) & (j != ref)).reshape(-1))
-             for j in (np.full_like(ref, BLANK), left, right)]
-    r = ref.reshape(-1)
-    m_ref = _relevant_margins(ys.reshape(n * steps, classes), r, masks)
-    m_cand = _relevant_margins(cs.reshape(n * steps, classes), r, masks)
+    m_ref, m_cand = relevant_margins(ys, ref), relevant_margins(cs, ref)
     with np.errstate(divide="ignore", invalid="ignore"):
         used = np.maximum((m_ref - m_cand) / m_ref, 0.0)
     used[~np.isfinite(used) | (m_ref == 0)] = 0.0
-    worst = used.reshape(n, steps).max(axis=1)
+    worst = used.max(axis=1)
     return np.where(same, np.minimum(worst, BELOW_ONE), np.maximum(worst, 1.0))
 
 
@@ -122,4 +126,4 @@ def changed(y: np.ndarray, c: np.ndarray) -> tuple[int, int]:
     return sum(decode(a) != decode(b) for a, b in zip(ref, cand)), n
 
 
-__all__ = ["BLANK", "decode", "neighbours", "neutral", "sequence_scores", "changed"]
+__all__ = ["BLANK", "decode", "neighbours", "neutral", "relevant_margins", "sequence_scores", "changed"]
