@@ -236,7 +236,42 @@ MALFORMED = {
     "huge shape": _st_file({"a": {**GOOD_ENTRY, "shape": [1 << 62, 1 << 62]}}, bytes(8)),
     "metadata not strings": _st_file({"__metadata__": {"k": 1}, "a": GOOD_ENTRY}, bytes(8)),
     "bad tensor name": _st_file({"a\nb": GOOD_ENTRY}, bytes(8)),
+    # as the safetensors library's validate: each key once, UTF-8, ranges contiguous over the data
+    "duplicate name": _st_file(b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+                               b'"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', bytes(8)),
+    "duplicate metadata key": _st_file(b'{"__metadata__":{"k":"v","k":"w"},'
+                                       b'"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', bytes(8)),
+    "overlap": _st_file({"a": GOOD_ENTRY, "b": GOOD_ENTRY}, bytes(8)),
+    "hole": _st_file({"a": {**GOOD_ENTRY, "data_offsets": [8, 16]}}, bytes(16)),
+    "bytes after the data": _st_file({"a": GOOD_ENTRY}, bytes(12)),
+    "utf-16 header": _st_file(json.dumps({"a": GOOD_ENTRY}).encode("utf-16"), bytes(8)),
+    "bool dim": _st_file({"a": {**GOOD_ENTRY, "shape": [True, 2]}}, bytes(8)),
+    "bool offset": _st_file({"a": {**GOOD_ENTRY, "data_offsets": [False, 8]}}, bytes(8)),
+    "NaN in the header": _st_file(b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"x":NaN}', bytes(8)),
+    "lone surrogate name": _st_file(b'{"a\\ud800":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', bytes(8)),
+    "dim beyond u64": _st_file({"a": {**GOOD_ENTRY, "shape": [1 << 64]}}, bytes(8)),
+    "metadata not a map": _st_file({"__metadata__": [], "a": GOOD_ENTRY}, bytes(8)),
 }
+
+
+def test_safetensors_the_library_refuses_nnar_refuses_too():
+    """Every malformed file above that the safetensors library reads, nnar may read; none that
+    it refuses."""
+    from safetensors.numpy import load
+    for name, data in MALFORMED.items():
+        try:
+            load(data)
+        except Exception:  # noqa: BLE001  the library's SafetensorError, or its KeyError for a dtype
+            with pytest.raises(nnar.NnarError):
+                nnar.pack(io.BytesIO(data), fmt="safetensors")
+
+
+def test_zero_sized_tensors_share_an_offset(tmp_path):
+    data = _st_file({"e": {"dtype": "F32", "shape": [0, 3], "data_offsets": [8, 8]},
+                     "a": GOOD_ENTRY, "z": {"dtype": "I8", "shape": [0], "data_offsets": [8, 8]}},
+                    np.arange(2, dtype="<f4").tobytes())
+    out = nnar.unpack(nnar.pack(io.BytesIO(data), fmt="safetensors"))
+    assert list(out) == ["e", "a", "z"] and out["a"].tolist() == [0, 1] and out["e"].shape == (0, 3)
 
 
 @pytest.mark.parametrize("name", MALFORMED)

@@ -2,7 +2,7 @@
 
 Layout: u64 little-endian header length N, N bytes of JSON ({name: {dtype, shape,
 data_offsets}, "__metadata__": {str: str}}), then the data. bfloat16 and ``__metadata__`` go
-through unchanged. The header is bounded and every offset checked before any tensor is read.
+through unchanged. The header is bounded and checked whole (``read``) before any tensor is read.
 """
 
 from __future__ import annotations
@@ -20,61 +20,142 @@ from ..codecs.abc import as_bytes
 from ..errors import InvalidInput, UnsupportedDtype
 from . import Model, seekable
 
-MAX_HEADER = 100 << 20  # safetensors' own limit
+MAX_HEADER = 100_000_000  # the safetensors library's own cap (MAX_HEADER_SIZE in its src/tensor.rs)
 _TO_NNAR = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
             "I32": "int32", "U64": "uint64", "I64": "int64", "F16": "float16", "BF16": "bfloat16",
             "F32": "float32", "F64": "float64"}
 _FROM_NNAR = {v: k for k, v in _TO_NNAR.items()}
+_U64 = 1 << 64  # the library's shapes, offsets and sizes are usize: anything beyond overflows there
+
+
+class _Duplicate(Exception):
+    def __init__(self, key):
+        self.key = key
+
+
+def _unique_keys(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set = set()
+        raise _Duplicate(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return d
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_index(x) -> bool:
+    """A JSON non-negative integer that fits a u64 (a bool is not an integer here)."""
+    return type(x) is int and 0 <= x < _U64
+
+
+def _is_text(s) -> bool:
+    if not isinstance(s, str):
+        return False
+    try:
+        s.encode("utf-8")  # a lone surrogate from a \\ud800 escape is not text
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_header(raw: bytes) -> dict:
+    """The header's JSON object, as strictly as the safetensors library reads it (UTF-8, no
+    duplicate keys, no NaN). Python's json makes an object per value: parsing costs up to ~25
+    bytes of memory per header byte ('[{},{},...]'), so at most ~2.5 GB for MAX_HEADER."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"safetensors header: expected UTF-8 JSON, found a byte that is not UTF-8 at file byte "
+                           f"{8 + e.start} ({raw[e.start:e.start + 4]!r})") from e
+    try:
+        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _Duplicate as e:
+        raise InvalidInput(f"safetensors header: expected each key once, found {e.key!r:.80} twice") from None
+    except (ValueError, RecursionError) as e:
+        raise InvalidInput(f"safetensors header: expected JSON, found {type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:100]}") from e
+    if not isinstance(header, dict):
+        raise InvalidInput(f"safetensors header: expected a JSON object, found {type(header).__name__}")
+    return header
 
 
 def read(f) -> Model:
+    """Check the whole header, as the safetensors library's ``validate`` does and more, before
+    reading any data: UTF-8 JSON of at most MAX_HEADER bytes, each key once; every dtype known;
+    shapes and offsets non-negative integers; each tensor's bytes exactly dtype x shape; the
+    tensors' ranges, in offset order, contiguous from 0 to the end of the file (no hole, no
+    overlap: a byte belongs to one tensor)."""
     f, spool = seekable(f)
+    try:
+        return _read(f, spool)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        raise
+
+
+def _read(f, spool) -> Model:
     base = f.tell()
     size = f.seek(0, 2) - base
     f.seek(base)
     head = f.read(8)
     if len(head) != 8:
-        raise InvalidInput(f"safetensors: expected an 8-byte header length, found {len(head)} bytes")
+        raise InvalidInput(f"safetensors: expected an 8-byte header length, found a {len(head)}-byte file")
     (n,) = struct.unpack("<Q", head)
     if n > min(MAX_HEADER, size - 8):
-        raise InvalidInput(f"safetensors: header length {n}: expected at most {min(MAX_HEADER, size - 8)}")
-    try:
-        header = json.loads(f.read(n))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise InvalidInput(f"safetensors: header is not valid JSON ({type(e).__name__}: {str(e)[:100]})") from None
-    if not isinstance(header, dict):
-        raise InvalidInput("safetensors: expected a JSON object header")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise InvalidInput(f"safetensors: header length {n}: expected at most {min(MAX_HEADER, size - 8)} "
+                           f"({'the rest of the file' if size - 8 < MAX_HEADER else 'the library limit'})")
+    header = _parse_header(f.read(n))
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata  # null: as the library reads it
+    if not isinstance(metadata, dict) or not all(_is_text(k) and _is_text(v) for k, v in metadata.items()):
         raise InvalidInput("safetensors: __metadata__: expected a map of strings to strings")
     data_start, data_size = base + 8 + n, size - 8 - n
     entries = []
     for name, e in header.items():
-        try:
-            st_dtype, shape, (b, end) = e["dtype"], e["shape"], e["data_offsets"]
-            ok = all(isinstance(d, int) and d >= 0 for d in shape) and isinstance(b, int) and isinstance(end, int)
-        except (TypeError, KeyError, ValueError):
-            ok = False
-        if not ok:
-            raise InvalidInput(f"safetensors tensor {name!r}: expected dtype, shape and data_offsets, found {e!r:.200}")
+        where = f"safetensors tensor {name!r:.80}"
+        if not _is_text(name):
+            raise InvalidInput(f"{where}: expected a name that is valid Unicode text (lone surrogate)")
+        if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= e.keys():
+            raise InvalidInput(f"{where}: expected a map with dtype, shape and data_offsets, found {e!r:.160}")
+        st_dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
         if not isinstance(st_dtype, str):
-            raise InvalidInput(f"safetensors tensor {name!r}: dtype: expected a string, found {st_dtype!r:.60}")
+            raise InvalidInput(f"{where}: dtype: expected a string, found {st_dtype!r:.60}")
         if st_dtype not in _TO_NNAR:
-            raise UnsupportedDtype(f"safetensors tensor {name!r}: dtype {st_dtype!r} is not supported; expected one of "
+            raise UnsupportedDtype(f"{where}: dtype {st_dtype!r:.60} is not supported; expected one of "
                                    f"{', '.join(_TO_NNAR)}")
+        if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
+            raise InvalidInput(f"{where}: shape: expected a list of non-negative integers, found {shape!r:.120}")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_index(o) for o in offsets):
+            raise InvalidInput(f"{where}: data_offsets: expected [begin, end], two non-negative integers, found "
+                               f"{offsets!r:.120}")
         dt = _TO_NNAR[st_dtype]
-        nbytes = math.prod(shape) * dtypes.itemsize(dt)
-        if not 0 <= b <= end <= data_size or end - b != nbytes:
-            raise InvalidInput(f"safetensors tensor {name!r}: data_offsets [{b}, {end}] do not hold {nbytes} bytes "
-                               f"inside the {data_size}-byte data section")
-        entries.append((name, dt, tuple(shape), b, nbytes))
+        nbytes = math.prod(shape) * dtypes.itemsize(dt)  # Python ints: no overflow to wrap
+        b, end = offsets
+        if end < b or end - b != nbytes:
+            raise InvalidInput(f"{where}: data_offsets [{b}, {end}]: expected {nbytes} bytes for {st_dtype}{shape}, "
+                               f"found {end - b}")
+        entries.append((name, dt, tuple(shape), b, end))
+    pos = 0
+    for name, _, _, b, end in sorted(entries, key=lambda x: (x[3], x[4])):
+        if b != pos:
+            raise InvalidInput(f"safetensors tensor {name!r:.80}: data_offsets [{b}, {end}]: expected the data to "
+                               f"begin at {pos}, where the previous tensor's ends (found "
+                               f"{'an overlap' if b < pos else 'a hole'})")
+        pos = end
+    if pos != data_size:
+        raise InvalidInput(f"safetensors: expected the tensors to cover the whole {data_size}-byte data section, "
+                           f"found them ending at byte {pos}" + (" (bytes after them)" if pos < data_size else ""))
 
     def tensors():
-        for name, dt, shape, b, nbytes in entries:
+        for name, dt, shape, b, end in entries:
+            nbytes = end - b
             f.seek(data_start + b)
             buf = bytearray(nbytes)
             if f.readinto(buf) != nbytes:
-                raise InvalidInput(f"safetensors tensor {name!r}: file ended inside its data")
+                raise InvalidInput(f"safetensors tensor {name!r:.80}: file ended inside its data")
             yield name, np.frombuffer(buf, dtype=dtypes.storage_dtype(dt)).reshape(shape), dt
 
     return Model("safetensors", metadata, tensors, len(entries), close=spool.close if spool else None)
