@@ -18,10 +18,12 @@ archive tensor of that name, which must have that dtype and shape.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import math
 import os
+import stat
 import warnings
 from typing import Any, Iterator
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import InvalidInput, MissingExtra
+from ..limits import DEFAULT_LIMITS
 from . import Model
 
 #: a Constant node's tensor moves into the archive from this many elements on
@@ -100,12 +103,15 @@ def weight_protos(model) -> Iterator[tuple[str, Any]]:
                 yield (node.output[0] if node.output else node.name) or "constant", t
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    out, k = name, 1
+def _unique(name: str, taken: dict[str, int]) -> str:
+    """``name``, or ``name#2``, ``name#3``, ... the first not taken. ``taken`` maps each name
+    given out to the next suffix to try for it, so n tensors of one name cost O(n), not O(n^2)."""
+    out, k = name, taken.get(name, 1)
     while out in taken:
         k += 1
         out = f"{name}#{k}"
-    taken.add(out)
+    taken[name] = k
+    taken.setdefault(out, 1)
     return out
 
 
@@ -137,11 +143,11 @@ def from_proto(model, base: str | None = None) -> Model:
     ``base`` is the directory external data files are found in."""
     if not model.HasField("graph"):
         raise InvalidInput("input: expected an ONNX model with a graph, found none (not an ONNX model?)")
-    weights, taken = [], set()
+    weights, taken, claimed = [], {}, {}
     for name, t in weight_protos(model):
         name = _unique(name, taken)
         dt = _TO_NNAR[t.data_type]
-        arr = _array(t, dt, base, name)
+        arr = _array(t, dt, base, name, claimed)
         # take the data out; what marks the place is the archive name
         t.ClearField("raw_data")
         for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "external_data"):
@@ -158,15 +164,16 @@ def from_proto(model, base: str | None = None) -> Model:
     return Model("onnx", {}, tensors, len(weights), structure=structure)
 
 
-def _array(t, dt: str, base: str | None, name: str) -> np.ndarray:
-    """The tensor's values as a little-endian C-order array of nnar's storage dtype."""
+def _array(t, dt: str, base: str | None, name: str, claimed: dict | None = None) -> np.ndarray:
+    """The tensor's values as a little-endian C-order array of nnar's storage dtype.
+    ``claimed``: the external data ranges read so far (see :func:`_external`)."""
     shape = tuple(t.dims)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"ONNX tensor {name!r}: dims {list(shape)}: expected no negative dimension")
     storage = dtypes.storage_dtype(dt)
     nbytes = math.prod(shape) * storage.itemsize
     if t.data_location == 1:
-        raw = _external(t, base, name, nbytes)
+        raw = _external(t, base, name, nbytes, {} if claimed is None else claimed)
     elif t.raw_data or nbytes == 0:
         raw = t.raw_data
     else:
@@ -194,18 +201,24 @@ def _typed(t, dt: str, storage: np.dtype, shape: tuple, name: str) -> np.ndarray
     return np.ascontiguousarray(arr.astype(storage)).reshape(shape)
 
 
-def _external(t, base: str | None, name: str, nbytes: int) -> bytes:
-    """External data, read from a file beside the model; the location must stay inside the
-    model's directory (a hostile model must not read /etc/passwd into an archive)."""
+def _external(t, base: str | None, name: str, nbytes: int, claimed: dict) -> bytes:
+    """External data, read from a file beside the model. The location must stay inside the
+    model's directory (a hostile model must not read /etc/passwd into an archive) and name a
+    regular file (a FIFO would block the read forever, a device never end), which must hold the
+    range before it is read. Each byte of a file belongs to one tensor: ``claimed`` maps each
+    file read so far to its ranges, sorted (many tensors over one range would multiply it)."""
     info = {e.key: e.value for e in t.external_data}
     where = f"ONNX tensor {name!r}"
     if base is None:
-        raise InvalidInput(f"{where}: its data is in an external file ({info.get('location')!r}); give the model as a "
-                           "file path, not a stream, so that nnar can find the file beside it")
+        raise InvalidInput(f"{where}: its data is in an external file ({info.get('location')!r:.120}); give the model "
+                           "as a file path, not a stream, so that nnar can find the file beside it")
     loc = info.get("location", "")
+    if "\0" in loc:
+        raise InvalidInput(f"{where}: external data location {loc!r:.120}: expected a file name, found a NUL byte")
     path = os.path.realpath(os.path.join(base, loc))
     if not loc or os.path.isabs(loc) or os.path.commonpath([path, os.path.realpath(base)]) != os.path.realpath(base):
-        raise InvalidInput(f"{where}: external data location {loc!r}: expected a file inside the model's directory")
+        raise InvalidInput(f"{where}: external data location {loc!r:.120}: expected a file inside the model's "
+                           "directory")
     try:
         offset = int(info.get("offset", "0"))
         length = int(info.get("length", str(nbytes)))
@@ -215,15 +228,51 @@ def _external(t, base: str | None, name: str, nbytes: int) -> bytes:
         raise InvalidInput(f"{where}: external data: expected {nbytes} bytes at a non-negative offset, found "
                            f"length {length} at offset {offset}")
     try:
-        with open(path, "rb") as ext:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{where}: external data location {loc!r:.120}: expected a regular file, found "
+                               f"{_file_kind(st.st_mode)}")
+        # O_NONBLOCK: should a FIFO replace the file after the stat, opening it does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as ext:
+            st = os.fstat(ext.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidInput(f"{where}: external data location {loc!r:.120}: expected a regular file, found "
+                                   f"{_file_kind(st.st_mode)}")
+            if offset + nbytes > st.st_size:
+                raise InvalidInput(f"{where}: external data file {loc!r:.120} ends after "
+                                   f"{max(0, st.st_size - offset)} of the {nbytes} bytes at offset {offset} (a "
+                                   f"{st.st_size}-byte file)")
+            DEFAULT_LIMITS.check(f"{where}: external data bytes", nbytes, "max_tensor_bytes")
+            _claim(claimed, (st.st_dev, st.st_ino), offset, offset + nbytes, name, where, loc)
             ext.seek(offset)
             raw = ext.read(nbytes)
     except OSError as e:
-        raise InvalidInput(f"{where}: cannot read external data file {loc!r}: {e.strerror}") from None
+        raise InvalidInput(f"{where}: cannot read external data file {loc!r:.120}: {e.strerror}") from e
     if len(raw) != nbytes:
-        raise InvalidInput(f"{where}: external data file {loc!r} ends after {len(raw)} of the {nbytes} bytes at "
+        raise InvalidInput(f"{where}: external data file {loc!r:.120} ends after {len(raw)} of the {nbytes} bytes at "
                            f"offset {offset}")
     return raw
+
+
+def _file_kind(mode: int) -> str:
+    return next((kind for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                                         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                                         (stat.S_ISSOCK, "a socket")) if test(mode)), "not a regular file")
+
+
+def _claim(claimed: dict, file: tuple, begin: int, end: int, name: str, where: str, loc: str) -> None:
+    """Record [begin, end) of ``file`` as ``name``'s; an overlap with a range already read is an error."""
+    if begin == end:
+        return
+    ranges = claimed.setdefault(file, [])
+    i = bisect.bisect_left(ranges, (begin,))
+    for j in (i - 1, i):
+        if 0 <= j < len(ranges) and ranges[j][0] < end and begin < ranges[j][1]:
+            raise InvalidInput(f"{where}: external data file {loc!r:.120}: expected bytes of its own, found "
+                               f"[{begin}, {end}) overlapping [{ranges[j][0]}, {ranges[j][1]}) of tensor "
+                               f"{ranges[j][2]!r:.80}")
+    ranges.insert(i, (begin, end, name))
 
 
 # -- writing ---------------------------------------------------------------------------------------
