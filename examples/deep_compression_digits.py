@@ -30,6 +30,7 @@ import copy
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -196,9 +197,11 @@ def run(kind: str, seed: int, quick: bool, target: int, out: str | None, log) ->
 def export_onnx(model, kind: str, path: str) -> None:
     """The trained fp32 net in ONNX, its initializers named as the state dict keys."""
     x = torch.zeros((2, *NETS[kind][1][1:]))
-    torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17, input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-                      do_constant_folding=False)
+    with warnings.catch_warnings():  # the TorchScript exporter names initializers by state dict key
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                          do_constant_folding=False)
 
 
 def report(r: dict) -> str:
@@ -214,29 +217,35 @@ def report(r: dict) -> str:
 
 
 def plot(results: list[dict], path: str) -> None:
+    """Accuracy against archive size per net: the whole range (top), and near fp32 (bottom)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
-    for ax, r in zip(axes[0], results):
-        for retrain, style, label in ((False, "o--", "pruned + shared, no retraining"),
-                                      (True, "o-", "pruned + shared, retrained")):
-            pts = sorted((size, acc) for _, rt, size, acc in r["curve"] if rt == retrain)
-            ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], style, label=label)
-        for name, retrained, size, acc in r["rows"]:
-            if name.startswith(("preset", "fp32", "zstd")):
-                ax.plot(size / 1024, acc, "s", label=name)
-        ax.axhline(r["fp32_acc"] - 0.3, color="grey", linestyle=":", linewidth=1, label="fp32 - 0.3 points")
-        ax.set_xscale("log")
-        ax.set_xlabel("archive size (KiB, log)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(max(0, min(a for *_, a in r["rows"]) - 2), 100)
-        ax.set_title(f"digits {r['kind'].upper()}: accuracy against size (seed {r['seed']})")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), 8), squeeze=False)
+    for col, r in enumerate(results):
+        for row, ax in enumerate(axes[:, col]):
+            for retrain, style, label in ((False, "o--", "pruned + shared, no retraining"),
+                                          (True, "o-", "pruned + shared, retrained")):
+                pts = sorted((size, acc) for _, rt, size, acc in r["curve"] if rt == retrain)
+                ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], style, label=label)
+            for name, retrained, size, acc in r["rows"]:
+                if name.startswith(("preset", "fp32", "zstd")):
+                    ax.plot(size / 1024, acc, "s", label=name)
+            ax.axhline(r["fp32_acc"] - 0.3, color="grey", linestyle=":", linewidth=1, label="fp32 - 0.3 points")
+            ax.set_xscale("log")
+            ax.set_xlabel("archive size (KiB, log)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(True, which="both", alpha=0.3)
+            if row == 0:
+                ax.set_ylim(max(0, min(a for *_, a in r["rows"]) - 2), 100)
+                ax.set_title(f"digits {r['kind'].upper()}: accuracy against size (seed {r['seed']})")
+                ax.legend(fontsize=7, loc="lower right")
+            else:
+                ax.set_ylim(r["fp32_acc"] - 3, min(100, r["fp32_acc"] + 1.5))
+                ax.set_title("near fp32")
     fig.tight_layout()
     tmp = path + ".tmp"
-    fig.savefig(tmp, format="png", dpi=110)
+    fig.savefig(tmp, format="png", dpi=100)
     os.replace(tmp, path)
     plt.close(fig)
 
