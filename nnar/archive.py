@@ -56,7 +56,9 @@ class TensorInfo:
     alias_of: str | None = None  # another name of this tensor (FORMAT.md §5.5): nothing stored of its own
 
     def as_alias(self, name: str) -> "TensorInfo":
-        return dataclasses.replace(self, name=name, stored_bytes=0, alias_of=self.name)
+        # the constructor, not dataclasses.replace (which inspects the fields at every call)
+        return TensorInfo(name, self.dtype, self.shape, self.nbytes, 0, self.digest, self.pipeline, self.segments,
+                          self.group, self.fidelity, self.name)
 
     @property
     def size(self) -> int:
@@ -384,7 +386,14 @@ class Archive:
         try:
             self._reader = RecordReader(self._f, limits)
             self._entries = {n: e for e in self._reader.tensor_entries() for n in e.names}
-            self._alias_of = {a: t for a, t, _ in self._reader.aliases()}
+            self._alias_of: dict[str, str] = {}
+            #: the (alias, target) pairs of each TENS entry's ALIS record, by the entry's offset:
+            #: every step of listing is linear in tensors + aliases (a tuple of a group's names
+            #: is never a key, whose hash would cost the group's size at each lookup)
+            self._aliases_at: dict[int, list[tuple[str, str]]] = {}
+            for a, t, entry in self._reader.aliases():
+                self._alias_of[a] = t
+                self._aliases_at.setdefault(entry.offset, []).append((a, t))
             self._names = self._ordered_names()
         except BaseException:
             self.close()
@@ -392,13 +401,10 @@ class Archive:
 
     def _ordered_names(self) -> list[str]:
         """Tensor names in archive order: each record's, then those of the ALIS record after it."""
-        by_target_record: dict[tuple[str, ...], list[str]] = {}
-        for a, _, entry in self._reader.aliases():
-            by_target_record.setdefault(entry.names, []).append(a)
         out = []
         for e in self._reader.tensor_entries():
             out += e.names
-            out += by_target_record.get(e.names, [])
+            out += [a for a, _ in self._aliases_at.get(e.offset, ())]
         return out
 
     @property
@@ -449,7 +455,7 @@ class Archive:
         """Every tensor's info (aliases included), reading only the descriptors."""
         out = []
         for entry in self._reader.tensor_entries():
-            out += _with_aliases(_record_infos(self._reader.read_descriptor(entry)), self._alias_of)
+            out += _with_aliases(_record_infos(self._reader.read_descriptor(entry)), self._aliases_at.get(entry.offset, ()))
         return out
 
     def read(self, name: str, *, verify: bool = False) -> np.ndarray:
@@ -466,9 +472,8 @@ class Archive:
             array = _decode(self._reader, rec, segments, verify)
             arrays = {m.name: _member(rec, array, m) for m in rec.members}
             yield from arrays.items()
-            for a, t in self._alias_of.items():
-                if t in arrays:
-                    yield a, arrays[t]
+            for a, t in self._aliases_at.get(entry.offset, ()):
+                yield a, arrays[t]
 
     def mmap(self, name: str) -> np.ndarray:
         """A read-only view of a tensor stored raw, mapped from the file (no copy, no CRC check)."""
@@ -489,7 +494,7 @@ class Archive:
         for entry in self._reader.tensor_entries():
             rec, segments = self._reader.read_tensor(entry)
             _decode(self._reader, rec, segments, verify=True)
-            out += _with_aliases(_record_infos(rec), self._alias_of)
+            out += _with_aliases(_record_infos(rec), self._aliases_at.get(entry.offset, ()))
         self.structure  # noqa: B018  decoded, so its CRC and codecs are checked too
         return out
 
@@ -582,9 +587,10 @@ class StreamReader:
         return (info for info, _ in self.read_with(lambda rec, segments: [None] * len(rec.members)))
 
 
-def _with_aliases(infos: list[TensorInfo], alias_of: dict[str, str]) -> list[TensorInfo]:
+def _with_aliases(infos: list[TensorInfo], pairs) -> list[TensorInfo]:
+    """A record's infos, then those of its aliases ((alias, target) pairs of its ALIS record)."""
     by_name = {i.name: i for i in infos}
-    return infos + [by_name[t].as_alias(a) for a, t in alias_of.items() if t in by_name]
+    return infos + [by_name[t].as_alias(a) for a, t in pairs]
 
 
 def _structure(reader: RecordReader, model: S.ModelRecord, segments: dict) -> tuple[str, bytes]:

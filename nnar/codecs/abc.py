@@ -42,11 +42,13 @@ class TensorSpec:
     dtype: str
     shape: tuple[int, ...]
 
-    @functools.cached_property
+    # properties, not cached: functools.cached_property takes a lock on every access (Python
+    # 3.11), which made listing an archive of 10^5 tensors spend seconds here
+    @property
     def size(self) -> int:
         return math.prod(self.shape)  # Python ints: never wraps, unlike np.prod
 
-    @functools.cached_property
+    @property
     def nbytes(self) -> int:
         return self.size * dtypes.itemsize(self.dtype)
 
@@ -145,6 +147,12 @@ class BytesBytesCodec(Codec):
 
     def decode(self, data: Buffer, params: Mapping[str, Any], max_length: int) -> Buffer:
         """Invert :meth:`encode`, producing at most ``max_length`` bytes (a bomb is an error)."""
+        raise NotImplementedError
+
+    def encoded_bound(self, n: int) -> int:
+        """The most bytes any valid encoding of ``n`` input bytes may take (the codec's spec
+        page states it). A chain of these bounds every intermediate stream of a segment before
+        anything is decoded (FORMAT.md §6.1 step 4)."""
         raise NotImplementedError
 
 

@@ -56,6 +56,8 @@ def _str(v: Any, what: str, where: str) -> str:
 def check_name(name: Any, where: str, error=BadDescriptor) -> str:
     """Tensor names: UTF-8, 1 to 65535 bytes, no control characters (they would forge lines in
     listings and terminals)."""
+    if type(name) is str and name.isascii() and 0 < len(name) <= C.MAX_NAME_BYTES and not _FORBIDDEN.search(name):
+        return name  # the common case, without encoding the name
     if not isinstance(name, str):
         raise error(f"tensor name: expected a string, found {type(name).__name__}", where=where)
     n = len(name.encode("utf-8", "surrogatepass"))
@@ -168,6 +170,7 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
         raise BadDescriptor(f"tensors: expected a non-empty list, found {tensors!r:.80}", where=where)
     limits.check("tensors in one record", len(tensors), "max_tensors", where)
     members, start, names = [], 0, set()
+    itemsize = dtypes.itemsize(dtype) if known else 0
     for i, t in enumerate(tensors):
         if not (isinstance(t, list) and len(t) == 2):
             raise BadDescriptor(f"tensors[{i}]: expected [name, shape], found {t!r:.80}", where=where)
@@ -177,12 +180,17 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
         names.add(name)
         if not isinstance(shape, list):
             raise BadDescriptor(f"tensor {name!r} shape: expected a list, found {type(shape).__name__}", where=where)
-        limits.check(f"tensor {name!r} rank", len(shape), "max_rank", where)
-        spec = TensorSpec(dtype, tuple(_int(s, f"tensor {name!r} shape dimension", where) for s in shape))
-        if known:
-            limits.check(f"tensor {name!r} bytes", spec.nbytes, "max_tensor_bytes", where)
-        members.append(Member(name, spec, start))
-        start += spec.size
+        if len(shape) > limits.max_rank:
+            limits.check(f"tensor {name!r} rank", len(shape), "max_rank", where)
+        if not all(type(s) is int and 0 <= s <= MAX_U63 for s in shape):  # bool is not int here
+            for s in shape:
+                _int(s, f"tensor {name!r} shape dimension", where)
+        dims = tuple(shape)
+        size = math.prod(dims)
+        if size * itemsize > limits.max_tensor_bytes:
+            limits.check(f"tensor {name!r} bytes", size * itemsize, "max_tensor_bytes", where)
+        members.append(Member(name, TensorSpec(dtype, dims), start))
+        start += size
     spec = record_spec(dtype, [m.spec.shape for m in members])
     if known:
         limits.check("record array bytes", spec.nbytes, "max_tensor_bytes", where)
