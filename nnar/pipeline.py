@@ -220,13 +220,18 @@ def decode_segment(name: str, chain: object, raw_length: int, data: Buffer, limi
         raise BadDescriptor(f"segment {name!r} codecs: expected a list, found {chain!r:.100}", where=where)
     limits.check(f"codecs of segment {name!r}", len(chain), "max_stages", where)
     codecs = [_build_stage(s, where, strict) for s in chain]
-    for i in range(len(codecs) - 1, -1, -1):
-        codec, params = codecs[i]
+    for codec, _ in codecs:
         if not isinstance(codec, BytesBytesCodec):
             raise BadDescriptor(f"segment {name!r}: expected bytes-bytes codecs, found {codec.codec_id} ({codec.kind})",
                                 where=where)
-        bound = raw_length if i == 0 else limits.max_tensor_bytes
-        data = _run(codec.decode, where, data, params, bound)
+    # before any decoding: the most each step may output. codecs[i] decodes to its own input,
+    # which codecs[i - 1] encoded from at most bounds[i - 1] bytes (FORMAT.md §6.1 step 4)
+    bounds = [raw_length]
+    for codec, _ in codecs[:-1]:
+        bounds.append(min(codec.encoded_bound(bounds[-1]), limits.max_tensor_bytes))
+    for i in range(len(codecs) - 1, -1, -1):
+        codec, params = codecs[i]
+        data = _run(codec.decode, where, data, params, bounds[i])
     if _nbytes(data) != raw_length:
         raise CodecDataError(f"segment {name!r}: expected {raw_length} decoded bytes, found {_nbytes(data)}", where=where)
     return data

@@ -8,7 +8,7 @@ so a planner can compare without encoding.
 
 Speed comes from two places: the encoder joins the codes of four symbols into one 64-bit word
 with numpy and adds the words into place (their bits never overlap, so adding is or-ing); the
-decoder is bitarray's canonical decoder, which walks the code in C.
+decoder is bitarray's decode tree, which walks the code in C.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 from itertools import islice
 
 import numpy as np
-from bitarray import bitarray
-from bitarray.util import canonical_decode
+from bitarray import bitarray, decodetree
+from bitarray.util import int2ba
 
 from . import register
 from .abc import BytesBytesCodec
@@ -159,6 +159,16 @@ def _write_codes(symbols: np.ndarray, codes: np.ndarray, lengths: np.ndarray, wo
         words[word[sp] + np.uint64(1)] += group[sp] << (np.uint64(128) - stop[sp])
 
 
+def _histogram_of(data) -> np.ndarray:
+    """Byte counts of ``data``, in chunks: np.bincount widens its input to int64, 8 bytes per
+    byte, so one call over the whole output would cost 8 times the output."""
+    symbols = np.frombuffer(data, np.uint8)
+    hist = np.zeros(256, np.int64)
+    for start in range(0, symbols.size, _CHUNK):
+        hist += np.bincount(symbols[start:start + _CHUNK], minlength=256)
+    return hist
+
+
 def _fail(message: str) -> CodecDataError:
     return CodecDataError(f"nnar.huffman: {message}")
 
@@ -215,6 +225,9 @@ class Huffman(BytesBytesCodec):
         del out[HEADER_SIZE + -(-total_bits // 8):]
         return out, {}
 
+    def encoded_bound(self, n: int) -> int:
+        return HEADER_SIZE + -(-n * MAX_CODE_LENGTH // 8)
+
     def decode(self, data, params, max_length):
         view = memoryview(data).cast("B")
         if len(view) < HEADER_SIZE:
@@ -237,15 +250,17 @@ class Huffman(BytesBytesCodec):
         if used.size == 1:
             return self._decode_one(int(used[0]), count, bits)
 
-        by_length = np.bincount(lengths[used], minlength=MAX_CODE_LENGTH + 1).tolist()
-        symbols = used[np.argsort(lengths[used], kind="stable")].tolist()  # canonical order
+        codes = canonical_codes(lengths)
+        tree = decodetree({s: int2ba(int(codes[s]), int(lengths[s]), "big") for s in used.tolist()})
         try:
-            out = bytearray(islice(canonical_decode(bitarray(buffer=bits, endian="big"), by_length, symbols), count))
+            # bitarray walks the code tree in C; the output grows in place (about 1.1 bytes per
+            # symbol at the peak, nothing per symbol beyond it)
+            out = bytearray(islice(bitarray(buffer=bits, endian="big").decode(tree), count))
         except ValueError:  # a complete code has no invalid bit string: the bits ran out
             raise _fail(f"the code bytes end inside a code, before all {count} symbols were read") from None
         if len(out) < count:
             raise _fail(f"the code bytes hold {len(out)} symbols, expected {count}")
-        total_bits = int(np.bincount(np.frombuffer(out, np.uint8), minlength=256) @ lengths.astype(np.int64))
+        total_bits = int(_histogram_of(out) @ lengths.astype(np.int64))
         if len(bits) != -(-total_bits // 8):
             raise _fail(f"the {count} codes take {-(-total_bits // 8)} bytes, found {len(bits)} "
                         f"({len(bits) - -(-total_bits // 8)} bytes after them)")

@@ -22,6 +22,8 @@ from .abc import ArrayBytesCodec, Codec, TensorSpec, param
 from ..errors import CodecDataError, UnsupportedCodec
 
 POSITIONS = ("bitmask", "gaps")
+#: gap symbols decoded at a time (a multiple of 8, so a chunk is whole bytes for any width)
+GAP_CHUNK = 1 << 20
 PREFIX = "values."
 
 
@@ -168,9 +170,8 @@ class Sparse(ArrayBytesCodec):
         n = spec.size
         if self.positions == "bitmask":
             return self._bitmask(streams["positions"], n, count)
-        mask = np.zeros(n, bool)
-        mask[self._gaps(streams["positions"], n, listed)] = True
-        return ~mask if invert else mask
+        mask = self._gaps(streams["positions"], n, listed)
+        return np.logical_not(mask, out=mask) if invert else mask
 
     def decode(self, streams, spec, params):
         count, _, _, inner = self._counts(spec, params)
@@ -195,27 +196,47 @@ class Sparse(ArrayBytesCodec):
         return mask
 
     def _gaps(self, data, n: int, listed: int) -> np.ndarray:
-        """The listed positions, from the gap stream; checks every byte of it."""
+        """The mask of the listed positions, from the gap stream; checks every byte of it.
+
+        The stream is read in chunks of ``GAP_CHUNK`` symbols, each chunk's positions written
+        into the mask at once: memory is the mask (one byte per element) and a few bytes per
+        symbol of one chunk, however many fillers the stream holds."""
         width, cap = self.gap_bits, (1 << self.gap_bits) - 1
-        length = memoryview(data).nbytes
-        symbols = unpack_symbols(data, width)
-        ends = np.flatnonzero(symbols != cap)
-        if ends.size < listed:
+        raw = np.frombuffer(data, np.uint8)
+        length = raw.size
+        mask = np.zeros(n, bool)
+        found, base, used = 0, 0, 0  # listed positions found; position reached; symbols read
+        chunk_bytes = GAP_CHUNK * width // 8
+        for start in range(0, length, chunk_bytes):
+            symbols = unpack_symbols(raw[start:start + chunk_bytes], width)
+            ends = np.flatnonzero(symbols != cap)
+            if found + ends.size >= listed:  # the last listed position is in this chunk
+                ends = ends[:listed - found]
+                symbols = symbols[:int(ends[-1]) + 1] if ends.size else symbols[:0]
+            # each symbol advances cap (a filler) or its value + 1 (a listed position)
+            pos = np.cumsum(np.where(symbols == cap, cap, symbols.astype(np.int64) + 1))
+            pos += base - 1
+            if symbols.size:
+                base = int(pos[-1]) + 1
+            where = pos[ends]
+            if where.size and where[-1] >= n:
+                raise CodecDataError(f"nnar.sparse: positions: a gap reaches position {int(where[-1])}, past the "
+                                     f"{n} elements of the tensor")
+            mask[where] = True
+            found += ends.size
+            used += symbols.size
+            if found == listed:
+                break
+        if found < listed:
             raise CodecDataError(f"nnar.sparse: positions: expected {listed} listed positions, the gap stream "
-                                 f"holds {ends.size}")
-        used = int(ends[listed - 1]) + 1 if listed else 0
+                                 f"holds {found}")
+        if listed == 0:
+            used = 0
         if -(-used * width // 8) != length:
             raise CodecDataError(f"nnar.sparse: positions: {listed} positions end at symbol {used}, so expected "
                                  f"{-(-used * width // 8)} bytes, found {length}")
         if width != 8 and used * width < 8 * length:
-            tail = np.unpackbits(np.frombuffer(data, np.uint8)[-1:], bitorder="little")[used * width - 8 * (length - 1):]
+            tail = np.unpackbits(raw[-1:], bitorder="little")[used * width - 8 * (length - 1):]
             if tail.any():
                 raise CodecDataError("nnar.sparse: positions: expected zero padding bits after the last gap, found ones")
-        symbols = symbols[:used]
-        advance = np.where(symbols == cap, cap, symbols.astype(np.int64) + 1)
-        pos = np.cumsum(advance) - 1
-        where = pos[symbols != cap]
-        if where.size and where[-1] >= n:
-            raise CodecDataError(f"nnar.sparse: positions: a gap reaches position {int(where[-1])}, past the "
-                                 f"{n} elements of the tensor")
-        return where
+        return mask

@@ -71,11 +71,20 @@ class Zstd(BytesBytesCodec):
         return cache[key]
 
 
+    def encoded_bound(self, n: int) -> int:
+        return compress_bound(n)
+
     def decode(self, data, params, max_length):
         try:
             return decompress_exact(data, max_length)
         except FrameError as e:
             raise CodecDataError(f"nnar.zstd: {e}") from None
+
+
+def compress_bound(n: int) -> int:
+    """libzstd's ZSTD_COMPRESSBOUND: the largest frame its encoder writes for ``n`` bytes (raw
+    blocks and the frame header included; spec/codecs/zstd.md)."""
+    return n + (n >> 8) + (((128 << 10) - n) >> 11 if n < 128 << 10 else 0)
 
 
 #: Entropy coding with few matches: a small hash table finds only long repeats, so almost every
