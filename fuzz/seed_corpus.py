@@ -8,6 +8,8 @@ nothing unless the seeds did.
 
 * archive, cli_verify: every valid and invalid vector, as it is.
 * patch: every patch vector, valid and invalid.
+* npz, safetensors, torch, onnx: small valid files of each input format and the hostile ones of
+  issue 15 (input_seeds.py); torch and onnx seeds only where those libraries are installed.
 * codecs: for each record of each valid vector, its array→bytes stage with the decoded streams
   and each segment's bytes→bytes stages with the stored bytes (as fuzz_codecs.py reads them);
   and, for every registered codec, what its encoder makes of a few small arrays.
@@ -33,7 +35,7 @@ from nnar.container.records import RecordReader  # noqa: E402
 from nnar.errors import NnarError  # noqa: E402
 
 VECTORS = ROOT / "spec" / "vectors"
-HARNESSES = ("archive", "codecs", "cli_verify", "patch")
+HARNESSES = ("archive", "codecs", "cli_verify", "patch", "npz", "safetensors", "torch", "onnx")
 
 
 def _write(harness: str, label: str, data: bytes) -> bool:
@@ -100,8 +102,34 @@ def codec_seeds_from_encoders():
                 yield cid, fuzz_codecs.make_input(cid, spec, codec.get_config(), params, bytes(as_bytes(out)))
 
 
+def input_format_seeds():
+    """(harness, label, input) for the input-format harnesses."""
+    import input_seeds
+    for label, data in input_seeds.npz_seeds().items():
+        yield "npz", label, data
+    for label, data in input_seeds.safetensors_seeds().items():
+        yield "safetensors", label, data
+    try:
+        seeds = input_seeds.torch_seeds()
+    except ImportError as e:
+        print(f"torch seeds skipped: {e}", file=sys.stderr)
+        seeds = {}
+    for label, data in seeds.items():
+        yield "torch", label, data
+    try:
+        import fuzz_onnx
+        seeds = input_seeds.onnx_seeds()
+    except ImportError as e:
+        print(f"onnx seeds skipped: {e}", file=sys.stderr)
+        seeds = {}
+    for label, (model, data) in seeds.items():
+        yield "onnx", label, fuzz_onnx.make_input(model, data)
+
+
 def main() -> None:
     added = 0
+    for harness, label, data in input_format_seeds():
+        added += _write(harness, label, data)
     for kind in ("valid", "invalid"):
         for path in sorted((VECTORS / kind).glob("*.nnar")):
             data = path.read_bytes()
@@ -117,7 +145,7 @@ def main() -> None:
         added += _write("patch", path.stem, path.read_bytes())
     for label, inp in codec_seeds_from_encoders():
         added += _write("codecs", f"encoder-{label}", inp)
-    total = {h: len(list((CORPUS_DIR / h).iterdir())) for h in HARNESSES}
+    total = {h: len(list((CORPUS_DIR / h).iterdir())) for h in HARNESSES if (CORPUS_DIR / h).is_dir()}
     print(f"added {added} seeds; corpus files now {total}")
 
 

@@ -1,5 +1,6 @@
 """Replay the committed fuzz corpora (fuzz/corpus/<harness>/) through every harness's entry
-point, in the normal test run and without atheris: each input must give a result or an
+point (archives, codecs, the CLI, patches, and the model files nnar pack reads), in the normal
+test run and without atheris: each input must give a result or an
 ``nnar.NnarError`` (fuzz/common.py states the contract). Every file goes through every harness,
 not only its own: an archive is a fine codec input and the other way round.
 
@@ -17,7 +18,10 @@ import pytest
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 sys.path.insert(0, str(FUZZ))
 
-HARNESSES = ("fuzz_archive", "fuzz_codecs", "fuzz_cli_verify", "fuzz_patch")
+HARNESSES = ("fuzz_archive", "fuzz_codecs", "fuzz_cli_verify", "fuzz_patch",
+             # the input formats nnar pack reads (fuzz/input_formats.py): without torch or onnx
+             # installed, their harnesses meet missing-extra errors, which the contract allows
+             "fuzz_npz", "fuzz_safetensors", "fuzz_torch", "fuzz_onnx")
 CORPUS = FUZZ / "corpus"
 
 
