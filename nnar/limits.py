@@ -18,6 +18,11 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 class Limits:
     #: bytes of one record descriptor (the msgpack map after each frame)
     max_descriptor_bytes: int = 64 * MiB
+    #: msgpack objects in one descriptor, every value counted (map keys too): bytes alone do not
+    #: bound what a descriptor costs to build, one byte (an empty map) being a 64-byte object
+    max_descriptor_objects: int = 1 << 22
+    #: nesting of msgpack maps and arrays in one descriptor (the descriptor map is depth 1)
+    max_descriptor_depth: int = 32
     #: tensor records in one archive
     max_tensors: int = 1_000_000
     #: dimensions of one tensor

@@ -324,12 +324,19 @@ def test_nonzero_padding_before_an_aligned_segment_is_reserved_nonzero():
 
 
 @pytest.mark.parametrize("raw_descriptor", [b"\x90", b"\xc1", b"\x81\xa1a\x01\x00", b"\x81\x01\x01",
-                                            b"\x81\xa1a\xd6\x05\x00\x00\x00\x00", b"", b"\xdf\xff\xff\xff\xff",
-                                            b"\x81\xa1a" + b"\x91" * 100_000 + b"\x00"],
-                         ids=["array", "never-used", "trailing", "int-key", "ext-5", "empty", "huge-map", "deep"])
+                                            b"\x81\xa1a\xd6\x05\x00\x00\x00\x00", b"", b"\xdf\xff\xff\xff\xff"],
+                         ids=["array", "never-used", "trailing", "int-key", "ext-5", "empty", "huge-map"])
 def test_descriptors_that_are_not_one_plain_map_are_bad_descriptor(raw_descriptor):
     blob = Builder().add(b"XTRA", raw_descriptor=raw_descriptor).build()
     with pytest.raises(nnar.BadDescriptor):
+        nnar.verify(blob)
+
+
+@pytest.mark.parametrize("depth", [33, 1025, 100_000])
+def test_descriptors_nested_too_deep_are_limit_exceeded(depth):
+    """max_descriptor_depth (§4.2, §9; issue 15): beyond msgpack-python's own 1024 levels too."""
+    blob = Builder().add(b"XTRA", raw_descriptor=b"\x81\xa1a" + b"\x91" * (depth - 1) + b"\x00").build()
+    with pytest.raises(nnar.LimitExceeded, match="max_descriptor_depth"):
         nnar.verify(blob)
 
 

@@ -8,10 +8,13 @@ spec/SECURITY.md ("Measured worst cases"), never by a timed test.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import struct
 import sys
+
+import msgpack
 
 import numpy as np
 import pytest
@@ -41,6 +44,84 @@ def raw_block_frame(n: int) -> bytes:
     for i in range(n // block):
         out += [(int(i == n // block - 1) | block << 3).to_bytes(3, "little"), bytes(block)]
     return b"".join(out)
+
+
+# -- item 1: descriptors bounded in objects and nesting ------------------------------------------
+
+
+@functools.cache
+def object_bomb(k: int) -> bytes:
+    """A record (of a type readers skip, so every reader parses its descriptor) whose
+    compressed descriptor is {"tensors": [{}, {}, ... k empty maps]}."""
+    raw = b"\x81\xa7tensors\xdd" + struct.pack(">I", k) + b"\x80" * k
+    stored = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(raw)
+    return Builder().add(b"XTRA", raw_descriptor=stored, flags=2).build()
+
+
+@pytest.mark.parametrize("how", READERS)
+def test_a_compressed_descriptor_of_millions_of_empty_maps_is_refused_before_it_is_built(how):
+    """Before issue 15: 4.8 GB and 13.5 s (72 bytes of Python objects per descriptor byte)."""
+    k = 64 * MiB - 16  # within max_descriptor_bytes
+    blob = object_bomb(k)
+    assert len(blob) < 4096
+    # counting 2^22 objects takes seconds under tracemalloc: the default limit for one reader
+    limits = nnar.DEFAULT_LIMITS if how == "verify" else nnar.Limits(max_descriptor_objects=1 << 16)
+    err, p = peak(lambda: READERS[how](blob, limits))
+    assert isinstance(err, nnar.LimitExceeded) and "max_descriptor_objects" in str(err), err
+    assert p <= 64 * MiB + SLACK, p  # the decompressed descriptor, nothing built from it
+
+
+def count_of(desc: dict) -> int:
+    if isinstance(desc, dict):
+        return 1 + sum(count_of(k) + count_of(v) for k, v in desc.items())
+    if isinstance(desc, list):
+        return 1 + sum(count_of(x) for x in desc)
+    return 1
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_max_descriptor_objects_counts_every_value_and_key(compress):
+    """Exactly at the limit reads; one more is limit-exceeded, whether the descriptor is longer
+    than the limit (counted before it is built) or not (every object takes a byte)."""
+    buf = io.BytesIO()
+    with nnar.ArchiveWriter(buf, group_small=False) as w:
+        w.write("x", np.arange(3, dtype=np.int8))
+    blob = buf.getvalue()
+    with nnar.open(io.BytesIO(blob)) as a:
+        rec = a._reader.read_descriptor(a._reader.tensor_entries()[0])
+    from nnar.container import schema as S
+    desc = S.tensor_descriptor([("x", (3,))], "int8", rec.digest, rec.pipeline,
+                               [P.EncodedSegment(s.name, s.codecs, s.raw_length, b"") for s in rec.segments])
+    n = count_of(desc)
+    assert n == count_of(msgpack.unpackb(msgpack.packb(desc)))
+    for limit, ok in [(n, True), (n - 1, False)]:
+        limits = nnar.Limits(max_descriptor_objects=limit)
+        if ok:
+            nnar.verify(blob, limits)
+        else:
+            with pytest.raises(nnar.LimitExceeded, match="max_descriptor_objects"):
+                nnar.verify(blob, limits)
+    # the count before building (a descriptor longer than the limit in bytes) agrees
+    from nnar.container.framing import count_objects
+    raw = msgpack.packb(desc, use_bin_type=True)
+    assert count_objects(raw, nnar.Limits(max_descriptor_objects=len(raw) - 1), "") == n
+
+
+@pytest.mark.parametrize("depth, ok", [(32, True), (33, False)])
+@pytest.mark.parametrize("long", [False, True])
+def test_max_descriptor_depth_the_map_is_depth_one(depth, ok, long):
+    """{"a": [[...nil]]} with ``depth`` levels in all, unknown record type (its descriptor is
+    only parsed); ``long``: padded with a bin beyond max_descriptor_objects bytes, so it is
+    counted before it is built rather than checked after."""
+    pad = b"\xa3pad\xc5\x04\x00" + bytes(1024) if long else b""
+    raw = (b"\x82" if long else b"\x81") + b"\xa1a" + b"\x91" * (depth - 1) + b"\xc0" + pad
+    blob = Builder().add(b"XTRA", raw_descriptor=raw).build()
+    limits = nnar.Limits(max_descriptor_objects=512)
+    if ok:
+        nnar.verify(blob, limits)
+    else:
+        with pytest.raises(nnar.LimitExceeded, match="max_descriptor_depth"):
+            nnar.verify(blob, limits)
 
 
 # -- item 2: every step of a bytes->bytes chain is bounded ---------------------------------------

@@ -30,8 +30,9 @@ def both_ways(blob: bytes, limits: nnar.Limits) -> None:
 
 
 def test_defaults_are_the_spec_table():
-    assert (L.max_descriptor_bytes, L.max_tensors, L.max_rank, L.max_tensor_bytes, L.max_total_bytes,
-            L.max_stages, L.max_segments) == (64 << 20, 1_000_000, 32, 16 << 30, 256 << 30, 16, 256)
+    assert (L.max_descriptor_bytes, L.max_descriptor_objects, L.max_descriptor_depth, L.max_tensors, L.max_rank,
+            L.max_tensor_bytes, L.max_total_bytes, L.max_stages, L.max_segments) == \
+        (64 << 20, 1 << 22, 32, 1_000_000, 32, 16 << 30, 256 << 30, 16, 256)
 
 
 def test_limits_are_immutable_and_replace_makes_a_copy():

@@ -199,11 +199,11 @@ def test_a_huge_msgpack_count_in_a_descriptor_is_bad_descriptor():
         assert p < SLACK
 
 
-def test_deep_msgpack_nesting_is_bad_descriptor():
+def test_deep_msgpack_nesting_is_limit_exceeded():
     deep = b"\x81\xa1k" + b"\x91" * 100_000 + b"\xc0"  # {"k": [[[[...]]]]}
     blob = Builder().add(b"XTRA", raw_descriptor=deep).build()
     err, p = peak(lambda: nnar.verify(blob))
-    assert isinstance(err, nnar.BadDescriptor), err
+    assert isinstance(err, nnar.LimitExceeded), err  # max_descriptor_depth (before issue 15: msgpack's stack)
     assert p < 16 * MiB
 
 

@@ -11,6 +11,7 @@ import msgpack
 import zstandard
 
 from .. import constants as C
+from ..limits import DEFAULT_LIMITS, Limits
 from ..zstdframe import FrameError, FrameTooLarge, decompress_exact
 from ..errors import (
     BadDescriptor, BadLayout, BadMagic, ChecksumMismatch, LimitExceeded, ReservedNonZero, Truncated,
@@ -160,6 +161,8 @@ def encode_descriptor(obj: dict) -> tuple[bytes, int]:
     """The stored descriptor and the record flag it needs: zstd-compressed when that is smaller
     (names of grouped tensors and the index compress several times over)."""
     raw = pack_descriptor(obj)
+    if len(raw) > DEFAULT_LIMITS.max_descriptor_objects:  # what readers would refuse (an index of ~700k records)
+        count_objects(raw, DEFAULT_LIMITS, "a descriptor being written")
     if len(raw) >= C.DESCRIPTOR_ZSTD_MIN_BYTES:
         packed = zstandard.ZstdCompressor(level=C.DESCRIPTOR_ZSTD_LEVEL, write_content_size=True,
                                           write_checksum=False).compress(raw)
@@ -168,7 +171,7 @@ def encode_descriptor(obj: dict) -> tuple[bytes, int]:
     return raw, 0
 
 
-def decode_descriptor(stored: bytes, flags: int, max_bytes: int, where: str) -> dict:
+def decode_descriptor(stored: bytes, flags: int, max_bytes: int, where: str, limits: Limits = DEFAULT_LIMITS) -> dict:
     if flags & C.RECORD_FLAG_DESCRIPTOR_ZSTD:
         try:
             stored = decompress_exact(stored, max_bytes)
@@ -176,30 +179,134 @@ def decode_descriptor(stored: bytes, flags: int, max_bytes: int, where: str) -> 
             raise LimitExceeded(f"compressed descriptor: {e} (max_descriptor_bytes)", where=where) from None
         except FrameError as e:
             raise BadDescriptor(f"compressed descriptor: {e}", where=where) from None
-    return unpack_descriptor(stored, where)
+    return unpack_descriptor(stored, where, limits)
+
+
+def _msgpack_table() -> tuple[list[int], list[int]]:
+    """For each first byte of a msgpack object: (what follows, a number). what: 0 = skip the
+    number of bytes; 1 = a container of the number of children; 2 = a container whose count
+    (×1 for arrays, ×2 for maps: number // 8 says which) is in the next number % 8 bytes;
+    3 = str/bin with a length field of the number of bytes; 4 = ext likewise, plus a type byte."""
+    what, arg = [0] * 256, [0] * 256
+    for b in range(0x80, 0x90):
+        what[b], arg[b] = 1, 2 * (b & 0x0f)
+    for b in range(0x90, 0xa0):
+        what[b], arg[b] = 1, b & 0x0f
+    for b in range(0xa0, 0xc0):
+        arg[b] = b & 0x1f
+    for b, skip in {0xca: 4, 0xcb: 8, 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4,
+                    0xd3: 8, 0xd4: 2, 0xd5: 3, 0xd6: 5, 0xd7: 9, 0xd8: 17}.items():
+        arg[b] = skip
+    for b, width in {0xc4: 1, 0xc5: 2, 0xc6: 4, 0xd9: 1, 0xda: 2, 0xdb: 4}.items():
+        what[b], arg[b] = 3, width
+    for b, width in {0xc7: 1, 0xc8: 2, 0xc9: 4}.items():
+        what[b], arg[b] = 4, width
+    for b, (width, per) in {0xdc: (2, 1), 0xdd: (4, 1), 0xde: (2, 2), 0xdf: (4, 2)}.items():
+        what[b], arg[b] = 2, per * 8 + width
+    return what, arg
+
+
+_WHAT, _ARG = _msgpack_table()
+
+
+def _too_deep(limits: Limits, where: str) -> LimitExceeded:
+    return LimitExceeded(f"descriptor: expected msgpack nested at most {limits.max_descriptor_depth} deep "
+                         "(max_descriptor_depth), found deeper", where=where)
+
+
+def _check_depth(obj: dict, limits: Limits, where: str) -> None:
+    """The nesting of a built descriptor, one level at a time (the map is depth 1)."""
+    level, depth = [obj], 1
+    while level:
+        if depth > limits.max_descriptor_depth:
+            raise _too_deep(limits, where)
+        below = []
+        for x in level:
+            below += [v for v in (x.values() if type(x) is dict else x) if type(v) is dict or type(v) is list]
+        level, depth = below, depth + 1
+
+
+def count_objects(data, limits: Limits, where: str) -> int:
+    """Count the msgpack objects of a descriptor, and its nesting, before anything is built
+    (FORMAT.md §4.2): at most ``max_descriptor_objects`` objects (every value counts, map keys
+    included) nested at most ``max_descriptor_depth`` deep (the descriptor map is depth 1).
+    Bytes alone do not bound the cost: an object takes one byte or more, but a Python object
+    60 or more, so a 64 MiB descriptor of empty maps would cost GBs to build.
+
+    Only counts: malformed msgpack is left to the decoder, which reports it."""
+    view = bytes(data)
+    n = len(view)
+    max_objects, max_depth = limits.max_descriptor_objects, limits.max_descriptor_depth
+    what, arg = _WHAT, _ARG
+    pending = [1]  # objects still to read at each open level; the bottom is the top-level slot
+    left = 1  # pending[-1], kept in a local
+    pos = objects = 0
+    while pos < n:
+        while not left:
+            pending.pop()
+            if not pending:
+                return objects
+            left = pending[-1]
+        left -= 1
+        objects += 1
+        b = view[pos]
+        k = what[b]
+        if not k:
+            pos += 1 + arg[b]
+            continue
+        pos += 1
+        if k == 1 or k == 2:
+            if k == 1:
+                children = arg[b]
+            else:
+                width = arg[b] & 7
+                children = int.from_bytes(view[pos:pos + width], "big") * (arg[b] >> 3)
+                pos += width
+            if len(pending) > max_depth:
+                raise _too_deep(limits, where)
+            if objects > max_objects:
+                break
+            if children:
+                pending[-1] = left
+                pending.append(children)
+                left = children
+        else:
+            width = arg[b]
+            pos += width + (k == 4) + int.from_bytes(view[pos:pos + width], "big")
+    if objects > max_objects:
+        raise LimitExceeded(f"descriptor: expected at most {max_objects} msgpack objects "
+                            "(max_descriptor_objects), found more", where=where)
+    return objects
 
 
 def _no_ext(code, data):
     raise BadDescriptor(f"descriptor: msgpack extension types are not allowed, found type {code}")
 
 
-def unpack_descriptor(data: bytes, where: str) -> dict:
-    """Parse one msgpack map occupying exactly ``data``: no ext types, str keys, no trailing bytes.
+def unpack_descriptor(data: bytes, where: str, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """Parse one msgpack map occupying exactly ``data``: no ext types, str keys, no trailing bytes,
+    at most ``max_descriptor_objects`` objects nested at most ``max_descriptor_depth`` deep.
 
-    ``data`` is already bounded by ``max_descriptor_bytes``, so every container inside it is too;
-    msgpack's own stack limit rejects absurd nesting.
+    ``data`` is already bounded by ``max_descriptor_bytes``, so every container inside it is
+    too. An object takes at least one byte, so only a descriptor longer than
+    ``max_descriptor_objects`` bytes can hold too many: only those are counted before they are
+    built (:func:`count_objects`); the nesting of the others is checked on what was built.
     """
+    if len(data) > limits.max_descriptor_objects:
+        count_objects(data, limits, where)
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
                               timestamp=0)
     except BadDescriptor as e:
         raise BadDescriptor(e.message, where=where) from None
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError, UnicodeDecodeError,
-            RecursionError) as e:
+    except (msgpack.StackError, RecursionError):  # msgpack's own limit: 1024 levels
+        raise _too_deep(limits, where) from None
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, TypeError, UnicodeDecodeError) as e:
         raise BadDescriptor(f"descriptor: expected one msgpack map, found invalid msgpack ({type(e).__name__}: {e})",
                             where=where) from e
     if not isinstance(obj, dict):
         raise BadDescriptor(f"descriptor: expected a msgpack map, found {type(obj).__name__}", where=where)
+    _check_depth(obj, limits, where)
     if any(marker in data for marker in _TIMESTAMP_HEADERS) and _has_timestamp(obj):
         raise BadDescriptor("descriptor: msgpack extension types are not allowed, found a timestamp (type -1)",
                             where=where)

@@ -201,7 +201,7 @@ class RecordReader:
         raw = bytes(self.src.read_exact(frame.descriptor_length, f"{frame.type_name()!r} descriptor"))
         frame.check_header_crc(raw, crc_prefix)
         return frame, F.decode_descriptor(raw, frame.record_flags, self.limits.max_descriptor_bytes,
-                                          f"{frame.type_name()} record at offset {offset}"), raw
+                                          f"{frame.type_name()} record at offset {offset}", self.limits), raw
 
     def _read_body(self, frame: F.Frame) -> np.ndarray:
         body = self.src.read_exact(frame.body_length, f"{frame.type_name()} record body")
