@@ -134,3 +134,41 @@ def _pack_error(src: Path, out: Path):
     except Exception as e:  # noqa: BLE001  the test looks at what it is
         return e
     return None
+
+
+CAPPED_PACK = """
+import sys
+sys.path.insert(0, {fuzz!r})
+import torch, common, nnar
+common.bound_memory(1 << 30)  # as under fuzzing: the address space capped at start + 1 GiB
+try:
+    nnar.pack({src!r}, {dst!r})
+except nnar.NnarError as e:
+    print(e.code, "|", e, "|", type(e.__cause__).__name__)
+"""
+
+
+def test_a_checkpoint_declaring_a_4_gb_string_is_invalid_input_under_a_memory_cap(tmp_path):
+    """Found by fuzz_torch: torch's unpickler reads a string of its declared length with one
+    read(n), and a buffered file reserves n bytes first: 4 GB for a 531-byte file, a
+    MemoryError under a cap. nnar hands torch a file whose reads stop at its end."""
+    import subprocess
+    pytest.importorskip("torch")
+    fuzz = Path(__file__).resolve().parents[1] / "fuzz"
+    src = tmp_path / "m.pt"
+    src.write_bytes((fuzz / "crashes" / "torch-crash-c27537d73f2fa7ea9cae439991c7d052b1ed5dc4").read_bytes())
+    code = CAPPED_PACK.format(fuzz=str(fuzz), src=str(src), dst=str(tmp_path / "out.nnar"))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("invalid-input | input: expected a PyTorch checkpoint"), \
+        run.stdout + run.stderr
+    assert "MemoryError" not in run.stdout + run.stderr
+    assert not (tmp_path / "out.nnar").exists()
+
+
+def test_an_external_data_location_that_is_not_utf8_is_invalid_input(tmp_path):
+    """Found by fuzz_onnx: protobuf gives a string field that is not UTF-8 as bytes."""
+    model = seeds.onnx_model([seeds.external_tensor("w", [4], "w.data")])
+    model = model.replace(b"w.data", b"\xa2.data")
+    (tmp_path / "model.onnx").write_bytes(model)
+    _pack_fails(tmp_path / "model.onnx", tmp_path / "out.nnar", nnar.InvalidInput,
+                r"external data entry 'location': b'\\xa2.data': expected UTF-8 text")

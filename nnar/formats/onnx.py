@@ -145,6 +145,8 @@ def from_proto(model, base: str | None = None) -> Model:
         raise InvalidInput("input: expected an ONNX model with a graph, found none (not an ONNX model?)")
     weights, taken, claimed = [], {}, {}
     for name, t in weight_protos(model):
+        if not isinstance(name, str):  # protobuf gives a string field that is not UTF-8 as bytes
+            raise InvalidInput(f"ONNX tensor name {name!r:.80}: expected UTF-8 text, found other bytes")
         name = _unique(name, taken)
         dt = _TO_NNAR[t.data_type]
         arr = _array(t, dt, base, name, claimed)
@@ -207,8 +209,12 @@ def _external(t, base: str | None, name: str, nbytes: int, claimed: dict) -> byt
     regular file (a FIFO would block the read forever, a device never end), which must hold the
     range before it is read. Each byte of a file belongs to one tensor: ``claimed`` maps each
     file read so far to its ranges, sorted (many tensors over one range would multiply it)."""
-    info = {e.key: e.value for e in t.external_data}
     where = f"ONNX tensor {name!r}"
+    info = {e.key: e.value for e in t.external_data}
+    bad = next(((k, v) for k, v in info.items() if not isinstance(k, str) or not isinstance(v, str)), None)
+    if bad is not None:  # protobuf gives a string field that is not UTF-8 as bytes
+        raise InvalidInput(f"{where}: external data entry {bad[0]!r:.40}: {bad[1]!r:.80}: expected UTF-8 text, found "
+                           "other bytes")
     if base is None:
         raise InvalidInput(f"{where}: its data is in an external file ({info.get('location')!r:.120}); give the model "
                            "as a file path, not a stream, so that nnar can find the file beside it")

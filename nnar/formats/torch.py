@@ -102,11 +102,51 @@ def _reason(e: BaseException) -> str:
     return pick if len(pick) <= 160 else pick[:157] + "..."
 
 
+class _Capped:
+    """A seekable file whose ``read(n)`` asks for no more than the bytes left: torch's unpickler
+    reads a string of the length the file declares with one ``read(n)``, and a buffered reader
+    reserves ``n`` bytes first, so a 500-byte file declaring a 2^60-byte string was a
+    MemoryError. Memory then follows the file's size, not its declarations."""
+
+    def __init__(self, f):
+        self._f = f
+        here = f.tell()
+        self._end = f.seek(0, 2)
+        f.seek(here)
+
+    def _left(self, n) -> int:
+        left = max(0, self._end - self._f.tell())
+        return left if n is None or n < 0 else min(n, left)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(self._left(n))
+
+    def readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        return self._f.readinto(view[:self._left(len(view))])
+
+    def readline(self, n: int = -1) -> bytes:
+        return self._f.readline(self._left(n))
+
+    def seek(self, *args) -> int:
+        return self._f.seek(*args)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
 def _load(torch, f):
     try:
-        return torch.load(f, weights_only=True, map_location="cpu")
-    except MemoryError:
-        raise
+        return torch.load(_Capped(f), weights_only=True, map_location="cpu")
+    except MemoryError as e:
+        raise InvalidInput("input: expected a PyTorch checkpoint its size can hold, found one whose reading ran out "
+                           "of memory (a declared size far beyond the file?)") from e
     except pickle.UnpicklingError as e:
         text = str(e)
         if "GLOBAL" in text or "allowlisted" in text:
