@@ -12,7 +12,9 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 
 from . import __version__, api, config, formats, planner, report
@@ -402,10 +404,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every temporary output is removed on the
+    way out (a BaseException: no ``except Exception`` swallows it)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
+    except _Terminated:
+        print("nnar: terminated (SIGTERM); no output was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except NnarError as e:
         if isinstance(e.__cause__, BrokenPipeError):  # whoever read our stdout went away: not ours to report
             return _broken_pipe()

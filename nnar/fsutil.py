@@ -45,12 +45,16 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, inputs: tuple
         raise OutputExists(f"output {path!r} exists: expected a new file name, or --force to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        # the name's start only: a file name near the system's 255-byte limit leaves no room for
+        # the temporary's prefix and random part
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)[:TMP_NAME_KEEP]}.",
+                                   suffix=".tmp")
     except OSError as e:
         raise NnarIOError(f"cannot create a temporary file in {directory!r}: {e.strerror}") from e
-    f = os.fdopen(fd, "wb")
+    watched = _Watched(os.fdopen(fd, "wb"))
+    f = watched.file
     try:
-        yield f
+        yield watched
         f.flush()
         os.fsync(f.fileno())
         f.close()
@@ -71,4 +75,39 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, inputs: tuple
             raise OutputExists(f"output {path!r} appeared while writing: expected a new file name, or --force") from e
         if isinstance(e, OSError) and not hasattr(e, "code"):
             raise NnarIOError(f"writing {path!r} failed: {e.strerror or e}; nothing was written") from e
+        failed = watched.failure
+        if failed is not None and isinstance(e, Exception) and not hasattr(e, "code"):
+            # a writer that wrapped the disk's error in its own (torch.save: RuntimeError)
+            raise NnarIOError(f"writing {path!r} failed: {failed.strerror or failed}; nothing was written") from e
         raise
+
+
+#: how much of the output's name the temporary's name repeats
+TMP_NAME_KEEP = 96
+
+
+class _Watched:
+    """The temporary output, remembering the OSError a write or flush met, so that a full disk
+    is reported as one even through a writer that turns it into its own exception."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.failure: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.failure = e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as e:
+            self.failure = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+

@@ -8,7 +8,8 @@ What a kill leaves behind: SIGKILL gives a process no chance to clean up, so the
 a killed run stays in the output's directory, named ``.OUT.<random>.tmp`` (hidden, and never
 mistaken for the output). A later successful run neither uses nor leaves such a file; removing
 the stale ones is the user's (or a tmp cleaner's) business. A run that fails with an error
-(disk full, a bad input) removes its temporary itself.
+(disk full, a file-size limit, a bad input) or is stopped by SIGTERM or SIGINT removes its
+temporary itself.
 """
 
 from __future__ import annotations
@@ -306,3 +307,80 @@ def test_a_real_full_disk(small_tmpfs, model_files, capsys):
     # the space is given back: a small archive fits afterwards
     nnar.pack({"x": np.zeros(10, np.float32)}, small_tmpfs / "small.nnar")
     assert list(nnar.unpack(small_tmpfs / "small.nnar")) == ["x"]
+
+
+# -- full disks through every writer, signals, long names ----------------------------------------
+
+@pytest.mark.parametrize("room", [pytest.param(0, id="no-room"), pytest.param(5000, id="5000-bytes")])
+def test_unpack_to_a_torch_checkpoint_on_a_full_disk_is_an_io_error(tmp_path, monkeypatch, model_files, room):
+    """torch.save wraps the disk's error in a RuntimeError of its own: still one clean I/O error."""
+    pytest.importorskip("torch")
+    src_dir, _ = model_files
+    out = tmp_path / "out.pt"
+    out.write_bytes(b"the old checkpoint")
+    _full_disk(monkeypatch, room)
+    with pytest.raises(nnar.NnarIOError, match="No space left on device"):
+        nnar.unpack(src_dir / "model.nnar", out, force=True)
+    assert os.listdir(tmp_path) == [out.name]
+    assert out.read_bytes() == b"the old checkpoint"
+
+
+def _limited(nbytes: int):
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return limit
+
+
+@pytest.mark.parametrize("fmt", ["pt", "npz", "safetensors", "nnar"])
+def test_a_file_size_limit_is_a_one_line_error_for_every_output_format(tmp_path, model_files, fmt):
+    """``ulimit -f``: writes past the limit fail with EFBIG (Python ignores SIGXFSZ)."""
+    if fmt == "pt":
+        pytest.importorskip("torch")
+    src_dir, _ = model_files
+    out = tmp_path / f"out.{fmt}"
+    out.write_bytes(b"old")
+    args = ["pack", str(src_dir / "model.npz")] if fmt == "nnar" else ["unpack", str(src_dir / "model.nnar")]
+    done = subprocess.run([sys.executable, "-m", "nnar", *args, "-o", str(out), "--force"], env=ENV,
+                          capture_output=True, text=True, timeout=120, preexec_fn=_limited(1 << 20))
+    assert done.returncode == 1, done.stderr
+    assert re.fullmatch(r"nnar: error\[io\]: [^\n]*File too large[^\n]*\n", done.stderr), done.stderr
+    assert os.listdir(tmp_path) == [out.name] and out.read_bytes() == b"old"
+
+
+def test_sigterm_removes_the_temporary_and_says_so(tmp_path, model_files):
+    """SIGTERM while pack writes (its temporary exists): the temporary is removed, one line says so."""
+    src_dir, _ = model_files
+    proc = subprocess.Popen([sys.executable, "-m", "nnar", "pack", str(src_dir / "model.npz"), "-o", "out.nnar",
+                             "--preset", "balanced"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not temporaries(tmp_path, "out.nnar") and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert temporaries(tmp_path, "out.nnar"), "the temporary output never appeared"
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert rc == 128 + signal.SIGTERM, err
+    assert err == "nnar: terminated (SIGTERM); no output was written\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_output_name_near_the_length_limit_is_written(tmp_path):
+    out = tmp_path / ("m" * 245 + ".nnar")  # 250 bytes: the temporary could not repeat it whole
+    nnar.pack({"w": np.arange(10, dtype=np.float32)}, out)
+    assert nnar.open(out).read("w").tolist() == list(range(10))
+    assert os.listdir(tmp_path) == [out.name]
+
+
+def test_main_restores_the_sigterm_handler(model_files):
+    before = signal.getsignal(signal.SIGTERM)
+    src_dir, _ = model_files
+    assert main(["ls", str(src_dir / "old.nnar")]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
