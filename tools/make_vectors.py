@@ -570,6 +570,7 @@ def invalid_vectors():
     add("body-longer-than-segments", b.finish(), "bad-layout", "body has bytes after the last segment")
     invalid_vectors_1_1(add)
     invalid_vectors_1_2(add)
+    invalid_vectors_bounds(add)
     return out
 
 
@@ -771,6 +772,37 @@ def invalid_vectors_1_2(add):
     structure(b, "test", b"structure", edit=lambda d: d.update(extra=1))
     b.tensor("x", x)
     add("model-unknown-key", b.finish(), "bad-descriptor", "an unknown MODL key in a 1.2 archive")
+
+
+def invalid_vectors_bounds(add):
+    """Reader rules of nnar after 0.4.0 (issue 15; FORMAT.md §4.2, §6.1 step 4): descriptors bounded
+    in objects and nesting, every step of a bytes->bytes chain bounded. Written with minor 3."""
+    x = np.arange(6, dtype=np.float32)
+
+    b = base(minor=3)
+    b.tensor("x", x)
+    b.record(b"XTRA", b"\x81\xa1a" + b"\x91" * 32 + b"\xc0", flags=0)
+    add("descriptor-too-deep", b.finish(), "limit-exceeded",
+        "an unknown record (not must-understand) whose descriptor nests 33 deep (max_descriptor_depth 32)")
+
+    b = base(minor=3)
+    b.tensor("x", x)
+    k = DEFAULT_LIMITS.max_descriptor_objects  # {"a": [nil × k]}: k + 3 objects
+    raw = b"\x81\xa1a\xdd" + struct.pack(">I", k) + b"\xc0" * k
+    stored = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw)
+    b.record(b"XTRA", stored, flags=C.RECORD_FLAG_DESCRIPTOR_ZSTD)
+    add("descriptor-too-many-objects", b.finish(), "limit-exceeded",
+        f"a compressed descriptor of {k + 3} msgpack objects (max_descriptor_objects {k}) in a few hundred bytes")
+
+    # [nnar.zstd, nnar.zstd] on a 4-byte tensor whose inner frame is valid zstd but 103 bytes
+    # (30 empty raw blocks), more than zstd's bound of 4 bytes (67)
+    inner = b"\x28\xb5\x2f\xfd\x20\x04" + bytes(3) * 30 + (1 | 4 << 3).to_bytes(3, "little") + b"abcd"
+    outer = Zstd(3).encode(inner)[0]
+    b = base(minor=3)
+    b.tensor("x", np.frombuffer(b"abcd", np.uint8), P.Pipeline(array_bytes=Raw(), stream_chains=((Zstd(3), Zstd(3)),)),
+             segment_edit=lambda segs, desc: [(segs[0][0], bytes(outer))])
+    add("chain-step-beyond-bound", b.finish(), "codec-data",
+        "[nnar.zstd, nnar.zstd] on 4 bytes: the outer frame decodes to a 103-byte inner frame, beyond bound(4) = 67")
 
 
 # -- writing ------------------------------------------------------------------------------------

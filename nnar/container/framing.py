@@ -216,7 +216,7 @@ def _too_deep(limits: Limits, where: str) -> LimitExceeded:
 
 def _check_depth(obj: dict, limits: Limits, where: str) -> None:
     """The nesting of a built descriptor, one level at a time (the map is depth 1)."""
-    level, depth = [obj], 1
+    level, depth = [obj] if type(obj) is dict or type(obj) is list else [], 1
     while level:
         if depth > limits.max_descriptor_depth:
             raise _too_deep(limits, where)
@@ -287,26 +287,35 @@ def unpack_descriptor(data: bytes, where: str, limits: Limits = DEFAULT_LIMITS) 
     """Parse one msgpack map occupying exactly ``data``: no ext types, str keys, no trailing bytes,
     at most ``max_descriptor_objects`` objects nested at most ``max_descriptor_depth`` deep.
 
-    ``data`` is already bounded by ``max_descriptor_bytes``, so every container inside it is
-    too. An object takes at least one byte, so only a descriptor longer than
-    ``max_descriptor_objects`` bytes can hold too many: only those are counted before they are
-    built (:func:`count_objects`); the nesting of the others is checked on what was built.
+    The two limits come first (FORMAT.md §4.2): a descriptor that breaks one is
+    ``limit-exceeded`` whatever else is wrong with it. An object takes at least one byte, so only
+    a descriptor longer than ``max_descriptor_objects`` bytes can hold too many: those are
+    counted before anything is built (:func:`count_objects`); the nesting of the others is
+    checked on what was built, or, when msgpack refuses them, counted then.
     """
-    if len(data) > limits.max_descriptor_objects:
+    counted = len(data) > limits.max_descriptor_objects
+    if counted:
         count_objects(data, limits, where)
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
-                              timestamp=0)
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
+                                  timestamp=0)
+        except BaseException:
+            if not counted:  # a limit broken anywhere is reported before any other fault
+                count_objects(data, limits, where)
+            raise
+    except LimitExceeded:
+        raise
     except BadDescriptor as e:
         raise BadDescriptor(e.message, where=where) from None
-    except (msgpack.StackError, RecursionError):  # msgpack's own limit: 1024 levels
+    except (msgpack.StackError, RecursionError):  # msgpack's own limit, 1024 levels, above ours
         raise _too_deep(limits, where) from None
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, TypeError, UnicodeDecodeError) as e:
         raise BadDescriptor(f"descriptor: expected one msgpack map, found invalid msgpack ({type(e).__name__}: {e})",
                             where=where) from e
+    _check_depth(obj, limits, where)
     if not isinstance(obj, dict):
         raise BadDescriptor(f"descriptor: expected a msgpack map, found {type(obj).__name__}", where=where)
-    _check_depth(obj, limits, where)
     if any(marker in data for marker in _TIMESTAMP_HEADERS) and _has_timestamp(obj):
         raise BadDescriptor("descriptor: msgpack extension types are not allowed, found a timestamp (type -1)",
                             where=where)
