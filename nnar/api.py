@@ -129,8 +129,15 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
         elif _framework_object(src):
             model = _model_from_object(src)
         else:
-            name = formats.detect(src if _is_path(src) else getattr(src, "name", None), fmt, role="input")
-            model = formats.module(name).read(stack.enter_context(_input(src)))
+            f = stack.enter_context(_input(src))
+            head = _head(src, f)
+            shown = os.fspath(src) if _is_path(src) else getattr(src, "name", "-")
+            if head is not None and formats.sniff(head) == "nnar":
+                raise InvalidInput(f"input {shown!r} is already an nnar archive: expected a model to pack "
+                                   f"(to get the model back: nnar unpack {shown} -o model.safetensors)")
+            name = formats.detect(src if _is_path(src) else getattr(src, "name", None), fmt, role="input", head=head)
+            _check_archive_name(dst, force)
+            model = formats.module(name).read(f)
             if model.close:
                 stack.callback(model.close)
         md = dict(model.metadata)
@@ -212,6 +219,34 @@ def _global_threshold(model: formats.Model, cfg: PackConfig) -> float:
     return prune.global_threshold(mags, cfg.prune_global)
 
 
+def _head(src: Any, f: Any) -> bytes | None:
+    """The first bytes of an input, without consuming them (None if they can't be had so)."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(memoryview(src)[:formats.SNIFF_BYTES])
+    if _is_path(src) and os.fspath(src) != "-":
+        return formats.head_of(src)
+    try:
+        if hasattr(f, "peek"):  # a pipe: what is buffered already, no more
+            return f.peek(formats.SNIFF_BYTES)[:formats.SNIFF_BYTES] or None
+        if f.seekable():
+            pos = f.tell()
+            data = f.read(formats.SNIFF_BYTES)
+            f.seek(pos)
+            return data
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _check_archive_name(dst: Any, force: bool) -> None:
+    """An archive written under a model format's name is a mistake waiting for its reader."""
+    if _is_path(dst) and os.fspath(dst) != "-" and not force:
+        ext = os.path.splitext(os.fspath(dst))[1].lower()
+        if ext in formats.EXTENSIONS:
+            raise InvalidInput(f"output {os.fspath(dst)!r}: pack writes an nnar archive, but the extension {ext!r} says "
+                               f"{formats.EXTENSIONS[ext]}; name it .nnar (or --force to write it anyway)")
+
+
 def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | None = None, force: bool = False,
            limits: Limits = DEFAULT_LIMITS, verify: bool = False,
            progress: Progress | None = None, keep_quantized: bool = False) -> dict[str, np.ndarray] | list[TensorInfo]:
@@ -222,6 +257,15 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
     ``keep_quantized`` (ONNX output only): quantized weights stay quantized in the model file,
     expanded at run time by DequantizeLinear, Gather or Cast nodes (spec/onnx.md)."""
     with _input(src) as f:
+        head = _head(src, f)
+        found = formats.sniff(head) if head else None
+        if found in formats.FORMATS:
+            shown = os.fspath(src) if _is_path(src) else "-"
+            raise InvalidInput(f"input {shown!r} is a {found} model, not an nnar archive: to compress it, "
+                               f"nnar pack {shown} -o {os.path.splitext(os.path.basename(shown))[0] or 'model'}.nnar")
+        if dst is not None and to is None and _is_path(dst) and os.path.splitext(os.fspath(dst))[1].lower() == ".nnar":
+            raise InvalidInput(f"output {os.fspath(dst)!r}: unpack writes a model file, and .nnar names an archive; "
+                               "expected .safetensors .npz .pt or .onnx (did you mean nnar pack?)")
         reader = StreamReader(f, limits, verify=verify)
         if dst is None:
             out = {}

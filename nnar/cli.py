@@ -98,7 +98,40 @@ def _pack_config(args) -> config.PackConfig:
                         threshold=args.prune_threshold, init=args.init, seed=args.seed, max_error=args.max_error)
 
 
+class _Usage(Exception):
+    """A command line that asks for something contradictory or without effect (exit status 2)."""
+
+
+#: lossy flags, by the quantizers they apply to (None: any lossy setting)
+_FLAG_QUANTS = {"bits": ("kmeans", "uniform"), "granularity": ("uniform",), "block": ("uniform",),
+                "init": ("kmeans",)}
+_LOSSY_FLAGS = ("quant", "bits", "granularity", "block", "prune", "prune_threshold", "prune_global", "init",
+                "max_error")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_pack_flags(args) -> None:
+    """Refuse flags that would silently do nothing, or contradict the preset."""
+    given = [f for f in _LOSSY_FLAGS if getattr(args, f, None) is not None]
+    if args.preset == "lossless" and given:
+        raise _Usage(f"--preset lossless contradicts {', '.join(_flag(f) for f in given)}: drop the preset, or the "
+                     "lossy flags")
+    quant = args.quant or config.PRESETS.get(args.preset or "", {}).get("quant")
+    if quant is None and args.max_error is not None:
+        quant = "kmeans"  # --max-error alone walks the k-means ladder
+    rule_quants = any("quant=" in r for r in args.layer)  # a --layer rule may give the quantizer
+    for flag, quants in _FLAG_QUANTS.items():
+        value = getattr(args, flag, None)
+        if value is not None and quant not in quants and not rule_quants:
+            raise _Usage(f"{_flag(flag)} {value} has no effect without {' or '.join('--quant ' + q for q in quants)} "
+                         f"({'the preset ' + repr(args.preset) + ' uses ' + str(quant) if args.preset else 'no quantizer given'})")
+
+
 def cmd_pack(args) -> int:
+    _check_pack_flags(args)
     cfg = _pack_config(args)
     prog = Progress("packing")
     try:
@@ -431,6 +464,9 @@ def _run(args) -> int:
     except _Terminated:
         print("nnar: terminated (SIGTERM); no output was written", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except _Usage as e:
+        print(f"nnar: usage error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
     except NnarError as e:
         if isinstance(e.__cause__, BrokenPipeError):  # whoever read our stdout went away: not ours to report
             return _broken_pipe()

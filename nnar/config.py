@@ -182,6 +182,10 @@ def build(preset: str | None = None, rules: list[str] | tuple = (), min_params: 
     unknown = set(settings) - set(_FIELDS)
     if unknown:
         raise InvalidInput(f"settings {sorted(unknown)}: expected keys among {', '.join(_FIELDS)}")
+    given = sorted(k for k, v in settings.items() if v is not None)
+    if preset == "lossless" and (given or prune_global is not None):
+        raise InvalidInput(f"preset 'lossless' contradicts {', '.join(given or ['prune_global'])}: expected one or "
+                           "the other")
     if settings.get("quant") is not None and settings["quant"] != base.get("quant"):
         base.pop("bits", None)  # a preset's bits belong to its own quantizer
     base.update({k: v for k, v in settings.items() if v is not None})
@@ -192,6 +196,10 @@ def build(preset: str | None = None, rules: list[str] | tuple = (), min_params: 
         raise InvalidInput(f"prune_global: expected a sparsity in [0, 1), found {prune_global!r}")
     if not isinstance(min_params, int) or min_params < 0:
         raise InvalidInput(f"min_params: expected an integer >= 0, found {min_params!r}")
+    quants = {base.get("quant") or ("kmeans" if base.get("max_error") is not None else None)}
+    quants |= {c.get("quant") for _, c in parsed}
+    if base.get("bits") is not None and not quants & {"kmeans", "uniform"}:
+        raise InvalidInput(f"bits={base['bits']} has no effect: expected quant='kmeans' or 'uniform' with it")
     return PackConfig(check(TensorSettings(**base)), parsed, min_params, prune_global)
 
 

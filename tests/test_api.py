@@ -143,18 +143,21 @@ def test_verify_checks_digests_that_plain_reading_does_not():
             a.verify()
 
 
-def test_a_file_object_without_a_name_needs_a_format(model):
-    with pytest.raises(nnar.InvalidInput):
-        nnar.pack(io.BytesIO(model.read_bytes()))
-    assert nnar.pack(io.BytesIO(model.read_bytes()), fmt="safetensors")
-    with pytest.raises(nnar.InvalidInput):
+def test_a_file_object_without_a_name_is_told_by_its_content(model):
+    expected = nnar.pack(model)
+    assert nnar.pack(io.BytesIO(model.read_bytes())) == expected
+    assert nnar.pack(io.BytesIO(model.read_bytes()), fmt="safetensors") == expected
+    with pytest.raises(nnar.InvalidInput, match="cannot tell the format"):
+        nnar.pack(io.BytesIO(b"no model format starts like this"))
+    with pytest.raises(nnar.InvalidInput, match="--from npz says npz, but its content is safetensors"):
+        nnar.pack(io.BytesIO(model.read_bytes()), fmt="npz")
+    with pytest.raises(nnar.InvalidInput):  # an output with no name: the format must be named
         nnar.unpack(nnar.pack({"x": np.ones(1)}), io.BytesIO())
 
 
-def test_a_file_opened_from_a_descriptor(model):
+def test_a_file_opened_from_a_descriptor_is_told_by_its_content(model):
     with open(os.open(model, os.O_RDONLY), "rb") as f:
-        with pytest.raises(nnar.InvalidInput):  # no name to tell the format by
-            nnar.pack(f)
+        assert nnar.pack(f) == nnar.pack(model)
 
 
 def test_a_bad_level_is_invalid_input(small_model):

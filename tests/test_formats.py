@@ -316,12 +316,14 @@ def test_a_tensor_named_like_the_metadata_key_is_refused_for_safetensors(tmp_pat
 
 
 @pytest.mark.parametrize("path", ["model.pb", "model", "model.safetensor", "weights.npz.tmp"])
-def test_unknown_extension_is_invalid_input(tmp_path, path):
+def test_an_unknown_extension_is_told_by_content_or_refused(tmp_path, path):
     p = tmp_path / path
     p.write_bytes(EXAMPLE.read_bytes())
+    assert nnar.pack(p) == nnar.pack(EXAMPLE)  # the content says safetensors
+    assert nnar.pack(p, fmt="safetensors")  # named explicitly, the extension does not matter
+    p.write_bytes(b"\x00" * 64)  # content that says nothing
     with pytest.raises(nnar.InvalidInput, match="--from"):
         nnar.pack(p, tmp_path / "o.nnar")
-    assert nnar.pack(p, fmt="safetensors")  # named explicitly, the extension does not matter
 
 
 def test_extension_is_case_insensitive_and_unknown_format_names_refused(tmp_path):

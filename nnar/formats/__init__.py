@@ -62,17 +62,72 @@ def seekable(f):
     return spool, spool
 
 
-def detect(path: str | os.PathLike | None, override: str | None, *, role: str) -> str:
+def detect(path: str | os.PathLike | None, override: str | None, *, role: str, head: bytes | None = None) -> str:
+    """The format of a model file: ``override`` (--from/--to), else the extension, else (an input
+    whose first bytes are ``head``) its content. An override or extension that the content
+    contradicts is an error naming both: reading a file as what it is not gives errors that
+    point nowhere near the mistake."""
+    found = sniff(head) if head else None
+    shown = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "-"
     if override:
         if override not in FORMATS:
             raise InvalidInput(f"format {override!r}: expected one of {', '.join(FORMATS)}")
+        if found is not None and found != override:
+            raise InvalidInput(f"{role} {shown!r}: --from {override} says {override}, but its content is {found}")
         return override
     path = path if isinstance(path, (str, os.PathLike)) else None  # a file from a descriptor has an int name
     ext = os.path.splitext(os.fspath(path or ""))[1].lower()
-    if ext not in EXTENSIONS:
-        raise InvalidInput(f"{role} {os.fspath(path or '-')!r}: cannot tell the format from the extension {ext or '(none)'!r}; "
-                           f"expected one of {', '.join(EXTENSIONS)}, or name it with --from/--to")
-    return EXTENSIONS[ext]
+    if ext in EXTENSIONS:
+        if found is not None and found != EXTENSIONS[ext]:
+            raise InvalidInput(f"{role} {shown!r}: the extension {ext!r} says {EXTENSIONS[ext]}, but its content is "
+                               f"{found}; name the format with --from if the content is right")
+        return EXTENSIONS[ext]
+    if found is not None and found in FORMATS:
+        return found
+    raise InvalidInput(f"{role} {shown!r}: cannot tell the format from the extension {ext or '(none)'!r}"
+                       + (" or the content" if head else "")
+                       + f"; expected one of {', '.join(EXTENSIONS)}, or name it with --from/--to")
+
+
+#: bytes enough to tell the formats apart
+SNIFF_BYTES = 64
+
+
+def sniff(head: bytes) -> str | None:
+    """The format the first bytes of a file say, if they say one: ``"nnar"`` (an archive),
+    ``"npz"`` or ``"torch"`` (zip: numpy's members end in .npy, torch's in data.pkl),
+    ``"torch"`` (a legacy pickle), ``"safetensors"`` (an 8-byte header length, then ``{``),
+    ``"onnx"`` (a protobuf ModelProto opening with ir_version, field 1). None: no idea."""
+    from ..constants import MAGIC
+    if head.startswith(MAGIC):
+        return "nnar"
+    if head.startswith(b"PK\x03\x04") and len(head) >= 30:
+        name_len = int.from_bytes(head[26:28], "little")
+        name = head[30:30 + name_len]
+        if name.endswith(b".npy"):
+            return "npz"
+        if name.endswith(b".pkl") or b"/" in name:  # torch.save: <archive>/data.pkl first
+            return "torch"
+        return None
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "torch"  # pickle protocol 2-5: torch's legacy format
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 1 << 30:
+        return "safetensors"
+    if head[:1] == b"\x08" and len(head) >= 3 and head[1] < 0x80 and head[2:3] in (b"\x12", b"\x1a", b"\x22",
+                                                                                   b"\x3a", b"\x42"):
+        return "onnx"  # ir_version (small varint), then producer_name / version / domain / graph / opset
+    return None
+
+
+def head_of(path: str | os.PathLike) -> bytes | None:
+    """The first bytes of a regular file (None when it cannot be read: the reader will say why)."""
+    try:
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read(SNIFF_BYTES)
+    except OSError:
+        return None
 
 
 def module(name: str):
