@@ -249,13 +249,16 @@ def _check_archive_name(dst: Any, force: bool) -> None:
 
 def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | None = None, force: bool = False,
            limits: Limits = DEFAULT_LIMITS, verify: bool = False,
-           progress: Progress | None = None, keep_quantized: bool = False) -> dict[str, np.ndarray] | list[TensorInfo]:
+           progress: Progress | None = None, keep_quantized: bool = False,
+           select: Callable[[str], bool] | None = None) -> dict[str, np.ndarray] | list[TensorInfo]:
     """Unpack an archive. With no ``dst``, return {name: array} (bfloat16 as uint16 bit patterns;
     an alias is the same array object as its target); otherwise write a model file (format by
     extension of ``dst`` or ``to``: .safetensors .npz .pt .onnx ...) and return the infos.
 
     ``keep_quantized`` (ONNX output only): quantized weights stay quantized in the model file,
-    expanded at run time by DequantizeLinear, Gather or Cast nodes (spec/onnx.md)."""
+    expanded at run time by DequantizeLinear, Gather or Cast nodes (spec/onnx.md). ``select``
+    (name → bool) keeps only some tensors: a bag of tensors then, without the model's structure
+    (so not ONNX)."""
     with _input(src) as f:
         head = _head(src, f)
         found = formats.sniff(head) if head else None
@@ -270,6 +273,8 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         if dst is None:
             out = {}
             for i, (info, arr) in enumerate(reader):
+                if select is not None and not select(info.name):
+                    continue
                 out[info.name] = arr
                 if progress:
                     progress(info.name, i + 1, None)
@@ -277,6 +282,9 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         fmt = formats.detect(dst if _is_path(dst) else getattr(dst, "name", None), to, role="output")
         if keep_quantized and fmt != "onnx":
             raise InvalidInput(f"--keep-quantized writes ONNX models; the output format is {fmt}")
+        if select is not None and fmt == "onnx":
+            raise InvalidInput("some tensors of a model are not an ONNX model: expected .safetensors, .npz or .pt "
+                               "output with --tensor/--include")
         if keep_quantized:
             from . import quantized  # only ONNX output uses it
             source = quantized.forms(reader)
@@ -286,13 +294,15 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
 
         def tensors() -> Iterable[tuple[str, Any, str]]:
             for i, (info, value) in enumerate(source):
+                if select is not None and not select(info.name):
+                    continue
                 infos.append(info)
                 if progress:
                     progress(info.name, i + 1, None)
                 yield info.name, value, info.dtype
 
         structure = reader.structure
-        structure = structure[1] if structure is not None and structure[0] == fmt else None
+        structure = structure[1] if structure is not None and structure[0] == fmt and select is None else None
         options = {"path": os.fspath(dst) if _is_path(dst) else None, "quantized": keep_quantized, "force": force} \
             if fmt == "onnx" else {}
         with _output(dst, force, (src,) if _is_path(src) else ()) as out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import re
@@ -130,7 +131,27 @@ def _check_pack_flags(args) -> None:
                          f"({'the preset ' + repr(args.preset) + ' uses ' + str(quant) if args.preset else 'no quantizer given'})")
 
 
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _binary_out(args) -> None:
+    """Like zstd: no binary on a terminal unless forced."""
+    if args.output == "-" and sys.stdout.isatty() and not args.force:
+        raise InvalidInput("refusing to write binary data to a terminal: redirect stdout, or -o FILE (--force to "
+                           "write it anyway)")
+
+
+def _default_pack_output(args) -> str:
+    if args.input == "-":
+        return "-"
+    return os.path.splitext(args.input)[0] + ".nnar"
+
+
 def cmd_pack(args) -> int:
+    if args.output is None:
+        args.output = _default_pack_output(args)
+    _binary_out(args)
     _check_pack_flags(args)
     cfg = _pack_config(args)
     prog = Progress("packing")
@@ -192,13 +213,63 @@ def _search_args(args) -> dict:
     return {"calibrate": args.calibrate, "max_output_error": args.max_output_error, "max_evals": args.max_evals}
 
 
+#: the extension an unpacked model gets, by the format the archive was packed from
+_EXTENSION_OF = {"safetensors": ".safetensors", "npz": ".npz", "torch": ".pt", "onnx": ".onnx",
+                 "python": ".safetensors"}
+
+
+def _default_unpack_output(args) -> str:
+    """The archive's name, in the format it was packed from (``model.nnar`` from a .pt → ``model.pt``)."""
+    if args.input == "-":
+        return "-"
+    stem = args.input[:-5] if args.input.lower().endswith(".nnar") else args.input
+    if args.tensor is not None:
+        return stem + "." + re.sub(r"[^\w.-]", "_", args.tensor) + ".npy"
+    if args.to is not None:
+        return stem + (".npy" if args.to == "npy" else _EXTENSION_OF[args.to])
+    with Archive(args.input, _limits(args)) as a:
+        return stem + _EXTENSION_OF.get(a.source_format, ".safetensors")
+
+
+def _unpack_one(args) -> int:
+    """``--tensor NAME`` to .npy: one tensor, read at random (from a file) or in passing (a stream)."""
+    import numpy as np
+    if args.input == "-":
+        value = None
+        for info, arr in StreamReader(sys.stdin.buffer, _limits(args), verify=args.verify):
+            if info.name == args.tensor:
+                value = arr
+                break
+    else:
+        with Archive(args.input, _limits(args)) as a:
+            value = a.read(args.tensor, verify=args.verify) if args.tensor in a else None
+    if value is None:
+        raise InvalidInput(f"--tensor {args.tensor!r}: no such tensor in the archive (nnar ls lists them)")
+    with api._output(args.output, args.force, (args.input,)) as out:
+        np.save(out, value, allow_pickle=False)
+    if not args.quiet:
+        print(f"unpacked {args.tensor} to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_unpack(args) -> int:
+    if args.output is None:
+        args.output = _default_unpack_output(args)
+    _binary_out(args)
+    npy = args.to == "npy" or (args.to is None and args.output.lower().endswith(".npy"))
+    if npy:
+        if args.tensor is None:
+            raise InvalidInput(".npy holds one array: expected --tensor NAME with it")
+        return _unpack_one(args)
+    patterns = [*args.include, *([args.tensor] if args.tensor is not None else [])]
+    select = (lambda name: _matches(name, patterns)) if patterns else None
     prog = Progress("unpacking")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             infos = api.unpack(args.input, args.output, to=args.to, force=args.force, limits=_limits(args),
-                               verify=args.verify, progress=prog, keep_quantized=args.keep_quantized)
+                               verify=args.verify, progress=prog, keep_quantized=args.keep_quantized,
+                               select=select)
     finally:
         prog.done()
     for w in caught:
@@ -219,6 +290,10 @@ def _infos(path: str, limits: Limits) -> tuple[list[TensorInfo], dict]:
 
 def cmd_ls(args) -> int:
     infos, meta = _infos(args.input, _limits(args))
+    if args.names:
+        infos = [i for i in infos if _matches(i.name, args.names)]
+        if not infos:
+            raise InvalidInput(f"no tensor matches {' '.join(args.names)!r}")
     raw = sum(i.nbytes for i in infos if i.alias_of is None)  # a tied tensor is stored, and counted, once
     stored = sum(i.stored_bytes for i in infos)
     if args.json:
@@ -252,13 +327,27 @@ def cmd_ls(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    infos = api.verify(args.input, _limits(args))
-    print(f"ok: {len(infos)} tensors, every checksum and digest matches")
+    try:
+        infos = api.verify(args.input, _limits(args))
+    except NnarError as e:
+        if not args.json:
+            if args.quiet:
+                return 1
+            raise
+        json.dump({"ok": False, "input": args.input, "error": {"code": e.code, "message": str(e)}}, sys.stdout)
+        print()
+        return 1
+    if args.json:
+        json.dump({"ok": True, "input": args.input, "tensors": len(infos)}, sys.stdout)
+        print()
+    elif not args.quiet:
+        print(f"ok: {len(infos)} tensors, every checksum and digest matches")
     return 0
 
 
 def cmd_diff(args) -> int:
     from .patching import stat_lines
+    _binary_out(args)
     if args.output is None and not args.stat and not args.json:
         raise InvalidInput("nothing to do: expected -o PATCH, or --stat / --json to only report")
     prog = Progress("diffing")
@@ -338,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'bit-exact'}"
                                    for k, v in config.PRESETS.items()))
     sp.add_argument("input", help="model file, or - for stdin")
-    sp.add_argument("-o", "--output", required=True, help=".nnar file to write, or - for stdout")
+    sp.add_argument("-o", "--output", help=".nnar file to write, or - for stdout (default: the input's name with "
+                    ".nnar; stdin: stdout)")
     sp.add_argument("--from", dest="from_", choices=list(formats.FORMATS),
                     help="input format (default: by extension: .safetensors .npz .pt .pth .bin .ckpt .onnx)")
     sp.add_argument("--level", type=_level, default=planner.DEFAULT_LEVEL,
@@ -383,8 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("unpack", help=".nnar archive -> model file",
                         description="Unpack an archive to a model file, bit-exact for lossless archives.")
     sp.add_argument("input", help=".nnar file, or - for stdin")
-    sp.add_argument("-o", "--output", required=True, help="model file to write, or - for stdout (needs --to)")
-    sp.add_argument("--to", choices=list(formats.FORMATS), help="output format (default: by extension)")
+    sp.add_argument("-o", "--output", help="model file to write, or - for stdout (default: the archive's name in "
+                    "the format it was packed from; stdin: stdout)")
+    sp.add_argument("--to", choices=[*formats.FORMATS, "npy"], help="output format (default: by extension)")
+    sp.add_argument("--tensor", metavar="NAME", help="only this tensor; with -o NAME.npy (or -o - --to npy) as "
+                    "one .npy array, read at random from the archive")
+    sp.add_argument("--include", action="append", default=[], metavar="GLOB",
+                    help="only tensors whose names match (repeatable)")
     sp.add_argument("--keep-quantized", action="store_true",
                     help="ONNX output: keep quantized weights small in the model file (int8/uint8/int4 with "
                          "DequantizeLinear, k-means indices with their codebook through Gather, fp16 with Cast); "
@@ -398,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ls", help="list the tensors of an archive",
                         description="List tensors: name, dtype, shape, stored bytes, ratio, pipeline; totals.")
     sp.add_argument("input", help=".nnar file, or - for stdin")
+    sp.add_argument("names", nargs="*", metavar="GLOB", help="only tensors whose names match")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     limits_args(sp)
     sp.set_defaults(func=cmd_ls)
@@ -432,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("verify", help="check every checksum and digest",
                         description="Decode every tensor and check every CRC and SHA-256 digest. Exit 0 if intact.")
     sp.add_argument("input", help=".nnar file, or - for stdin")
+    sp.add_argument("--json", action="store_true", help="the result as JSON on stdout (also when damaged)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing; the exit status says")
     limits_args(sp)
     sp.set_defaults(func=cmd_verify)
     return p
