@@ -288,6 +288,22 @@ def _infos(path: str, limits: Limits) -> tuple[list[TensorInfo], dict]:
         return a.infos(), {"metadata": a.metadata, "source_format": a.source_format, "nnar_version": a.nnar_version}
 
 
+def _own_digests(path: str, infos: list[TensorInfo], limits: Limits) -> dict[str, str]:
+    """Each grouped tensor's own SHA-256 (its record's digest covers the whole group): decoded
+    and computed here, groups being small (at most 1 MiB), and checked against the record's."""
+    from .archive import digest_of
+    grouped = [i.name for i in infos if i.group > 1 and i.alias_of is None]
+    out: dict[str, str] = {}
+    if not grouped:
+        return out
+    if path == "-":  # read once already: a stream has no second pass
+        return out
+    with Archive(path, limits) as a:
+        for name in grouped:
+            out[name] = digest_of(a.read(name, verify=True)).hex()
+    return out
+
+
 def cmd_ls(args) -> int:
     infos, meta = _infos(args.input, _limits(args))
     if args.names:
@@ -303,7 +319,16 @@ def cmd_ls(args) -> int:
             totals["archive_bytes"] = os.path.getsize(args.input)
         if any(i.lossy for i in infos):
             totals["fidelity"] = report.totals(infos)
-        json.dump({**meta, "tensors": [i.to_json() for i in infos], "totals": totals}, sys.stdout, indent=1)
+        own = _own_digests(args.input, infos, _limits(args))
+        rows = []
+        for i in infos:
+            row = i.to_json()
+            # "digest" is the record's (FORMAT.md §5.2.4); "sha256" the tensor's own, whatever its record
+            target = i.alias_of or i.name
+            row["sha256"] = own.get(target, row["digest"] if i.group == 1 else None)
+            row["sha256_from"] = "computed" if target in own else "record" if i.group == 1 else "not computed (stdin)"
+            rows.append(row)
+        json.dump({**meta, "tensors": rows, "totals": totals}, sys.stdout, indent=1)
         print()
         return 0
     rows = [(i.name, i.dtype, "x".join(map(str, i.shape)) or "scalar", str(i.stored_bytes), f"{i.ratio:.3f}",

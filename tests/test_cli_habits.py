@@ -129,3 +129,18 @@ def test_ls_filters(tmp_path, model, capsys):
     assert sorted(t["name"] for t in json.loads(capsys.readouterr().out)["tensors"]) == ["enc.b", "enc.w"]
     assert main(["ls", str(archive), "nothing*"]) == 1
     assert "no tensor matches" in capsys.readouterr().err
+
+
+def test_ls_json_gives_every_tensor_its_own_sha256(tmp_path, capsys):
+    import hashlib
+    tensors = {f"b{i}": np.arange(i + 1, dtype=np.float32) for i in range(5)}  # small: stored as one group
+    tensors["w"] = np.random.default_rng(0).normal(size=(256, 128)).astype(np.float32)
+    archive = tmp_path / "a.nnar"
+    nnar.pack(tensors, archive)
+    assert main(["ls", str(archive), "--json"]) == 0
+    rows = {t["name"]: t for t in json.loads(capsys.readouterr().out)["tensors"]}
+    for name, arr in tensors.items():
+        assert rows[name]["sha256"] == hashlib.sha256(arr.tobytes()).hexdigest(), name
+    assert rows["b0"]["group"] > 1 and rows["b0"]["sha256_from"] == "computed"
+    assert rows["b0"]["digest"] != rows["b0"]["sha256"]  # the record's digest covers the group
+    assert rows["w"]["sha256_from"] == "record" and rows["w"]["digest"] == rows["w"]["sha256"]
