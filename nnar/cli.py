@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 
-from . import __version__, api, config, formats, planner, report
+from . import __version__, api, config, formats, fsutil, planner, report
 from .archive import Archive, StreamReader, TensorInfo
 from .errors import InvalidInput, MissingExtra, NnarError
 from .limits import DEFAULT_LIMITS, Limits
@@ -585,6 +585,7 @@ def _run(args) -> int:
     try:
         return args.func(args)
     except _Terminated:
+        fsutil.remove_pending()  # a signal inside a temporary's creation: the file is still listed
         print("nnar: terminated (SIGTERM); no output was written", file=sys.stderr)
         return 128 + signal.SIGTERM
     except _Usage as e:
@@ -596,6 +597,7 @@ def _run(args) -> int:
         print(f"nnar: error[{e.code}]: {_one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        fsutil.remove_pending()
         print("nnar: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -8,9 +8,10 @@ replaced only when the caller says ``force``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import sys
-import tempfile
 from typing import BinaryIO, Iterator
 
 from .errors import InvalidInput, NnarIOError, OutputExists
@@ -45,10 +46,7 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, inputs: tuple
         raise OutputExists(f"output {path!r} exists: expected a new file name, or --force to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        # the name's start only: a file name near the system's 255-byte limit leaves no room for
-        # the temporary's prefix and random part
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)[:TMP_NAME_KEEP]}.",
-                                   suffix=".tmp")
+        fd, tmp = _create_temporary(directory, os.path.basename(path))
     except OSError as e:
         raise NnarIOError(f"cannot create a temporary file in {directory!r}: {e.strerror}") from e
     watched = _Watched(os.fdopen(fd, "wb"))
@@ -66,11 +64,13 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, inputs: tuple
         else:
             os.link(tmp, path)  # fails if someone created path meanwhile: never clobber without force
             os.unlink(tmp)
+        _PENDING.discard(tmp)
     except BaseException as e:
         with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails again
             f.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _PENDING.discard(tmp)
         if isinstance(e, FileExistsError) and not isinstance(e, OutputExists):
             raise OutputExists(f"output {path!r} appeared while writing: expected a new file name, or --force") from e
         if isinstance(e, OSError) and not hasattr(e, "code"):
@@ -82,8 +82,37 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, inputs: tuple
         raise
 
 
-#: how much of the output's name the temporary's name repeats
+#: how much of the output's name the temporary's name repeats: a name near the system's 255-byte
+#: limit leaves no room for the temporary's prefix and random part
 TMP_NAME_KEEP = 96
+
+#: temporaries that exist or are about to: a name is listed before its file is created and
+#: removed from the list only once the file is gone or renamed, so that a signal arriving at any
+#: moment (even inside the creation) leaves nothing :func:`remove_pending` can't find
+_PENDING: set[str] = set()
+
+
+def _create_temporary(directory: str, base: str) -> tuple[int, str]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = os.path.join(directory, f".{base[:TMP_NAME_KEEP]}.{secrets.token_hex(4)}.tmp")
+        _PENDING.add(name)
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            _PENDING.discard(name)
+        except OSError:
+            _PENDING.discard(name)
+            raise
+    raise FileExistsError(errno.EEXIST, "no free temporary name")
+
+
+def remove_pending() -> None:
+    """Remove every temporary output still listed (the CLI calls it when a signal stops it)."""
+    for name in list(_PENDING):
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        _PENDING.discard(name)
 
 
 class _Watched:
