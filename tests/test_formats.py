@@ -251,6 +251,9 @@ MALFORMED = {
     "lone surrogate name": _st_file(b'{"a\\ud800":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', bytes(8)),
     "dim beyond u64": _st_file({"a": {**GOOD_ENTRY, "shape": [1 << 64]}}, bytes(8)),
     "metadata not a map": _st_file({"__metadata__": [], "a": GOOD_ENTRY}, bytes(8)),
+    # bounded before parsing: more containers than keys (an object bomb), a shape of 10^5 dims
+    "object bomb": _st_file(b'{"a":[' + b"{}," * 10_000 + b"[]]}"),
+    "overflowing shape": _st_file({"a": {**GOOD_ENTRY, "shape": [1000] * 100_000}}, bytes(8)),
 }
 
 

@@ -172,3 +172,25 @@ def test_an_external_data_location_that_is_not_utf8_is_invalid_input(tmp_path):
     (tmp_path / "model.onnx").write_bytes(model)
     _pack_fails(tmp_path / "model.onnx", tmp_path / "out.nnar", nnar.InvalidInput,
                 r"external data entry 'location': b'\\xa2.data': expected UTF-8 text")
+
+
+def test_a_checkpoint_whose_storage_torch_leaves_unfilled_is_invalid_input(tmp_path):
+    """Found by fuzz_torch: a zip checkpoint whose record 'data/1' has a damaged local header
+    loads, but that storage holds uninitialized memory, different at each load. nnar compares
+    the storages with the records' bytes and refuses it rather than pack heap contents (when
+    the memory happens to hold the record's bytes, the archive is right, and may be written)."""
+    pytest.importorskip("torch")
+    fuzz = Path(__file__).resolve().parents[1] / "fuzz"
+    src = tmp_path / "m.pt"
+    src.write_bytes((fuzz / "crashes" / "torch-crash-b3022e9122342994a379b0c77d12f5d8d5bc2f9b").read_bytes())
+    for _ in range(5):
+        out = tmp_path / "out.nnar"
+        try:
+            nnar.pack(src, out)
+        except nnar.InvalidInput as e:
+            assert "expected the checkpoint's 6 storages to hold its 6 data records, found storages whose bytes " \
+                   "are not in the file" in str(e)
+            assert not out.exists()
+        else:
+            assert {k: v.tobytes() for k, v in nnar.unpack(out).items()}["torch.uint8"] == bytes(2)
+            out.unlink()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import reprlib
 import shutil
 import struct
 import tempfile
@@ -26,6 +28,8 @@ _TO_NNAR = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16":
             "F32": "float32", "F64": "float64"}
 _FROM_NNAR = {v: k for k, v in _TO_NNAR.items()}
 _U64 = 1 << 64  # the library's shapes, offsets and sizes are usize: anything beyond overflows there
+#: a JSON string, or an unterminated one up to the end (so that no search rescans: linear time)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 
 
 class _Duplicate(Exception):
@@ -60,15 +64,57 @@ def _is_text(s) -> bool:
     return True
 
 
+def _short(x) -> str:
+    """A repr of at most a few elements (a hostile header's list may hold millions)."""
+    return reprlib.repr(x)
+
+
+def _nbytes(shape: list, itemsize: int) -> int | None:
+    """dtype size x shape, None where the library's checked multiplication overflows (so a
+    shape of a million dims is not one huge product: the size stays below 2^64 all along)."""
+    n = itemsize
+    for d in shape:
+        n *= d
+        if n >= _U64:
+            return None
+    return n
+
+
+def _count_outside_strings(raw: bytes) -> tuple[int, int]:
+    """(containers, keys): the '{' and '[', and the ':', of a JSON text outside its strings,
+    counted between the strings without copying any (memory stays flat; ~1.5 s per million
+    strings)."""
+    containers = keys = pos = 0
+    for m in _STRING.finditer(raw):
+        start = m.start()
+        containers += raw.count(b"{", pos, start) + raw.count(b"[", pos, start)
+        keys += raw.count(b":", pos, start)
+        pos = m.end()
+    return containers + raw.count(b"{", pos) + raw.count(b"[", pos), keys + raw.count(b":", pos)
+
+
 def _parse_header(raw: bytes) -> dict:
     """The header's JSON object, as strictly as the safetensors library reads it (UTF-8, no
-    duplicate keys, no NaN). Python's json makes an object per value: parsing costs up to ~25
-    bytes of memory per header byte ('[{},{},...]'), so at most ~2.5 GB for MAX_HEADER."""
+    duplicate keys, no NaN).
+
+    Python's json makes an object per value, ~70 bytes: '[{},{},...]' cost 29 bytes of memory
+    per header byte. A valid header has at most as many containers ('{', '[') as keys (':')
+    plus 2 (a tensor entry: 4 keys, 3 containers; the metadata: 1 container, n keys), so
+    headers with more are refused before parsing; what is left costs at most ~15 bytes per
+    header byte ('{"":0,"":0,...}'). Counting outside strings takes a pass over them, run only
+    when a plain count of the brackets is above one per 16 bytes (a valid header's entries
+    take more bytes than that)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidInput(f"safetensors header: expected UTF-8 JSON, found a byte that is not UTF-8 at file byte "
                            f"{8 + e.start} ({raw[e.start:e.start + 4]!r})") from e
+    containers = raw.count(b"{") + raw.count(b"[")
+    if containers > len(raw) // 16 + 2:
+        containers, keys = _count_outside_strings(raw)
+        if containers > keys + 2:
+            raise InvalidInput(f"safetensors header: expected a map of tensor entries, found {containers} JSON "
+                               f"objects and arrays for {keys} keys")
     try:
         header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except _Duplicate as e:
@@ -119,7 +165,7 @@ def _read(f, spool) -> Model:
         if not _is_text(name):
             raise InvalidInput(f"{where}: expected a name that is valid Unicode text (lone surrogate)")
         if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= e.keys():
-            raise InvalidInput(f"{where}: expected a map with dtype, shape and data_offsets, found {e!r:.160}")
+            raise InvalidInput(f"{where}: expected a map with dtype, shape and data_offsets, found {_short(e)}")
         st_dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
         if not isinstance(st_dtype, str):
             raise InvalidInput(f"{where}: dtype: expected a string, found {st_dtype!r:.60}")
@@ -127,12 +173,14 @@ def _read(f, spool) -> Model:
             raise UnsupportedDtype(f"{where}: dtype {st_dtype!r:.60} is not supported; expected one of "
                                    f"{', '.join(_TO_NNAR)}")
         if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
-            raise InvalidInput(f"{where}: shape: expected a list of non-negative integers, found {shape!r:.120}")
+            raise InvalidInput(f"{where}: shape: expected a list of non-negative integers, found {_short(shape)}")
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_index(o) for o in offsets):
             raise InvalidInput(f"{where}: data_offsets: expected [begin, end], two non-negative integers, found "
-                               f"{offsets!r:.120}")
+                               f"{_short(offsets)}")
         dt = _TO_NNAR[st_dtype]
-        nbytes = math.prod(shape) * dtypes.itemsize(dt)  # Python ints: no overflow to wrap
+        nbytes = _nbytes(shape, dtypes.itemsize(dt))
+        if nbytes is None:
+            raise InvalidInput(f"{where}: shape {_short(shape)}: expected a size below 2^64 bytes, found more")
         b, end = offsets
         if end < b or end - b != nbytes:
             raise InvalidInput(f"{where}: data_offsets [{b}, {end}]: expected {nbytes} bytes for {st_dtype}{shape}, "

@@ -84,7 +84,10 @@ def read(f) -> Model:
     torch = _torch()
     f, spool = seekable(f)  # torch.load seeks (a ZIP is read from its end)
     try:
+        start = f.tell()
         obj = _load(torch, f)
+        f.seek(start)
+        _check_storages(torch, f, obj)
     finally:
         if spool is not None:  # torch.load has read every tensor into memory
             spool.close()
@@ -160,6 +163,60 @@ def _load(torch, f):
         detail = _reason(e) if str(e).strip() else "the file ended early" if isinstance(e, EOFError) else "no detail"
         raise InvalidInput(f"input: expected a PyTorch checkpoint (torch.save), found something torch cannot "
                            f"read ({type(e).__name__}: {detail})") from e
+
+
+def _storages(torch, obj) -> dict[int, Any] | None:
+    """data address → untyped storage, of every tensor anywhere in a loaded checkpoint; None
+    when one is not a plain dense CPU tensor (nnar refuses those anyway, with its own error)."""
+    out, seen, todo = {}, set(), [obj]
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, torch.Tensor):
+            if x.layout != torch.strided or x.device.type != "cpu" or x.is_quantized or type(x) is not torch.Tensor \
+                    and not isinstance(x, torch.nn.Parameter):
+                return None
+            s = x.untyped_storage()
+            if s.nbytes():
+                out[s.data_ptr()] = s
+        elif isinstance(x, Mapping):
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            todo.extend(x)
+    return out
+
+
+def _check_storages(torch, f, obj) -> None:
+    """A zip checkpoint's storages must hold the bytes of its data records: torch may fill a
+    storage from somewhere else, or not at all, when a record's local header is damaged (the
+    fuzzer found one whose storage came back as uninitialized memory, different each load), and
+    nnar must not pack that. Compared as multisets of (length, SHA-256), since which record a
+    storage came from is known only inside torch."""
+    import hashlib
+    import zipfile
+
+    if not zipfile.is_zipfile(f):
+        return  # a legacy checkpoint: its storages are read in sequence from the file itself
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as z:
+            records = sorted((i.file_size, hashlib.sha256(z.read(i)).digest()) for i in z.infolist()
+                             if re.fullmatch(r"[^/]+/data/[^/]+", i.filename) and i.file_size)
+    except Exception as e:  # noqa: BLE001  zipfile on hostile bytes
+        raise InvalidInput(f"input: expected a PyTorch checkpoint whose ZIP Python can read too, found one it cannot "
+                           f"({type(e).__name__}: {str(e)[:100]})") from e
+    storages = _storages(torch, obj)
+    if storages is None:
+        return
+    loaded = []
+    for s in storages.values():
+        raw = torch.empty(0, dtype=torch.uint8).set_(s).numpy()
+        loaded.append((s.nbytes(), hashlib.sha256(raw).digest()))
+    if sorted(loaded) != records:
+        raise InvalidInput(f"input: expected the checkpoint's {len(loaded)} storages to hold its {len(records)} data "
+                           "records, found storages whose bytes are not in the file (a damaged ZIP entry)")
 
 
 def _holds_tensors(value: Any, torch) -> bool:
