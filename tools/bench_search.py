@@ -52,9 +52,15 @@ PP-OCRv4 columns (RapidOCR 1.4, the three models det + rec + cls, onnxruntime CP
   onnxruntime on the inputs RapidOCR fed that model while reading the calibration pages
   (captured from its sessions, one .npz per batch). The bounds of each row are printed under
   the table (``--ocr-bounds`` sets them); a (model, bound) pair shared by two rows is searched
-  once. ``--det-pages`` / ``--rec-batches`` keep only part of the captured inputs for the search
-  (a detector input is a whole page, a recogniser batch up to 6 lines): the search runs each
-  model hundreds of times (``--ocr-max-evals``, default 400 per model).
+  once; a model may instead get a fixed preset (``det=fp16``). ``--det-pages`` /
+  ``--rec-batches`` keep only part of the captured inputs for the search (a detector input is a
+  whole page, a recogniser batch up to 6 lines): the search runs each model hundreds of times
+  (``--ocr-max-evals``, default 400 per model). The rec batches kept are by default those whose
+  fp32 text is nearest to changing (``--rec-pick thinnest``: smallest relevant CTC margin,
+  ``nnar.search.ctc.relevant_margins``), as the held-out text hinges on such lines.
+* ``rec ctc``: the recogniser alone, on the held-out lines as the fp32 detector crops them: the
+  ``ctc`` score against fp32 (below 1: every line's text kept; how much of the thinnest
+  relevant margin it used). It shows how near a row that kept the text came to losing it.
 
 The fp32 row of each table also gives the fp32 pipeline against the true text of the held-out
 pages (``truth CER``), to show the task is a fair one; the targets compare with fp32, not truth.
@@ -100,13 +106,17 @@ PRESETS: list[tuple[str, Any]] = [
     ("kmeans 8-bit linear", {"quant": "kmeans", "bits": 8, "init": "linear"}),
 ]
 
-#: the OCR search rows: per model, its --max-output-error (argmax=0: every label / CTC symbol of
-#: the calibration set unchanged; argmax=0.002: at most 0.2% of them change)
+#: the OCR search rows: per model, its --max-output-error, or a preset (det=fp16). ctc=0: every
+#: calibration line's CTC text unchanged; ctc=0.05: at most 5% of the lines (1 of the 24 the rec
+#: search runs) change; argmax=0: every direction label unchanged
 OCR_BOUNDS: list[dict[str, str]] = [
-    {"det": "rel-l2=0.003", "rec": "argmax=0", "cls": "argmax=0"},
-    {"det": "rel-l2=0.01", "rec": "argmax=0.002", "cls": "argmax=0"},
-    {"det": "rel-l2=0.03", "rec": "argmax=0.01", "cls": "argmax=0"},
+    {"det": "fp16", "rec": "ctc=0", "cls": "argmax=0"},
+    {"det": "rel-l2=0.003", "rec": "ctc=0.05", "cls": "argmax=0"},
 ]
+
+
+#: presets a search row may give one model instead of a bound (``det=fp16``): the others searched
+FIXED = ("fp16", "int8")
 
 
 def log(msg: str) -> None:
@@ -266,9 +276,14 @@ def bench_ocr(args, work: Path) -> dict:
     ref = [ref_ocr.read(p) for p in pages]
     read_s = time.perf_counter() - t0
     log(f"OCR fp32: {len(pages)} held-out pages read in {read_s:.1f} s; CER vs truth {S.cer(truth, ref):.4f}")
+    held_rec = ref_ocr.capture(pages)["rec"]  # the held-out lines as the fp32 detector crops them
+    held_ref = _rec_outputs(paths["rec"], held_rec)
+    thin = np.concatenate([_relevant(y).ravel() for (y,) in held_ref])
+    log(f"OCR fp32: held-out rec positions {thin.size}, thinnest relevant CTC margins {np.sort(thin)[:4].round(4)}")
     rows: list[dict] = [{"row": "fp32", "bytes": {k: None for k in S.OCR_KINDS}, "total_bytes": fp32_bytes,
                          "ratio": 1.0, "identical": len(pages), "identical_ignoring_spaces": len(pages),
-                         "pages": len(pages), "cer": 0.0,
+                         "pages": len(pages), "cer": 0.0, "heldout_rec_ctc": 0.0,
+                         "heldout_thinnest_margins": np.sort(thin)[:8].tolist(),
                          "truth_cer": S.cer(truth, ref), "seconds": None}]
 
     def read_all(models: dict[str, Path]) -> list[str]:
@@ -288,6 +303,8 @@ def bench_ocr(args, work: Path) -> dict:
         same_ns = sum(_no_spaces(a) == _no_spaces(b) for a, b in zip(texts, ref))
         row.update(bytes=sizes, total_bytes=total, ratio=fp32_bytes / total, identical=same, pages=len(pages),
                    identical_ignoring_spaces=same_ns, cer=S.cer(ref, texts), truth_cer=S.cer(truth, texts))
+        # how near the recogniser alone came to changing a held-out line (the ctc score: < 1 kept every text)
+        row["heldout_rec_ctc"] = _ctc_score(held_ref, _rec_outputs(unpacked["rec"], held_rec))
         row["diffs"] = [{"page": i, "fp32": a, "packed": b} for i, (a, b) in enumerate(zip(ref, texts)) if a != b][:3]
         if same < len(pages):
             alone = {}
@@ -316,8 +333,9 @@ def bench_ocr(args, work: Path) -> dict:
         notes.append(f"search: not available ({why})")
     else:
         fed = ref_ocr.capture([p for _, p in calib])
-        keep = {"det": _spread(len(fed["det"]), args.det_pages), "rec": _spread(len(fed["rec"]), args.rec_batches),
-                "cls": list(range(len(fed["cls"])))}
+        rec_keep = (_thinnest(paths["rec"], fed["rec"], args.rec_batches) if args.rec_pick == "thinnest"
+                    else _spread(len(fed["rec"]), args.rec_batches))
+        keep = {"det": _spread(len(fed["det"]), args.det_pages), "rec": rec_keep, "cls": list(range(len(fed["cls"])))}
         dirs = {}
         for k in S.OCR_KINDS:
             d = work / f"calib-{k}"
@@ -326,27 +344,29 @@ def bench_ocr(args, work: Path) -> dict:
             dirs[k] = S.save_batches([fed[k][i] for i in keep[k]], d)
         samples = {k: sum(next(iter(fed[k][i].values())).shape[0] for i in keep[k]) for k in S.OCR_KINDS}
         notes.append("search calibration: " + ", ".join(
-            f"{k} {len(keep[k])} of {len(fed[k])} batches ({samples[k]} samples)" for k in S.OCR_KINDS))
+            f"{k} {len(keep[k])} of {len(fed[k])} batches ({samples[k]} samples)" for k in S.OCR_KINDS)
+            + f"; rec batches picked by {args.rec_pick}")
         done: dict[tuple[str, str], dict] = {}  # (model, bound) -> its search, shared by the rows that use it
         for n, bounds in enumerate(args.ocr_bounds):
             label = "search" if len(args.ocr_bounds) == 1 else f"search {chr(ord('A') + n)}"
             notes.append(f"{label}: " + ", ".join(f"{k} {bounds[k]}" for k in S.OCR_KINDS))
             rows.append(ocr_search_row(label, bounds, paths, dirs, done, args, work, judge))
-        per = [f"{k} {b}: {r['seconds']:.0f} s, {r.get('evals', '-')} evals" for (k, b), r in done.items()]
+        per = [f"{k} {b}: {r['seconds']:.0f} s, " + (f"{r['evals']} evals" if r['evals'] is not None else "a preset")
+           for (k, b), r in done.items()]
         notes.append("search time per model: " + "; ".join(per))
     head = ["PP-OCRv4", "det", "rec", "cls", "total", "ratio", "identical", "but spaces", "CER", "alone det/rec/cls",
-            "time s"]
+            "rec ctc", "time s"]
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["row"], "-", "-", "-", "-", "-", r["error"][:70], "", "", "", f"{r['seconds']:.0f}"])
+            body.append([r["row"], "-", "-", "-", "-", "-", r["error"][:70], "", "", "", "", f"{r['seconds']:.0f}"])
             continue
         b = r["bytes"]
         alone = "/".join(str(r["alone"][k]) for k in S.OCR_KINDS) if "alone" in r else ""
         cer = f"{r['cer']:.4f}" + (f" (truth CER {r['truth_cer']:.4f})" if r["row"] == "fp32" else "")
         body.append([r["row"], fmt_bytes(b["det"]), fmt_bytes(b["rec"]), fmt_bytes(b["cls"]),
                      fmt_bytes(r["total_bytes"]), f"{r['ratio']:.2f}x", f"{r['identical']}/{r['pages']}",
-                     f"{r['identical_ignoring_spaces']}/{r['pages']}", cer, alone,
+                     f"{r['identical_ignoring_spaces']}/{r['pages']}", cer, alone, f"{r['heldout_rec_ctc']:.3g}",
                      "" if r["seconds"] is None else f"{r['seconds']:.1f}"])
     text = table(head, body)
     if notes:
@@ -363,6 +383,12 @@ def ocr_search_row(label: str, bounds: dict[str, str], paths, dirs, done: dict, 
     archives, reports, seconds, evals = {}, {}, 0.0, {}
     for k, src in paths.items():
         key = (k, bounds[k])
+        if key not in done and bounds[k] in FIXED:  # a preset, not a search
+            arc = work / f"ocr-{bounds[k]}-{k}.nnar"
+            t0 = time.perf_counter()
+            nnar.pack(str(src), str(arc), config=bounds[k], force=True)
+            done[key] = {"seconds": time.perf_counter() - t0, "archive": arc, "error": None, "search": None,
+                         "command": f"nnar pack {src.name} -o {arc.name} --preset {bounds[k]}", "evals": None}
         if key not in done:
             arc = work / f"ocr-search-{k}-{bounds[k].replace('=', '_')}.nnar"
             cli = (f"nnar pack {src.name} -o {arc.name} --calibrate {dirs[k].name} --max-output-error {bounds[k]}"
@@ -411,12 +437,39 @@ def _spread(n: int, k: int | None) -> list[int]:
     return sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)}) if k > 1 else [n // 2]
 
 
+def _rec_outputs(model: Path, batches: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return [session.run(None, b) for b in batches]
+
+
+def _relevant(y: np.ndarray) -> np.ndarray:
+    from nnar.search import ctc
+    return ctc.relevant_margins(y)
+
+
+def _ctc_score(reference, candidate) -> float:
+    from nnar.search import outputs
+    return outputs.score("ctc", reference, candidate)
+
+
+def _thinnest(model: Path, batches: list[dict[str, np.ndarray]], k: int | None) -> list[int]:
+    """The ``k`` recogniser batches whose fp32 text is nearest to changing (smallest relevant CTC
+    margin, ``nnar.search.ctc.relevant_margins``): the borderline calls (mostly spaces) are what
+    compression flips first, and most batches have none below 0.05."""
+    if k is None or k >= len(batches):
+        return list(range(len(batches)))
+    thinnest = [float(_relevant(y).min()) for (y,) in _rec_outputs(model, batches)]
+    return sorted(np.argsort(thinnest, kind="stable")[:k].tolist())
+
+
 def _bounds(text: str) -> dict[str, str]:
     out = dict(OCR_BOUNDS[0])
     for part in text.split(","):
         kind, sep, bound = part.partition("=")
-        if kind not in S.OCR_KINDS or not sep or "=" not in bound:
-            raise argparse.ArgumentTypeError(f"{part!r}: expected det=METRIC=VALUE, rec=... or cls=...")
+        if kind not in S.OCR_KINDS or not sep or ("=" not in bound and bound not in FIXED):
+            raise argparse.ArgumentTypeError(f"{part!r}: expected det=METRIC=VALUE (or det=PRESET, one of "
+                                             f"{', '.join(FIXED)}), rec=... or cls=...")
         out[kind] = bound
     return out
 
@@ -440,8 +493,11 @@ def main(argv: list[str] | None = None) -> int:
                     "(default 400; 0: nnar's)")
     ap.add_argument("--pages", type=int, default=12, help="calibration and held-out pages, each (default 12)")
     ap.add_argument("--det-pages", type=int, default=4, help="calibration pages the det search runs (default 4)")
-    ap.add_argument("--rec-batches", type=int, default=4,
-                    help="calibration batches (up to 6 lines each) the rec search runs (default 4)")
+    ap.add_argument("--rec-batches", type=int, default=6,
+                    help="calibration batches (up to 6 lines each) the rec search runs (default 6)")
+    ap.add_argument("--rec-pick", choices=["thinnest", "spread"], default="thinnest",
+                    help="which captured rec batches the rec search runs: those whose fp32 text is nearest to "
+                         "changing (default), or spread evenly")
     ap.add_argument("--plots", metavar="DIR", help="write each search's saturation curve there (PNG)")
     ap.add_argument("--keep", metavar="DIR", help="keep archives and calibration files there")
     args = ap.parse_args(argv)
