@@ -124,9 +124,10 @@ def _infos(members, spec: TensorSpec, stored: int, digest: bytes, pipeline, segs
     """One TensorInfo per member of a record; ``members`` are (name, spec) pairs."""
     known = spec.dtype in dtypes.DTYPE_NAMES  # an unknown dtype: sizes unknown (reported as 0)
     total = spec.nbytes if known else 0
+    itemsize = dtypes.itemsize(spec.dtype) if known else 0
     out = []
     for name, mspec in members:
-        nbytes = mspec.nbytes if known else 0
+        nbytes = math.prod(mspec.shape) * itemsize
         share = stored if len(members) == 1 else (stored * nbytes // total if total else 0)
         out.append(TensorInfo(name, mspec.dtype, mspec.shape, nbytes, share, digest, tuple(pipeline), segs,
                               len(members), dict(fidelity or {})))

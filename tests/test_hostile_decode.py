@@ -289,3 +289,17 @@ def test_listing_many_aliases_is_linear(group_small):
         assert list_everything(small) == [f"t{i}" for i in range(150)] + [f"a{i}" for i in range(150)]
     ratio = opcodes(lambda: list_everything(large)) / opcodes(lambda: list_everything(small))
     assert ratio < 4 * 1.25, ratio  # 4 times the tensors: about 4 times the work
+
+
+@pytest.mark.parametrize("names", [["a", "b/c"], ["x" * 65535], ["x" * 65536], [""], ["a\n"], ["é"], ["a", 3],
+                                   ["\x7f"], ["\u0085"], [], ["ok", "a\x00b"]])
+def test_the_batch_name_check_never_accepts_what_check_name_refuses(names):
+    from nnar.container import schema as S
+    try:
+        for n in names:
+            S.check_name(n, "")
+        each = True
+    except nnar.NnarError:
+        each = False
+    assert not S.plain_names(names) or each
+    assert S.plain_names(names) == each or any(not isinstance(n, str) or not n.isascii() for n in names)
