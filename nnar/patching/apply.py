@@ -153,7 +153,7 @@ def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, flags: int, st
         if op.segments:
             raise BadDescriptor(f"a {rtype} record has no segments, found {len(op.segments)}", where=where)
         return []
-    desc = F.decode_descriptor(stored_desc, flags, limits.max_descriptor_bytes, where)
+    desc = F.decode_descriptor(stored_desc, flags, limits.max_descriptor_bytes, where, limits)
     if not isinstance(desc.get("segments"), list):
         raise BadDescriptor("rebuilt descriptor: expected a 'segments' list", where=where)
     refs = S.segment_entries(desc["segments"], limits, where, strict)
