@@ -20,11 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import fuzz_main  # noqa: E402
 from input_formats import check, from_bytes  # noqa: E402
 
-try:  # imported now, not inside the first input (whose time it would be, under instrumentation)
-    import torch  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-
 NAME = "torch"
 
 

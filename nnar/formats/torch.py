@@ -197,9 +197,10 @@ def _check_storages(torch, f, obj) -> None:
     import hashlib
     import zipfile
 
-    if not zipfile.is_zipfile(f):
+    here = f.tell()
+    if f.read(4) != b"PK\x03\x04":  # as torch tells a zip checkpoint from a legacy one
         return  # a legacy checkpoint: its storages are read in sequence from the file itself
-    f.seek(0)
+    f.seek(here)
     try:
         with zipfile.ZipFile(f) as z:
             records = sorted((i.file_size, hashlib.sha256(z.read(i)).digest()) for i in z.infolist()
