@@ -7,7 +7,7 @@ needs: on PP-OCRv4's recogniser even an fp16 cast moves a few argmaxes between t
 repeated letter, which changes no text.
 
 The score is continuous, so a search can rank settings, yet exactly equivalent to the promise
-(see :func:`sequence_scores`). Only :mod:`.outputs` imports this module.
+(see :func:`sequence_scores`). Within nnar only :mod:`.outputs` imports this module, on first use.
 """
 
 from __future__ import annotations
