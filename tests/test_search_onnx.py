@@ -341,3 +341,27 @@ def test_without_onnxruntime_the_extra_is_named(cnn, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ort)
     with pytest.raises(MissingExtra, match="pip install"):
         onnx_runner.OnnxEvaluator(structure, [batch(x=images(2))], outputs.parse_bound("cos=0.9"))
+
+
+def test_ctc_bound_on_a_sequence_model_run_by_onnxruntime():
+    """x [batch, time, 8] → MatMul W → [batch, time, 5] logits, class 0 the blank: the ctc score
+    is 0 for the original, below 1 for a nudge, at least 1 once texts change, as final says."""
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(8, 5)).astype(np.float32)
+    g = H.make_graph([H.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                     [H.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 8])],
+                     [H.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", 5])],
+                     [NH.from_array(w, "W")])
+    m = onnx_format.from_proto(H.make_model(g, opset_imports=[H.make_opsetid("", 17)], ir_version=8))
+    tensors = {n: a for n, a, _ in m.tensors()}
+    bs = [batch(x=rng.normal(size=(4, 12, 8)).astype(np.float32)),
+          batch(x=rng.normal(size=(3, 20, 8)).astype(np.float32))]  # batches of other lengths
+    ev = onnx_runner.OnnxEvaluator(m.structure, bs, outputs.parse_bound("ctc=0"), mode="rebuild")
+    ev.reference(tensors)
+    assert ev(tensors) == 0
+    nudged = perturbed(tensors, "W", 1e-5)
+    assert ev.bound.holds(ev(nudged)) and ev(nudged) == ev.final(nudged)
+    swapped = dict(tensors, W=np.ascontiguousarray(tensors["W"][:, ::-1]))  # the blank is now a letter
+    score = ev(swapped)
+    assert score >= 1 and not ev.bound.holds(score) and score == ev.final(swapped)
+    assert outputs.describe(ev.bound, score).startswith("text changed")
