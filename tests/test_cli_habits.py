@@ -144,3 +144,19 @@ def test_ls_json_gives_every_tensor_its_own_sha256(tmp_path, capsys):
     assert rows["b0"]["group"] > 1 and rows["b0"]["sha256_from"] == "computed"
     assert rows["b0"]["digest"] != rows["b0"]["sha256"]  # the record's digest covers the group
     assert rows["w"]["sha256_from"] == "record" and rows["w"]["digest"] == rows["w"]["sha256"]
+
+
+def test_a_damaged_record_names_the_tensors_it_holds(tmp_path, capsys):
+    tensors = {"big": np.random.default_rng(0).normal(size=(256, 64)).astype(np.float32)}
+    tensors.update({f"b{i}": np.arange(10, dtype=np.float32) + i for i in range(5)})
+    archive = tmp_path / "a.nnar"
+    infos = nnar.pack(tensors, archive)
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 3] ^= 0x01  # inside the big tensor's body
+    archive.write_bytes(bytes(data))
+    assert main(["verify", str(archive)]) == 1
+    err = capsys.readouterr().err
+    assert "error[checksum]" in err and "holding 'big'" in err, err
+    with pytest.raises(nnar.ChecksumMismatch, match="holding 'big'"):
+        nnar.open(archive).read("big")
+    assert infos

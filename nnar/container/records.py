@@ -203,11 +203,17 @@ class RecordReader:
         return frame, F.decode_descriptor(raw, frame.record_flags, self.limits.max_descriptor_bytes,
                                           f"{frame.type_name()} record at offset {offset}", self.limits), raw
 
-    def _read_body(self, frame: F.Frame) -> np.ndarray:
+    def _read_body(self, frame: F.Frame, names: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+        """The record's body, its CRC checked; a damaged body's error names the tensors it holds
+        (``names``), which is what a user needs to know of it."""
         body = self.src.read_exact(frame.body_length, f"{frame.type_name()} record body")
         crc = F.crc32(body)
         if crc != frame.body_crc:
-            raise ChecksumMismatch(f"{frame.type_name()} record body: expected CRC-32 {frame.body_crc:#010x}, "
+            held = ""
+            if names:
+                shown = ", ".join(repr(n) for n in list(names)[:3])
+                held = f" (holding {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "") + ")"
+            raise ChecksumMismatch(f"{frame.type_name()} record body{held}: expected CRC-32 {frame.body_crc:#010x}, "
                                    f"computed {crc:#010x}", where=f"offset {frame.body_offset}")
         return body
 
@@ -260,7 +266,7 @@ class RecordReader:
                     if name in names:
                         raise BadLayout(f"duplicate tensor name {name!r}", where=f"offset {frame.offset}")
                     names.add(name)
-                body = self._read_body(frame)
+                body = self._read_body(frame, rec.names)
                 segments = self._segments(rec, body, frame.body_offset)
                 seen.append(S.IndexEntry(_TENS, rec.offset, rec.length, tuple(rec.names)))
                 yield _TENS, rec, segments
@@ -469,5 +475,5 @@ class RecordReader:
 
     def read_tensor(self, entry: S.IndexEntry) -> tuple[S.TensorRecord, dict]:
         frame, rec = self._read_tensor_head(entry)
-        return rec, self._segments(rec, self._read_body(frame), frame.body_offset)
+        return rec, self._segments(rec, self._read_body(frame, rec.names), frame.body_offset)
 
