@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..constants import MAGIC
 from ..errors import InvalidInput
 
 # name → module; extensions → name
@@ -60,6 +61,18 @@ def seekable(f):
     shutil.copyfileobj(f, spool, 1 << 20)
     spool.seek(0)
     return spool, spool
+
+
+def read_seekable(f, read_from: Callable) -> "Model":
+    """``read_from(file, spool)`` on ``f`` made :func:`seekable`; the spool is closed if that
+    fails (on success, the Model's ``close`` owns it)."""
+    f, spool = seekable(f)
+    try:
+        return read_from(f, spool)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        raise
 
 
 def detect(path: str | os.PathLike | None, override: str | None, *, role: str, head: bytes | None = None) -> str:
@@ -98,7 +111,6 @@ def sniff(head: bytes) -> str | None:
     ``"npz"`` or ``"torch"`` (zip: numpy's members end in .npy, torch's in data.pkl),
     ``"torch"`` (a legacy pickle), ``"safetensors"`` (an 8-byte header length, then ``{``),
     ``"onnx"`` (a protobuf ModelProto opening with ir_version, field 1). None: no idea."""
-    from ..constants import MAGIC
     if head.startswith(MAGIC):
         return "nnar"
     if head.startswith(b"PK\x03\x04") and len(head) >= 30:

@@ -22,7 +22,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import InvalidInput, NnarError
 from ..limits import DEFAULT_LIMITS
-from . import Model, seekable
+from . import Model, read_seekable
 
 MAGIC = b"\x93NUMPY"
 #: bytes read from a member at a time (memory follows what is there, not what is declared)
@@ -41,13 +41,7 @@ def _reason(e: BaseException) -> str:
 
 
 def read(f) -> Model:
-    f, spool = seekable(f)  # a ZIP is read from its end: a pipe is spooled first
-    try:
-        return _read(f, spool)
-    except BaseException:
-        if spool is not None:
-            spool.close()
-        raise
+    return read_seekable(f, _read)  # a ZIP is read from its end: a pipe is spooled first
 
 
 def _read(f, spool) -> Model:

@@ -20,7 +20,7 @@ import numpy as np
 from .. import dtypes
 from ..codecs.abc import as_bytes
 from ..errors import InvalidInput, UnsupportedDtype
-from . import Model, seekable
+from . import Model, read_seekable
 
 MAX_HEADER = 100_000_000  # the safetensors library's own cap (MAX_HEADER_SIZE in its src/tensor.rs)
 _TO_NNAR = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
@@ -133,13 +133,7 @@ def read(f) -> Model:
     shapes and offsets non-negative integers; each tensor's bytes exactly dtype x shape; the
     tensors' ranges, in offset order, contiguous from 0 to the end of the file (no hole, no
     overlap: a byte belongs to one tensor)."""
-    f, spool = seekable(f)
-    try:
-        return _read(f, spool)
-    except BaseException:
-        if spool is not None:
-            spool.close()
-        raise
+    return read_seekable(f, _read)
 
 
 def _read(f, spool) -> Model:

@@ -16,7 +16,6 @@ wins the accuracy back, as Han et al.'s per-layer ratios did).
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -25,9 +24,9 @@ from .. import planner
 from ..codecs.abc import TensorSpec
 from ..errors import InvalidInput
 from ..formats.torch import _torch
-from ..quant import kmeans
 from ..quant import prune as magnitude
 from ..search.allocate import Point, allocate as solve, frontier
+from .compress import cluster, selected
 from .pack import exact_candidates
 
 DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99)
@@ -88,24 +87,13 @@ class Plan:
         return "\n".join(rows)
 
 
-def _selected(model, include: Iterable[str] | None) -> dict[str, Any]:
-    pats = list(include) if include is not None else None
-    out = {n: p for n, p in model.named_parameters()
-           if (p.dim() >= 2 if pats is None else any(fnmatch.fnmatchcase(n, g) for g in pats))}
-    if not out:
-        raise InvalidInput("sensitivity: no parameter to compress (expected a weight of 2 or more dimensions, "
-                           f"or one matching include={pats!r})")
-    return out
-
-
 def _shared(values: np.ndarray, bits: int, init: str) -> np.ndarray:
     """``values`` with its nonzero elements replaced by their k-means centroid (zeros kept)."""
-    out = values.copy()
-    live = values != 0
-    if live.any():
-        table = kmeans.fit(values[live], 1 << bits, init=init)
-        out[live] = table[kmeans.assign(values[live], table)]
-    return out
+    flat = values.reshape(-1)
+    idx, table = cluster(flat, flat != 0, bits, init)
+    out = flat.copy()
+    out[idx >= 0] = table[idx[idx >= 0]]
+    return out.reshape(values.shape)
 
 
 def _stored(values: np.ndarray, level: int) -> int:
@@ -128,7 +116,7 @@ def sensitivity(model, evaluate: Callable[[Any], float], *, include: Iterable[st
     bits = tuple(int(b) for b in bits)
     if any(not 0 < s < 1 for s in sparsities) or any(not 1 <= b <= 8 for b in bits):
         raise InvalidInput(f"sensitivity: expected sparsities in (0, 1) and bits in [1, 8], found {sparsities}, {bits}")
-    params = _selected(model, include)
+    params = selected(model, include, "sensitivity")
     count = 0
 
     def score(p, values: np.ndarray) -> float:

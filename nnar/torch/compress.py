@@ -36,6 +36,33 @@ def _numpy(t) -> np.ndarray:
     return t.detach().to("cpu").float().numpy().reshape(-1)
 
 
+def selected(model, include: Iterable[str] | None, who: str) -> dict[str, Any]:
+    """The weights to compress: those matching ``include`` (glob patterns of parameter names),
+    by default every parameter of two or more dimensions (linear and convolution weights)."""
+    patterns = list(include) if include is not None else None
+    out: dict[str, Any] = {}
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 if patterns is None else any(fnmatch.fnmatchcase(name, g) for g in patterns):
+            if not p.is_floating_point():
+                raise InvalidInput(f"parameter {name!r}: expected a floating-point weight, found {p.dtype}")
+            out[name] = p
+    if not out:
+        raise InvalidInput(f"{who}: no parameter to compress (expected a weight of 2 or more dimensions, "
+                           f"or one matching include={patterns!r})")
+    return out
+
+
+def cluster(values: np.ndarray, live: np.ndarray, bits: int, init: str) -> tuple[np.ndarray, np.ndarray]:
+    """k-means of ``values[live]`` into 2**bits shared values: (each value's cluster, -1 where
+    not live; the sorted table of shared values)."""
+    idx = np.full(values.size, -1, np.int64)
+    table = np.zeros(0, np.float32)
+    if live.any():
+        table = kmeans.fit(values[live], 1 << bits, init=init)
+        idx[live] = kmeans.assign(values[live], table)
+    return idx, table
+
+
 class Compression:
     """Masks and cluster assignments of a model's weights, kept through training.
 
@@ -54,18 +81,8 @@ class Compression:
         torch = _torch()
         if not isinstance(model, torch.nn.Module):
             raise InvalidInput(f"model: expected a torch.nn.Module, found {type(model).__name__}")
-        patterns = list(include) if include is not None else None
         self.model = model
-        self.params: dict[str, Any] = {}
-        for name, p in model.named_parameters():
-            chosen = (p.dim() >= 2 if patterns is None else any(fnmatch.fnmatchcase(name, g) for g in patterns))
-            if chosen:
-                if not p.is_floating_point():
-                    raise InvalidInput(f"parameter {name!r}: expected a floating-point weight, found {p.dtype}")
-                self.params[name] = p
-        if not self.params:
-            raise InvalidInput("Compression: no parameter to compress (expected a weight of 2 or more dimensions, "
-                               f"or one matching include={patterns!r})")
+        self.params: dict[str, Any] = selected(model, include, "Compression")
         self.masks: dict[str, Any] = {}     # name → bool tensor, True where the weight survives
         self.clusters: dict[str, Any] = {}  # name → int64 tensor over the flat weight: cluster, -1 if pruned
         self.bits: dict[str, int] = {}
@@ -221,11 +238,7 @@ class Compression:
                 raise InvalidInput(f"share {n!r}: bits: expected an integer in [1, 8], found {b!r}")
             p = self.params[n]
             flat = _numpy(p)
-            live = flat != 0 if n in self.masks else np.ones(flat.size, bool)
-            idx = np.full(flat.size, -1, np.int64)
-            if live.any():
-                table = kmeans.fit(flat[live], 1 << b, init=init)
-                idx[live] = kmeans.assign(flat[live], table)
+            idx, _ = cluster(flat, flat != 0 if n in self.masks else np.ones(flat.size, bool), b, init)
             self.clusters[n] = torch.from_numpy(idx).to(p.device)
             self.bits[n] = b
             self._reset_state(n)

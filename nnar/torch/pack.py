@@ -11,6 +11,7 @@ raw, zstd or Huffman) is simply the smallest; every other tensor is packed lossl
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any, Mapping
 
@@ -72,7 +73,6 @@ def pack(model: Any, dst: api.PathOrFile | None = None, *, level: int = planner.
     torch_format._torch()
     state = model.state_dict() if hasattr(model, "state_dict") else model
     if dst is None:
-        import io
         buf = io.BytesIO()
         pack(state, buf, level=level, metadata=metadata)
         return buf.getvalue()
