@@ -22,7 +22,7 @@ from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
 from .config import PackConfig, TensorSettings
 from .constants import FORMAT_MAJOR
 from .container import schema as S
-from .container.records import RecordReader, RecordWriter
+from .container.records import RecordReader, RecordWriter, check_content
 from .errors import DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound, UnsupportedDtype
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -193,7 +193,8 @@ class ArchiveWriter:
         arr = np.frombuffer(bytes(data), np.uint8)
         spec = TensorSpec("uint8", arr.shape)
         enc = planner.encode(arr, spec, planner.lossless_candidates(spec, self.level))
-        self._rw.write_model(S.model_descriptor(fmt, arr.size, enc.pipeline, enc.segments), enc.segments)
+        self._rw.write_model(S.model_descriptor(fmt, arr.size, enc.pipeline, enc.segments), enc.segments,
+                             hashlib.sha256(arr).digest())
 
     def write(self, name: str, array: Any, *, dtype: str | None = None,
               pipeline: P.Pipeline | list[P.Pipeline] | None = None,
@@ -385,7 +386,7 @@ class Archive:
             name = getattr(source, "name", None)
             self.path = name if isinstance(name, (str, os.PathLike)) else None
         try:
-            self._reader = RecordReader(self._f, limits)
+            self._reader = reader(self._f, limits)
             self._entries = {n: e for e in self._reader.tensor_entries() for n in e.names}
             self._alias_of: dict[str, str] = {}
             #: the (alias, target) pairs of each TENS entry's ALIS record, by the entry's offset:
@@ -497,7 +498,20 @@ class Archive:
             _decode(self._reader, rec, segments, verify=True)
             out += _with_aliases(_record_infos(rec), self._aliases_at.get(entry.offset, ()))
         self.structure  # noqa: B018  decoded, so its CRC and codecs are checked too
+        if self._reader.stored_content is not None:  # records of two archives spliced together are found here
+            check_content(self._reader.stored_content, self.content_digest(), "INDX record")
         return out
+
+    def content_digest(self) -> bytes:
+        """The archive's content digest (FORMAT.md §5.3.1): what it decodes to and how, not how its
+        streams happen to be compressed. An archive a patch rebuilt on a device with another zstd
+        has the server's content digest, not its SHA-256."""
+        return self._reader.content_digest()
+
+    @property
+    def stored_content(self) -> bytes | None:
+        """The content digest the index carries (written since format 1.4), or None."""
+        return self._reader.stored_content
 
     def _entry(self, name: str):
         try:
@@ -527,7 +541,7 @@ class StreamReader:
     """
 
     def __init__(self, f: BinaryIO, limits: Limits = DEFAULT_LIMITS, *, verify: bool = False):
-        self._reader = RecordReader(f, limits)
+        self._reader = reader(f, limits)
         self.verify = verify
         self.metadata = dict(self._reader.meta.metadata)
         self.source_format = self._reader.meta.source_format
@@ -592,6 +606,14 @@ def _with_aliases(infos: list[TensorInfo], pairs) -> list[TensorInfo]:
     """A record's infos, then those of its aliases ((alias, target) pairs of its ALIS record)."""
     by_name = {i.name: i for i in infos}
     return infos + [by_name[t].as_alias(a) for a, t in pairs]
+
+
+def reader(f, limits: Limits = DEFAULT_LIMITS, **kw) -> RecordReader:
+    """A record reader that can compute and check the content digest (FORMAT.md §5.3.1),
+    decoding a MODL structure for it."""
+    r = RecordReader(f, limits, **kw)
+    r.structure_sha256 = lambda model, segments: hashlib.sha256(_structure(r, model, segments)[1]).digest()
+    return r
 
 
 def _structure(reader: RecordReader, model: S.ModelRecord, segments: dict) -> tuple[str, bytes]:

@@ -399,8 +399,13 @@ def cmd_diff(args) -> int:
 def cmd_patch(args) -> int:
     header = api.patch(args.base, args.patch, args.output, force=args.force, limits=_limits(args))
     if not args.quiet:
-        print(f"wrote {args.output}: {_human(header.result_length)}, SHA-256 {header.result_digest.hex()} "
-              "(verified)", file=sys.stderr)
+        size = os.path.getsize(args.output) if args.output != "-" else None
+        said = f"{_human(size)}, " if size is not None else ""
+        if header.kind == "content":  # the bytes are this machine's; the content is the server's
+            said += f"content digest {header.result_content.hex()}"
+        else:
+            said += f"SHA-256 {header.result_digest.hex()}"
+        print(f"wrote {args.output}: {said} (verified)", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Patches (spec/patch.md): diff then patch gives NEW back byte for byte, for any pair of
-archives; deltas are exact inverses; bad patches and wrong bases fail cleanly and write
-nothing. Real fine-tunes of real models: tests/test_patch_models.py."""
+"""Patches (spec/patch.md): diff then patch gives NEW's content back (and, with this machine's
+encoders, NEW byte for byte) for any pair of archives, also where the applier's zstd encodes
+differently and along a chain of updates; deltas are exact inverses; bad patches and wrong bases
+fail cleanly and write nothing. Real fine-tunes of real models: tests/test_patch_models.py;
+another zstd version for real: tests/test_patch_portable.py."""
 
 import io
 import json
@@ -30,14 +32,33 @@ def _pack(tensors_: dict, config=None, md=None) -> bytes:
     return out.getvalue()
 
 
+def _content(data: bytes) -> bytes:
+    with nnar.open(data) as a:
+        return a.content_digest()
+
+
+def _same_model(a: bytes, b: bytes) -> None:
+    """Same tensors (names, order, dtypes, bits), aliases, structure and metadata."""
+    with nnar.open(a) as x, nnar.open(b) as y:
+        assert x.names() == y.names() and x.aliases() == y.aliases()
+        assert x.metadata == y.metadata and x.structure == y.structure
+        for n in y.names():
+            p, q = x.read(n, verify=True), y.read(n, verify=True)
+            assert p.dtype == q.dtype and p.shape == q.shape and p.tobytes() == q.tobytes(), n
+
+
 def _roundtrip(old: bytes, new: bytes) -> bytes:
     patch = io.BytesIO()
     stat = nnar.diff(old, new, patch)
     assert stat.patch_length == len(patch.getvalue())
     out = io.BytesIO()
     header = nnar.patch(old, patch.getvalue(), out)
+    assert header.kind == "content"
+    assert (header.base_content, header.result_content) == (_content(old), _content(new))
+    assert _content(out.getvalue()) == _content(new)
+    _same_model(out.getvalue(), new)
+    # this machine's encoders are the patch maker's: then the very bytes come back
     assert out.getvalue() == new
-    assert (header.result_length, header.base_length) == (len(new), len(old))
     return patch.getvalue()
 
 
@@ -82,16 +103,40 @@ record_ops = st.one_of(
               flags=st.integers(0, 3), descriptor=st.binary(max_size=40),
               segments=st.none() | st.lists(segment_ops, max_size=5).map(tuple),
               body_crc=st.none() | st.integers(0, 2 ** 32 - 1)))
+content_record_ops = st.one_of(
+    st.builds(RecordOp, base=st.integers(0, 10 ** 6)),
+    st.builds(RecordOp, base=st.none() | st.integers(0, 99), record_type=st.sampled_from(("META", "TENS", "MODL", "ALIS")),
+              descriptor=st.binary(max_size=40), segments=st.none() | st.lists(segment_ops, max_size=5).map(tuple)))
+encoders = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)
+digests = st.binary(min_size=32, max_size=32)
+byte_headers = st.builds(PatchHeader, st.just("bytes"), st.integers(0, 65535),
+                         st.lists(record_ops, min_size=1, max_size=6).map(tuple), encoders,
+                         base_length=st.integers(0, 2 ** 63 - 1), base_digest=digests,
+                         result_length=st.integers(0, 2 ** 63 - 1), result_digest=digests,
+                         index_flags=st.integers(0, 3), index_descriptor=st.binary(max_size=64))
+content_headers = st.builds(PatchHeader, st.just("content"), st.integers(0, 65535),
+                            st.lists(content_record_ops, min_size=1, max_size=6).map(tuple), encoders,
+                            base_content=digests, result_content=digests)
 
 
-@given(st.builds(PatchHeader, st.integers(0, 2 ** 63 - 1), st.binary(min_size=32, max_size=32),
-                 st.integers(0, 2 ** 63 - 1), st.binary(min_size=32, max_size=32), st.integers(0, 65535),
-                 st.lists(record_ops, min_size=1, max_size=6).map(tuple), st.integers(0, 3), st.binary(max_size=64),
-                 st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)))
+@given(byte_headers | content_headers)
 def test_ptch_descriptor_round_trips(header):
     import msgpack
     packed = msgpack.unpackb(msgpack.packb(header.to_map(), use_bin_type=True), raw=False)
     assert parse_patch(packed, nnar.DEFAULT_LIMITS, "test", True) == header
+
+
+def test_ptch_descriptor_is_one_kind_or_the_other():
+    base = {"result_minor": 4, "records": [{"base": 0}], "encoder": {}}
+    both = {**base, "base_content": bytes(32), "result_content": bytes(32), "base_digest": bytes(32)}
+    for d in (base, both):
+        with pytest.raises(nnar.BadDescriptor, match="either 'base_content'"):
+            parse_patch(d, nnar.DEFAULT_LIMITS, "test", True)
+    content = {**base, "base_content": bytes(32), "result_content": bytes(32)}
+    with pytest.raises(nnar.BadDescriptor, match="needs format 1.4"):
+        parse_patch(content, nnar.DEFAULT_LIMITS, "test", True, minor=3)
+    with pytest.raises(nnar.BadDescriptor, match="unexpected keys"):  # a byte patch's key in a content patch
+        parse_patch({**content, "records": [{"base": 0, "body_crc": 1}]}, nnar.DEFAULT_LIMITS, "test", True)
 
 
 # -- diff and patch: any pair of archives ---------------------------------------------------------
@@ -188,15 +233,15 @@ def test_patch_is_bound_to_its_base_and_result(tmp_path):
     patch = io.BytesIO()
     nnar.diff(old, new, patch)
     out = tmp_path / "out.nnar"
-    with pytest.raises(nnar.WrongBase, match="this patch applies to the archive with SHA-256"):
+    with pytest.raises(nnar.WrongBase, match="this patch applies to the archive with content digest"):
         nnar.patch(other, patch.getvalue(), out)
     assert not out.exists()
-    with pytest.raises(nnar.WrongBase):
+    with pytest.raises(nnar.Truncated):  # not an archive any more: a byte after its trailer
         nnar.patch(old + b"\0", patch.getvalue(), out)
+    assert not out.exists()
     header = read_header(RecordReader(io.BytesIO(patch.getvalue()), patch=True))[0]
-    import hashlib
-    assert header.base_digest == hashlib.sha256(old).digest()
-    assert header.result_digest == hashlib.sha256(new).digest()
+    assert header.base_content == _content(old)
+    assert header.result_content == _content(new)
 
 
 def test_corrupt_patches_leave_everything_intact(tmp_path):
@@ -308,3 +353,64 @@ def test_a_group_that_gains_and_loses_members_still_takes_deltas():
         stat = nnar.diff(old, new)
         assert stat.patch_length < 4096 < len(new) / 100, stat.patch_length
         _roundtrip(old, new)
+
+
+def _another_zstd(monkeypatch):
+    """This machine's zstd as a device's may be: valid frames of other bytes (another level, a
+    content checksum), as zstd 1.5.5 gives where 1.5.7 made the patch."""
+    import zstandard
+    from nnar.codecs import zstd as Z
+
+    def encode(self, data):
+        level = 1 if self.level >= 19 else self.level + 2
+        return zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=True).compress(data), {}
+    monkeypatch.setattr(Z.Zstd, "encode", encode)
+
+
+@pytest.mark.parametrize("config", [None, "int8", {"quant": "kmeans", "bits": 4}])
+def test_a_device_with_another_zstd_follows_a_chain_of_updates(monkeypatch, config):
+    """v0 ships in the app; the server publishes v0→v1, v1→v2, v2→v3, each made from its own
+    archives. The device rebuilds with its own zstd, so its bytes are not the server's, yet each
+    next patch applies and every version decodes to the server's tensors."""
+    w = {"big": _weights(1, (256, 256)), "fixed": _weights(2, (64, 64)), "norm": np.ones(64, np.float32)}
+    versions = [w]
+    for k in range(3):
+        w = {**w, "big": _fine_tuned(w["big"], 10 + k, 1e-2)}
+        if k == 1:
+            w["fixed"] = _fine_tuned(w["fixed"], 20)
+        versions.append(w)
+    server = [_pack(v, config) for v in versions]
+    patches = []
+    for old, new in zip(server, server[1:]):
+        out = io.BytesIO()
+        nnar.diff(old, new, out)
+        patches.append(out.getvalue())
+    _another_zstd(monkeypatch)
+    device, differs = server[0], False
+    for k, p in enumerate(patches, 1):
+        out = io.BytesIO()
+        nnar.patch(device, p, out)
+        device = out.getvalue()
+        differs |= device != server[k]
+        assert _content(device) == _content(server[k])
+        _same_model(device, server[k])
+        nnar.verify(device)
+    assert differs, "the other zstd wrote the same bytes: this test proves nothing"
+
+
+def test_a_byte_patch_of_format_1_3_still_applies_or_says_why(tmp_path):
+    """1.3 patches bind exact bytes; a base rebuilt by a content patch is refused by name."""
+    import json
+    from pathlib import Path
+    root = Path(__file__).parent.parent / "spec" / "vectors" / "patch"
+    manifest = json.loads((root / "manifest.json").read_text())
+    name, entry = next((n, e) for n, e in manifest["valid"].items() if e.get("kind", "bytes") == "bytes")
+    base, patch = (root / entry["base"]).read_bytes(), (root / entry["patch"]).read_bytes()
+    out = io.BytesIO()
+    assert nnar.patch(base, patch, out).kind == "bytes"
+    assert out.getvalue() == (root / entry["result"]).read_bytes()
+    with nnar.open(base) as a:  # the same content, stored by this nnar (format 1.4): other bytes
+        rewritten = _pack({n: a.read(n) for n in a.names()}, None, a.metadata)
+    with pytest.raises(nnar.WrongBase, match="SHA-256"):
+        nnar.patch(rewritten, patch, tmp_path / "x.nnar")
+    assert not (tmp_path / "x.nnar").exists()

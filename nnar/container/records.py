@@ -9,15 +9,17 @@ can seek.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+import hashlib
+from typing import Callable, Iterator
 
 import numpy as np
 
 from .. import constants as C
-from ..errors import BadLayout, ChecksumMismatch, InvalidInput, LimitExceeded, NnarIOError, ReservedNonZero, Truncated, UnsupportedRecord, WriterStateError
+from ..errors import BadLayout, DigestMismatch, NnarError, ChecksumMismatch, InvalidInput, LimitExceeded, NnarIOError, ReservedNonZero, Truncated, UnsupportedRecord, WriterStateError
 from ..limits import DEFAULT_LIMITS, Limits
 from . import framing as F
 from . import schema as S
+from .content import ContentDigest, record_digest
 from .io import Source
 
 _TENS, _INDX, _META = C.RECORD_TENSOR.decode(), C.RECORD_INDEX.decode(), C.RECORD_META.decode()
@@ -55,6 +57,8 @@ class RecordWriter:
         self._entries: list[S.IndexEntry] = []
         self._names: set[str] = set()
         self.state = "open"
+        #: the content digest (FORMAT.md §5.3.1) of what is written, for the index
+        self.content = ContentDigest()
         preamble = F.pack_preamble()
         self._write(preamble)
         # META's header CRC covers the preamble too: no byte of an archive is left unchecked
@@ -77,8 +81,9 @@ class RecordWriter:
         self._pos += memoryview(data).nbytes
 
     def _write_record(self, rtype: bytes, descriptor: dict, segments: list, crc_prefix: bytes = b"",
-                      must_understand: bool = True) -> tuple[int, int]:
+                      must_understand: bool = True, extra: bytes = b"") -> tuple[int, int]:
         desc, desc_flag = F.encode_descriptor(descriptor)
+        self.content.add(record_digest(rtype.decode("latin-1"), descriptor, extra))
         flags = (C.RECORD_FLAG_MUST_UNDERSTAND if must_understand else 0) | desc_flag
         start = self._pos
         for piece in frame_record(start, rtype, desc, flags, [(g.data, not g.codecs) for g in segments], crc_prefix):
@@ -97,14 +102,16 @@ class RecordWriter:
         self._entries.append(entry)
         return entry
 
-    def write_model(self, descriptor: dict, segments: list) -> None:
+    def write_model(self, descriptor: dict, segments: list, structure_sha256: bytes) -> None:
         """Write the MODL record; it must come first after META (FORMAT.md §5.4). Not
-        must-understand: a reader that only wants the tensors may skip it."""
+        must-understand: a reader that only wants the tensors may skip it. The structure's
+        SHA-256 is part of the content digest (§5.3.1)."""
         self.expect_open("write the model structure")
         if self._entries:
             raise WriterStateError("cannot write the model structure: expected it before any tensor, found "
                                    f"{len(self._entries)} records written")
-        offset, length = self._write_record(C.RECORD_MODEL, descriptor, segments, must_understand=False)
+        offset, length = self._write_record(C.RECORD_MODEL, descriptor, segments, must_understand=False,
+                                            extra=structure_sha256)
         self._entries.append(S.IndexEntry(_MODL, offset, length, ()))
 
     def write_aliases(self, pairs: list[tuple[str, str]]) -> None:
@@ -130,9 +137,17 @@ class RecordWriter:
 
     def close(self) -> None:
         self.expect_open("close")
-        index_offset, _ = self._write_record(C.RECORD_INDEX, S.index_descriptor(self._entries), [])
+        index_offset, _ = self._write_index(S.index_descriptor(self._entries, self.content.digest()))
         self._write(F.pack_trailer(index_offset, self._pos + C.TRAILER_SIZE))
         self.state = "closed"
+
+    def _write_index(self, descriptor: dict) -> tuple[int, int]:
+        """The INDX record is not part of the content it carries."""
+        desc, desc_flag = F.encode_descriptor(descriptor)
+        start = self._pos
+        for piece in frame_record(start, C.RECORD_INDEX, desc, C.RECORD_FLAG_MUST_UNDERSTAND | desc_flag, []):
+            self._write(piece)
+        return start, self._pos - start
 
     def abort(self) -> None:
         if self.state == "open":
@@ -158,11 +173,23 @@ class StoredRecord:
         return self.frame.record_type.decode("latin-1")
 
 
+def check_content(stored: bytes, computed: bytes, where: str) -> None:
+    """The index's content digest against the one computed from the records (FORMAT.md §5.3.1)."""
+    if stored != computed:
+        raise DigestMismatch(f"archive content: the index records content digest {stored.hex()[:16]}…, the records "
+                             f"give {computed.hex()[:16]}… (records of another archive, or a damaged one)", where=where)
+
+
 class RecordReader:
     """Reads the records of one archive from ``f``. See the module docstring."""
 
-    def __init__(self, f, limits: Limits = DEFAULT_LIMITS, *, patch: bool = False):
+    def __init__(self, f, limits: Limits = DEFAULT_LIMITS, *, patch: bool = False,
+                 structure_sha256: Callable[[S.ModelRecord, dict], bytes] | None = None):
         self.limits = limits
+        #: decodes a MODL record's structure and returns its SHA-256, for the content digest
+        #: (FORMAT.md §5.3.1); decoding is the codecs' business, not the container's. Without
+        #: it, an archive with a MODL record has its content digest left unchecked.
+        self.structure_sha256 = structure_sha256
         #: whether this reader reads a patch (spec/patch.md): then its PTCH record is handed out;
         #: otherwise a PTCH record stops the read (a patch is not a model)
         self.patch = patch
@@ -252,6 +279,8 @@ class RecordReader:
         seen: list[S.IndexEntry] = []
         names: set[str] = set()
         total = 0
+        content: ContentDigest | None = ContentDigest()
+        content.add_record(_META, self.meta_record.desc)
         while True:
             frame, desc = self._read_head("record")
             where = f"{frame.type_name()} record at offset {frame.offset}"
@@ -269,10 +298,12 @@ class RecordReader:
                 body = self._read_body(frame, rec.names)
                 segments = self._segments(rec, body, frame.body_offset)
                 seen.append(S.IndexEntry(_TENS, rec.offset, rec.length, tuple(rec.names)))
+                content.add_record(_TENS, desc)
                 yield _TENS, rec, segments
             elif frame.record_type == C.RECORD_ALIAS:
                 pairs = self._aliases(frame, desc, seen[-1] if seen else None, names, where)
                 seen.append(S.IndexEntry(_ALIS, frame.offset, frame.end - frame.offset, ()))
+                content.add_record(_ALIS, desc)
                 yield _ALIS, pairs
             elif frame.record_type == C.RECORD_MODEL:
                 if seen:
@@ -280,15 +311,24 @@ class RecordReader:
                 model = S.parse_model(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict)
                 segments = self._segments(model, self._read_body(frame), frame.body_offset)
                 seen.append(S.IndexEntry(_MODL, frame.offset, frame.end - frame.offset, ()))
+                if self.structure_sha256 is None:
+                    content = None
+                else:
+                    content.add_record(_MODL, desc, self.structure_sha256(model, segments))
                 yield _MODL, model, segments
             elif frame.record_type == C.RECORD_PATCH:
                 self._patch_record(frame, not seen, where)
                 seen.append(S.IndexEntry(_PTCH, frame.offset, frame.end - frame.offset, ()))
+                if content is not None:
+                    content.add_record(_PTCH, desc)
                 yield _PTCH, desc
             else:
-                self._skip_unknown(frame)
-                seen.append(S.IndexEntry(frame.record_type.decode("latin-1"), frame.offset, frame.end - frame.offset, ()))
-        self._finish_stream(frame, desc, seen)
+                body = self._skip_unknown(frame)
+                rtype = frame.record_type.decode("latin-1")
+                seen.append(S.IndexEntry(rtype, frame.offset, frame.end - frame.offset, ()))
+                if content is not None:
+                    content.add_record(rtype, desc, hashlib.sha256(body).digest())
+        self._finish_stream(frame, desc, seen, content)
 
     def iter_tensors(self) -> Iterator[tuple[S.TensorRecord, dict]]:
         """(record, segments) for each TENS record in file order (aliases and structure skipped)."""
@@ -329,15 +369,21 @@ class RecordReader:
         if frame.must_understand:
             raise UnsupportedRecord(f"record type {frame.record_type!r} is marked must-understand and this nnar "
                                     "does not know it (a newer nnar wrote it)", where=f"offset {frame.offset}")
-        self._read_body(frame)  # checked, then ignored
+        return self._read_body(frame)  # checked, then ignored (its digest joins the content digest)
 
-    def _finish_stream(self, frame: F.Frame, desc: dict, seen: list[S.IndexEntry]) -> None:
+    def _finish_stream(self, frame: F.Frame, desc: dict, seen: list[S.IndexEntry],
+                       content: ContentDigest | None) -> None:
         where = f"INDX record at offset {frame.offset}"
         if frame.body_length:
             raise BadLayout(f"INDX record: expected an empty body, found {frame.body_length} bytes", where=where)
         entries = S.parse_index(desc, self.first_offset, frame.offset, self.limits, where, self.strict)
         if entries != seen:
             raise BadLayout("index: it disagrees with the records read before it", where=where)
+        stored = S.index_content(desc, where)
+        #: the content digest computed from the records read (None: not computable here)
+        self.content = None if content is None else content.digest()
+        if stored is not None and self.content is not None:
+            check_content(stored, self.content, where)
         trailer_offset = self.src.pos
         index_offset, _ = F.parse_trailer(self.src.read_exact(C.TRAILER_SIZE, "trailer"), trailer_offset)
         if index_offset != frame.offset:
@@ -378,6 +424,7 @@ class RecordReader:
             raise BadLayout(f"INDX record: expected an empty body ending at the trailer ({t_off}), found it ending at "
                             f"{frame.end}", where=where)
         entries = S.parse_index(desc, self.first_offset, index_offset, self.limits, where, self.strict)
+        self._stored_content = S.index_content(desc, where)
         names = {n for e in entries for n in e.names}
         self._aliases_by_entry: dict[int, list[tuple[str, str]]] = {}
         for i, e in enumerate(entries):
@@ -393,6 +440,31 @@ class RecordReader:
             elif e.record_type != _TENS:
                 self._check_other(e)
         return entries
+
+    @property
+    def stored_content(self) -> bytes | None:
+        """The content digest the index carries (FORMAT.md §5.3.1), or None (before 1.4)."""
+        self.index()
+        return self._stored_content
+
+    def content_digest(self) -> bytes:
+        """The archive's content digest, computed from its records (FORMAT.md §5.3.1): every
+        descriptor is read, and the MODL structure decoded through ``structure_sha256``."""
+        content = ContentDigest()
+        content.add_record(_META, self.meta_record.desc)
+        for e in self.index():
+            frame, desc = self._read_head_at(e)
+            extra = b""
+            if e.record_type == _MODL:
+                if self.structure_sha256 is None:
+                    raise NnarError("internal: the content digest of an archive with a MODL record needs a "
+                                    "structure_sha256 function")
+                model, segments = self.read_model()
+                extra = self.structure_sha256(model, segments)
+            elif e.record_type not in (_TENS, _ALIS, _PTCH):
+                extra = hashlib.sha256(self._read_body(frame)).digest()
+            content.add_record(e.record_type, desc, extra)
+        return content.digest()
 
     def _read_head_at(self, entry: S.IndexEntry) -> tuple[F.Frame, dict]:
         frame, desc, _ = self._read_head_raw_at(entry)

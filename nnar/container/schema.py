@@ -28,6 +28,7 @@ SEGMENT_KEYS = ("name", "length", "raw_length", "codecs")
 MAX_FIDELITY_ENTRIES = 64
 MAX_FIDELITY_TEXT = 1024
 INDEX_KEYS = ("records",)
+INDEX_OPTIONAL_KEYS = ("content",)  # since 1.4 (§5.3.1)
 MAX_U63 = (1 << 63) - 1
 
 
@@ -262,12 +263,19 @@ def _fidelity(v: Any, where: str) -> dict[str, Any]:
         raise BadDescriptor(f"fidelity: expected a map of at most {MAX_FIDELITY_ENTRIES} entries, found {v!r:.80}",
                             where=where)
     for k, x in v.items():
+        # a bool is not a number here (msgpack has its own type for it); text is measured in
+        # UTF-8 bytes, as names are (FORMAT.md §5.2.5)
         ok_value = isinstance(x, (int, float)) and not isinstance(x, bool) or \
-            isinstance(x, str) and len(x) <= MAX_FIDELITY_TEXT
-        if not (isinstance(k, str) and len(k) <= MAX_FIDELITY_TEXT) or not ok_value:
+            isinstance(x, str) and _utf8_length(x) <= MAX_FIDELITY_TEXT
+        if not (isinstance(k, str) and _utf8_length(k) <= MAX_FIDELITY_TEXT) or not ok_value:
             raise BadDescriptor(f"fidelity: expected string keys and string or number values, found {k!r:.40}: "
                                 f"{x!r:.40}", where=where)
     return dict(v)
+
+
+def _utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8; a str from msgpack is valid UTF-8 (FORMAT.md §4.2)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def tensor_descriptor(members: list[tuple[str, tuple[int, ...]]], dtype: str, digest: bytes, pipeline: list,
@@ -293,7 +301,7 @@ class IndexEntry:
 def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, where: str, strict: bool):
     """Check an INDX descriptor: entries in file order, contiguous from the end of META to the
     INDX record, with no hole and no overlap, and tensor names unique across the archive."""
-    _keys(d, INDEX_KEYS, "INDX descriptor", where, strict)
+    _keys(d, INDEX_KEYS, "INDX descriptor", where, strict, INDEX_OPTIONAL_KEYS)
     recs = d["records"]
     if not isinstance(recs, list):
         raise BadDescriptor("records: expected a list", where=where)
@@ -342,14 +350,28 @@ def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, w
     return out
 
 
-def index_descriptor(entries: list[IndexEntry]) -> dict:
-    return {"records": [[e.record_type, e.offset, e.length, list(e.names)] for e in entries]}
+def index_content(d: dict, where: str) -> bytes | None:
+    """The INDX record's ``content`` (§5.3.1, since 1.4): the archive's content digest, or None
+    for an archive written before it."""
+    v = d.get("content")
+    if v is None and "content" not in d:
+        return None
+    if not isinstance(v, bytes) or len(v) != C.DIGEST_SIZE:
+        raise BadDescriptor(f"INDX content: expected {C.DIGEST_SIZE} bytes (bin), found {v!r:.80}", where=where)
+    return v
+
+
+def index_descriptor(entries: list[IndexEntry], content: bytes | None = None) -> dict:
+    out: dict[str, Any] = {"records": [[e.record_type, e.offset, e.length, list(e.names)] for e in entries]}
+    if content is not None:
+        out["content"] = content
+    return out
 
 
 # -- MODL (§5.4, since 1.2) ---------------------------------------------------------------------
 
 MODEL_KEYS = ("format", "length", "pipeline", "segments")
-MAX_FORMAT_NAME = 64  # characters of a MODL record's ``format``
+MAX_FORMAT_NAME = 64  # UTF-8 bytes of a MODL record's ``format``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,8 +387,9 @@ class ModelRecord:
 def parse_model(d: dict, body_offset: int, body_length: int, limits: Limits, where: str, strict: bool) -> ModelRecord:
     _keys(d, MODEL_KEYS, "MODL descriptor", where, strict)
     fmt = _str(d["format"], "format", where)
-    if not 1 <= len(fmt) <= MAX_FORMAT_NAME:
-        raise BadDescriptor(f"format: expected 1 to {MAX_FORMAT_NAME} characters, found {len(fmt)}", where=where)
+    if not 1 <= _utf8_length(fmt) <= MAX_FORMAT_NAME:
+        raise BadDescriptor(f"format: expected 1 to {MAX_FORMAT_NAME} bytes of UTF-8, found {_utf8_length(fmt)}",
+                            where=where)
     length = _int(d["length"], "length", where)
     limits.check("model structure bytes", length, "max_tensor_bytes", where)
     if not isinstance(d["pipeline"], list):

@@ -70,7 +70,7 @@ def read_header(patch: RecordReader) -> tuple[PatchHeader, Iterator]:
     if first is None or first[0] != "PTCH":
         raise BadLayout("not a patch: expected a PTCH record first after META, found "
                         f"{'none' if first is None else first[0]}", where="patch")
-    return parse_patch(first[1], patch.limits, "PTCH record", patch.strict), records
+    return parse_patch(first[1], patch.limits, "PTCH record", patch.strict, patch.minor), records
 
 
 def _payloads(patch: RecordReader, records: Iterator) -> Iterator[np.ndarray]:
@@ -93,10 +93,15 @@ def apply(base_f, patch_f, out: BinaryIO | None, limits: Limits = DEFAULT_LIMITS
     discard what was written: :func:`nnar.patch` writes atomically)."""
     patch = RecordReader(patch_f, limits, patch=True)
     header, records = read_header(patch)
+    if header.kind == "content":
+        from .rebuild import apply_content
+        apply_content(header, _payloads(patch, records), base_f, _Sink(out), limits, progress, _assemble, _payload)
+        return header
     length, digest = file_digest(base_f)
     if (length, digest) != (header.base_length, header.base_digest):
-        raise WrongBase(f"this patch applies to the archive with SHA-256 {header.base_digest.hex()[:16]}… "
-                        f"({header.base_length} bytes); the base given has {digest.hex()[:16]}… ({length} bytes)")
+        raise WrongBase(f"this patch (format 1.3, bound to its base's exact bytes) applies to the archive with SHA-256 "
+                        f"{header.base_digest.hex()[:16]}… ({header.base_length} bytes); the base given has "
+                        f"{digest.hex()[:16]}… ({length} bytes)")
     base = RecordReader(base_f, limits)
     n_base = len(base.index()) + 1
     payloads = _payloads(patch, records)
@@ -210,11 +215,13 @@ def _assemble(stream, ranges, where: str) -> bytes:
     return bytes(out)
 
 
-def _payload(payloads: Iterator[np.ndarray], dtype: str, size: int, where: str) -> np.ndarray:
+def _payload(payloads: Iterator[np.ndarray], dtype: str, size: int | None, where: str) -> np.ndarray:
+    """The next payload tensor: of ``dtype``, one-dimensional, of ``size`` elements (None: any)."""
     array = next(payloads, None)
     if array is None:
         raise BadLayout("patch: expected one more tensor, found the end of the patch", where=where)
     found = array.dtype.name if array.dtype.kind in "ui" else str(array.dtype)
-    if array.ndim != 1 or array.size != size or found != dtype:
-        raise CodecDataError(f"patch tensor: expected {dtype}[{size}], found {found}{list(array.shape)}", where=where)
+    if array.ndim != 1 or (size is not None and array.size != size) or found != dtype:
+        raise CodecDataError(f"patch tensor: expected {dtype}[{'n' if size is None else size}], found "
+                             f"{found}{list(array.shape)}", where=where)
     return array

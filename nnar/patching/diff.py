@@ -4,12 +4,13 @@ Every record of NEW is matched with a record of OLD, its **partner**: the record
 bytes (then it is copied: a few bytes in the patch), else the one holding a tensor of the same
 name, else one whose decoded array has the same digest (a renamed tensor), else none (an added
 tensor). Each segment of a record with a partner is then the cheapest of: copied from the
-partner (same stored bytes), a delta against the partner's stream of the same name (xor or add,
-stored as a tensor of the patch), or its stored bytes given whole. A delta is offered only if
-encoding the rebuilt stream again with the segment's own codecs gives NEW's bytes back, which
-is checked here, so the applier's result is byte-identical to NEW.
+partner (same stream under the same codecs), a delta against the partner's stream of the same
+name (xor or add, stored as a tensor of the patch), or its stored bytes given whole.
 
-The patch is checked before it is handed out: it is applied to OLD and must give NEW's digest.
+Patches are content patches (spec/patch.md, since 1.4): they bind OLD and NEW by their content
+digests, so the applier encodes a rebuilt stream with its own encoders and any zstd will do.
+
+The patch is checked before it is handed out: it is applied to OLD and must give NEW's content.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from .. import __version__, dtypes, planner
 from .. import pipeline as P
 from ..archive import ArchiveWriter
 from ..codecs.abc import TensorSpec
-from ..container.records import RecordReader, StoredRecord
+from ..archive import reader
+from ..container.content import canonical, content_form
+from ..container.records import StoredRecord
 from ..container.schema import SegmentRef
 from ..errors import NnarError, UnsupportedVersion
 from ..report import human_bytes
@@ -38,8 +41,8 @@ from . import apply as A
 from . import delta as D
 from .schema import BASE, PATCH, PatchHeader, RecordOp, SegmentOp
 
-#: what every patch's encoder map says: a delta segment is encoded again by the applier, so its
-#: bytes depend on these encoders (spec/patch.md §5)
+#: what every patch's encoder map says (informative: who made it; a content patch does not need
+#: the applier to have the same encoders)
 ENCODER = {"nnar": __version__, "zstd": ".".join(map(str, zstandard.ZSTD_VERSION))}
 
 
@@ -199,8 +202,8 @@ def _member_ranges(rec: StoredRecord, src: StoredRecord):
 class _Differ:
     def __init__(self, old_f, new_f, level: int, limits: Limits, progress):
         self.level, self.limits, self.progress = level, limits, progress
-        self.old = RecordReader(old_f, limits)
-        self.new = RecordReader(new_f, limits)
+        self.old = reader(old_f, limits)
+        self.new = reader(new_f, limits)
         if self.new.minor > C.FORMAT_MINOR:
             raise UnsupportedVersion(f"NEW is format 1.{self.new.minor}; this nnar writes patches for archives up to "
                                      f"1.{C.FORMAT_MINOR}")
@@ -247,14 +250,14 @@ class _Differ:
         src = self.old.read_stored(k) if k is not None else None
         if src is not None and src.record_type != rec.record_type:
             k, src = None, None
+        desc = canonical(content_form(rec.record_type, rec.desc))
         op = RecordOp(
             base=k,
             record_type=None if src is not None else rec.record_type,
-            flags=None if src is not None and src.frame.record_flags == rec.frame.record_flags
-            else rec.frame.record_flags,
-            descriptor=None if src is not None and src.descriptor == rec.descriptor else rec.descriptor)
+            descriptor=None if src is not None and canonical(content_form(src.record_type, src.desc)) == desc
+            else desc)
         cost = len(op.descriptor or b"")
-        seg_ops, notes, reencoded = [], [], False
+        seg_ops, notes = [], []
         base_segs = {ref.name: (ref, data) for ref, data in src.segments} if src is not None else {}
         ranges = _member_ranges(rec, src) if src is not None else None
         for ref, data in rec.segments:
@@ -262,11 +265,8 @@ class _Differ:
             seg_ops.append(sop)
             notes.append(f"{ref.name} {note}")
             cost += seg_cost
-            reencoded |= sop.source == "delta"
         if src is None or any(s.source != "base" for s in seg_ops):
             op = dataclasses.replace(op, segments=tuple(seg_ops))
-        if reencoded:  # NEW's body CRC (the record sits at the same offset): the applier checks it
-            op = dataclasses.replace(op, body_crc=rec.frame.body_crc)
         if src is None:
             action = "added"
         elif renamed:
@@ -282,7 +282,10 @@ class _Differ:
 
     def segment(self, rec: StoredRecord, ref: SegmentRef, data, base, ranges=None) -> tuple[SegmentOp, int, str]:
         """The cheapest way to give one segment: (how, bytes it costs in the patch, note)."""
-        if base is not None and base[0].length == ref.length and bytes(base[1]) == bytes(data):
+        # the partner's stored bytes stand for NEW's stream when its codecs are NEW's (spec/patch.md §4.2)
+        same_chain = base is not None and ranges is None and base[0].raw_length == ref.raw_length and \
+            canonical(base[0].codecs) == canonical(ref.codecs)
+        if same_chain and bytes(base[1]) == bytes(data):
             return BASE, 0, "copied"
         name = f"{rec.number}/{ref.name}"
         stored = np.frombuffer(data, np.uint8)
@@ -292,19 +295,19 @@ class _Differ:
         if base is not None and ref.raw_length and (ranges is not None or base[0].raw_length == ref.raw_length):
             where = f"NEW record {rec.number}, segment {ref.name!r}"
             stream = P.decode_segment(ref.name, ref.codecs, ref.raw_length, data, self.limits, where)
-            # a delta is only as good as the applier's ability to encode the stream again
-            if not ref.codecs or bytes(P.reencode_segment(ref.name, ref.codecs, stream, where)) == bytes(data):
-                bref, bdata = base
-                old = P.decode_segment(ref.name, bref.codecs, bref.raw_length, bdata, self.limits,
-                                       f"OLD segment {ref.name!r}")
-                if ranges is not None:
-                    old = A._assemble(old, ranges, where)
-                width = _width(rec.desc, ref.raw_length)
-                for op in ("xor", "add"):
-                    d = D.make(stream, old, op, width)
-                    enc = D.encode(d, self.level)
-                    if planner.cost(enc) < planner.cost(best[0]):
-                        best = (enc, SegmentOp("delta", op, width, ranges), hashlib.sha256(d.tobytes()).digest())
+            bref, bdata = base
+            old = P.decode_segment(ref.name, bref.codecs, bref.raw_length, bdata, self.limits,
+                                   f"OLD segment {ref.name!r}")
+            if same_chain and bytes(old) == bytes(stream):  # the same stream, compressed by another zstd
+                return BASE, 0, "copied"
+            if ranges is not None:
+                old = A._assemble(old, ranges, where)
+            width = _width(rec.desc, ref.raw_length)
+            for op in ("xor", "add"):
+                d = D.make(stream, old, op, width)
+                enc = D.encode(d, self.level)
+                if planner.cost(enc) < planner.cost(best[0]):
+                    best = (enc, SegmentOp("delta", op, width, ranges), hashlib.sha256(d.tobytes()).digest())
         enc, sop, digest = best
         self.spool.add(name, enc, digest)
         note = f"{'whole' if sop.source == 'patch' else f'{sop.op}/{sop.width}'} {human_bytes(enc.stored_bytes)}"
@@ -327,14 +330,13 @@ def diff(old_f, new_f, out: BinaryIO | None, *, level: int = planner.DEFAULT_LEV
     """Write the patch that turns ``old_f`` into ``new_f`` (seekable files or bytes) to ``out``;
     None: only measure it. Returns what it does per record."""
     old_start = None if isinstance(old_f, (bytes, bytearray, memoryview)) else old_f.tell()
-    base_length, base_digest = A.file_digest(old_f)
-    result_length, result_digest = A.file_digest(new_f)
+    base_length, _ = A.file_digest(old_f)
+    result_length, _ = A.file_digest(new_f)
     d = _Differ(old_f, new_f, level, limits, progress)
     try:
         ops, stats = d.run()
-        index = d.new.index_record
-        header = PatchHeader(base_length, base_digest, result_length, result_digest, d.new.minor, tuple(ops),
-                             index.frame.record_flags, index.descriptor, dict(ENCODER))
+        header = PatchHeader("content", d.new.minor, tuple(ops), dict(ENCODER),
+                             base_content=d.old.content_digest(), result_content=d.new.content_digest())
         removed = _removed(d, stats)
         with tempfile.TemporaryFile() as tmp:
             with ArchiveWriter(tmp, source_format="nnar-patch", patch=header.to_map()) as w:

@@ -14,9 +14,18 @@ from ..container.schema import MAX_U63, _int, _keys, _str
 from ..errors import BadDescriptor
 from ..limits import Limits
 
+#: a byte patch (1.3): binds the exact bytes of base and result; the applier must re-encode
+#: delta segments byte for byte (spec/patch.md §9)
 PATCH_KEYS = ("base_length", "base_digest", "result_length", "result_digest", "result_minor", "records", "index",
               "encoder")
 RECORD_KEYS = ("base", "type", "flags", "descriptor", "segments", "body_crc")  # all optional
+#: a content patch (since 1.4): binds the content digests (FORMAT.md §5.3.1) of base and result,
+#: so a device may store rebuilt streams with whatever encoder it has (spec/patch.md §3)
+CONTENT_PATCH_KEYS = ("base_content", "result_content", "result_minor", "records")
+CONTENT_PATCH_OPTIONAL = ("encoder",)
+CONTENT_RECORD_KEYS = ("base", "type", "descriptor", "segments")  # all optional
+#: the first format minor whose patches may be content patches
+CONTENT_MINOR = 4
 INDEX_KEYS = ("flags", "descriptor")
 SOURCES = ("base", "patch", "delta")
 DELTA_OPS = ("xor", "add")
@@ -80,17 +89,27 @@ class RecordOp:
 
 @dataclasses.dataclass(frozen=True)
 class PatchHeader:
-    base_length: int
-    base_digest: bytes
-    result_length: int
-    result_digest: bytes
+    """A PTCH descriptor. ``kind`` is "content" (1.4: the content fields are set) or "bytes"
+    (1.3: the length, digest and index fields are set)."""
+
+    kind: str
     result_minor: int
     records: tuple[RecordOp, ...]
-    index_flags: int
-    index_descriptor: bytes
     encoder: dict[str, str]
+    base_content: bytes | None = None
+    result_content: bytes | None = None
+    base_length: int | None = None
+    base_digest: bytes | None = None
+    result_length: int | None = None
+    result_digest: bytes | None = None
+    index_flags: int | None = None
+    index_descriptor: bytes | None = None
 
     def to_map(self) -> dict:
+        if self.kind == "content":
+            return {"base_content": self.base_content, "result_content": self.result_content,
+                    "result_minor": self.result_minor, "records": [r.to_map() for r in self.records],
+                    "encoder": self.encoder}
         return {"base_length": self.base_length, "base_digest": self.base_digest,
                 "result_length": self.result_length, "result_digest": self.result_digest,
                 "result_minor": self.result_minor, "records": [r.to_map() for r in self.records],
@@ -143,11 +162,11 @@ def _segment_op(s: Any, what: str, where: str, strict: bool, limits: Limits) -> 
     return SegmentOp("delta", s["op"], s["width"], ranges)
 
 
-def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool) -> RecordOp:
+def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool, content: bool) -> RecordOp:
     what = f"records[{i}]"
     if not isinstance(r, dict):
         raise BadDescriptor(f"{what}: expected a map, found {type(r).__name__}", where=where)
-    _keys(r, (), what, where, strict, RECORD_KEYS)
+    _keys(r, (), what, where, strict, CONTENT_RECORD_KEYS if content else RECORD_KEYS)
     base = _int(r["base"], f"{what} base", where) if "base" in r else None  # its range: against the base
     rtype = None
     if "type" in r:
@@ -157,8 +176,9 @@ def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool) -> Reco
                                 where=where)
     flags = _flags(r["flags"], f"{what} flags", where) if "flags" in r else None
     desc = _bytes(r["descriptor"], f"{what} descriptor", where, limits) if "descriptor" in r else None
-    if base is None and (rtype is None or flags is None or desc is None):
-        raise BadDescriptor(f"{what}: expected 'base', or all of 'type', 'flags' and 'descriptor'", where=where)
+    if base is None and (rtype is None or desc is None or (flags is None and not content)):
+        needed = "'type' and 'descriptor'" if content else "all of 'type', 'flags' and 'descriptor'"
+        raise BadDescriptor(f"{what}: expected 'base', or {needed}", where=where)
     segs = None
     if "segments" in r:
         if not isinstance(r["segments"], list):
@@ -170,27 +190,46 @@ def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool) -> Reco
     return RecordOp(base, rtype, flags, desc, segs, crc)
 
 
-def parse_patch(d: dict, limits: Limits, where: str, strict: bool) -> PatchHeader:
-    _keys(d, PATCH_KEYS, "PTCH descriptor", where, strict)
+def parse_patch(d: dict, limits: Limits, where: str, strict: bool, minor: int = CONTENT_MINOR) -> PatchHeader:
+    """The PTCH descriptor of a patch whose preamble says ``minor``: a content patch (it has
+    ``base_content``; since 1.4) or a byte patch (it has ``base_digest``; 1.3)."""
+    content = "base_content" in d
+    if content == ("base_digest" in d):
+        raise BadDescriptor("PTCH descriptor: expected either 'base_content' (a content patch, 1.4) or 'base_digest' "
+                            f"(a byte patch, 1.3), found {'both' if content else 'neither'}", where=where)
+    if content and minor < CONTENT_MINOR:
+        raise BadDescriptor(f"PTCH descriptor: a content patch needs format 1.{CONTENT_MINOR} or later, found "
+                            f"1.{minor}", where=where)
+    if content:
+        _keys(d, CONTENT_PATCH_KEYS, "PTCH descriptor", where, strict, CONTENT_PATCH_OPTIONAL)
+    else:
+        _keys(d, PATCH_KEYS, "PTCH descriptor", where, strict)
     records = d["records"]
     if not isinstance(records, list) or not records:
         raise BadDescriptor(f"records: expected a non-empty list, found {records!r:.80}", where=where)
     # META, then the records of the result's index, of which there are at most max_tensors
     limits.check("records of the result (less META)", len(records) - 1, "max_tensors", where)
-    index = d["index"]
-    if not isinstance(index, dict):
-        raise BadDescriptor(f"index: expected a map, found {type(index).__name__}", where=where)
-    _keys(index, INDEX_KEYS, "index", where, strict)
-    encoder = d["encoder"]
+    encoder = d.get("encoder", {})
     if not isinstance(encoder, dict) or len(encoder) > MAX_ENCODER_ENTRIES or \
             not all(isinstance(k, str) and isinstance(v, str) for k, v in encoder.items()):
         raise BadDescriptor(f"encoder: expected a map of at most {MAX_ENCODER_ENTRIES} strings to strings, found "
                             f"{encoder!r:.80}", where=where)
+    if content:
+        return PatchHeader(
+            "content", _int(d["result_minor"], "result_minor", where, hi=0xFFFF),
+            tuple(_record_op(r, i, limits, where, strict, True) for i, r in enumerate(records)), dict(encoder),
+            base_content=_digest(d["base_content"], "base_content", where),
+            result_content=_digest(d["result_content"], "result_content", where))
+    index = d["index"]
+    if not isinstance(index, dict):
+        raise BadDescriptor(f"index: expected a map, found {type(index).__name__}", where=where)
+    _keys(index, INDEX_KEYS, "index", where, strict)
     return PatchHeader(
-        _int(d["base_length"], "base_length", where, hi=MAX_U63), _digest(d["base_digest"], "base_digest", where),
-        _int(d["result_length"], "result_length", where, hi=MAX_U63),
-        _digest(d["result_digest"], "result_digest", where),
-        _int(d["result_minor"], "result_minor", where, hi=0xFFFF),
-        tuple(_record_op(r, i, limits, where, strict) for i, r in enumerate(records)),
-        _flags(index["flags"], "index flags", where), _bytes(index["descriptor"], "index descriptor", where, limits),
-        dict(encoder))
+        "bytes", _int(d["result_minor"], "result_minor", where, hi=0xFFFF),
+        tuple(_record_op(r, i, limits, where, strict, False) for i, r in enumerate(records)), dict(encoder),
+        base_length=_int(d["base_length"], "base_length", where, hi=MAX_U63),
+        base_digest=_digest(d["base_digest"], "base_digest", where),
+        result_length=_int(d["result_length"], "result_length", where, hi=MAX_U63),
+        result_digest=_digest(d["result_digest"], "result_digest", where),
+        index_flags=_flags(index["flags"], "index flags", where),
+        index_descriptor=_bytes(index["descriptor"], "index descriptor", where, limits))
