@@ -50,6 +50,8 @@ def test_valid_vector_decodes(name):
         structure = (entry["structure"], (VECTORS / "valid" / f"{name}.structure").read_bytes()) \
             if "structure" in entry else None
         assert a.structure == structure  # the MODL record (FORMAT.md §5.4)
+        if "content" in entry:  # since 1.4: what every reader must compute (FORMAT.md §5.3.1)
+            assert a.content_digest().hex() == entry["content"] == a.stored_content.hex()
     with open(path, "rb") as f:  # in order: the structure comes before the first tensor
         assert nnar.archive.StreamReader(f).structure == structure
 

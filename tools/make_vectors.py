@@ -269,6 +269,7 @@ def valid_vectors():
     out["newer-minor"] = (b.finish(), t, {})
     out.update(valid_vectors_1_1())
     out.update(valid_vectors_1_2())
+    out.update(valid_vectors_1_4())
 
     b = base()
     t = {"pad": (np.arange(3, dtype=np.uint8), "uint8"), "aligned": (np.arange(20, dtype=np.float64), "float64")}
@@ -571,6 +572,7 @@ def invalid_vectors():
     invalid_vectors_1_1(add)
     invalid_vectors_1_2(add)
     invalid_vectors_bounds(add)
+    invalid_vectors_1_4(add)
     return out
 
 
@@ -805,6 +807,72 @@ def invalid_vectors_bounds(add):
         "[nnar.zstd, nnar.zstd] on 4 bytes: the outer frame decodes to a 103-byte inner frame, beyond bound(4) = 67")
 
 
+# -- format 1.4: the content digest -------------------------------------------------------------
+
+
+def _content_model() -> tuple[bytes, dict, dict, tuple[str, bytes]]:
+    """An archive as nnar 0.5 writes it, with a record of every kind the content digest covers:
+    META with metadata, MODL, a tensor of its own (byte planes), a group, an alias."""
+    emb = (np.arange(64 * 16, dtype=np.float32).reshape(64, 16) - 500) / 64
+    bias, scale = np.linspace(-1, 1, 16).astype(np.float32), np.full(4, 0.5, np.float32)
+    data = msgpack.packb({"keys": ["emb", "head", "bias", "scale"]})
+    arc = _archive({"emb": emb, "bias": bias, "scale": scale}, metadata={"release": "1"},
+                   structure=("torch", data), aliases={"head": "emb"})
+    arrays = {"emb": emb, "head": emb, "bias": bias, "scale": scale}
+    import nnar
+    with nnar.open(arc) as a:  # in archive order: the writer groups small tensors, aliases follow
+        t = {n: (arrays[n], "float32") for n in a.names()}
+    return arc, t, {"release": "1"}, ("torch", data)
+
+
+def valid_vectors_1_4():
+    data, t, md, model = _content_model()
+    return {"content-digest": (data, t, md, model)}
+
+
+def _index_edit(data: bytes, fn) -> bytes:
+    """``data`` with its INDX descriptor replaced by ``fn(descriptor)`` (stored uncompressed), and
+    the frame, index offset and trailer made consistent again: only the content is wrong."""
+    import nnar
+    with nnar.open(data) as a:
+        index_offset = a._reader.index_record.frame.offset
+        desc = dict(a._reader.index_record.desc)
+    new = F.pack_descriptor(fn(desc))
+    frame = F.pack_frame(C.RECORD_INDEX, new, 0, 0, C.RECORD_FLAG_MUST_UNDERSTAND)
+    body = data[:index_offset] + frame + new
+    return body + F.pack_trailer(index_offset, len(body) + C.TRAILER_SIZE)
+
+
+def invalid_vectors_1_4(add):
+    """Format 1.4: an index whose content digest the records do not give (CRCs all valid)."""
+    good = valid_vectors_1_4()["content-digest"][0]
+    add("content-mismatch", _index_edit(good, lambda d: {**d, "content": bytes(32)}), "digest",
+        "the index's content digest is not the records' (FORMAT.md §5.3.1)")
+    add("content-not-bin", _index_edit(good, lambda d: {**d, "content": "0" * 32}), "bad-descriptor",
+        "the index's content is a str, not 32 bytes of bin")
+    # two releases whose records have equal lengths, spliced at a record boundary: every record
+    # and the index are valid on their own (issue 15 item 10)
+    w1, w2 = np.arange(256, dtype=np.float32), np.arange(256, dtype=np.float32)[::-1].copy()
+    b = np.ones(16, np.float32)
+
+    def verbatim(w):
+        import io
+        from nnar.archive import ArchiveWriter
+        buf = io.BytesIO()
+        with ArchiveWriter(buf) as wr:
+            wr.write("w", w, pipeline=P.Pipeline())
+            wr.write("b", b, pipeline=P.Pipeline())
+        return buf.getvalue()
+    v1, v2 = verbatim(w1), verbatim(w2)
+    import nnar
+    with nnar.open(v1) as a:
+        e = a._reader.index()[0]
+    assert len(v1) == len(v2) and v1[:e.offset] == v2[:e.offset]
+    spliced = v1[:e.offset] + v2[e.offset:e.offset + e.length] + v1[e.offset + e.length:]
+    add("content-spliced", spliced, "digest",
+        "the TENS record of another release of equal length, spliced in: each record and the index check")
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 
@@ -813,8 +881,9 @@ def invalid_vectors_bounds(add):
 PATCHES = ROOT / "patch"
 
 
-def _archive(tensors: dict, *, metadata=None, structure=None, raw=(), config=None) -> bytes:
-    """An archive as nnar writes it; tensors named in ``raw`` are stored nnar.raw (deltas of width 4)."""
+def _archive(tensors: dict, *, metadata=None, structure=None, raw=(), config=None, aliases=None) -> bytes:
+    """An archive as nnar writes it; tensors named in ``raw`` are stored nnar.raw (deltas of width 4);
+    ``aliases`` maps an alias to its tensor."""
     import io
     from nnar.archive import ArchiveWriter
     from nnar.config import from_mapping
@@ -822,7 +891,9 @@ def _archive(tensors: dict, *, metadata=None, structure=None, raw=(), config=Non
     with ArchiveWriter(buf, metadata=metadata, structure=structure,
                        config=from_mapping(config) if config else None) as w:
         for name, a in tensors.items():
-            w.write(name, a, pipeline=P.Pipeline(array_bytes=Raw(), stream_chains=((), (Zstd(1),))) if name in raw else None)
+            tied = tuple(k for k, v in (aliases or {}).items() if v == name)
+            w.write(name, a, pipeline=P.Pipeline(array_bytes=Raw(), stream_chains=((), (Zstd(1),))) if name in raw else None,
+                    aliases=tied)
     return buf.getvalue()
 
 
@@ -894,93 +965,111 @@ def _rewrite(patch: bytes, edit=None, *, drop: int | None = None, extra=None) ->
     return buf.getvalue()
 
 
-def invalid_patches(valid: dict) -> dict[str, tuple[bytes, bytes, str, str]]:
-    """name → (base, patch, error code, why)."""
-    base, new = valid["fine-tune-rename-add-remove"]
-    good = _diff(base, new)
-    raw_base, raw_new = valid["raw-width-4"]
-    raw_patch = _diff(raw_base, raw_new)
+# The byte patches of format 1.3 (spec/patch.md §9) are all frozen: nnar 0.4.0 wrote them, and
+# the generator of their invalid ones (commit 6b5df90 and b6d8774) edited fields that content
+# patches no longer have. nnar diff now writes content patches, generated below.
+
+
+def _another_zstd():
+    """A context in which nnar's zstd writes other valid frames (another level, a checksum), as a
+    device's zstd of another version does: the base of a content patch need not be byte-identical."""
+    import contextlib
+    from nnar.codecs import zstd as Z
+
+    @contextlib.contextmanager
+    def swapped():
+        encode = Z.Zstd.encode
+
+        def other(self, data):
+            level = 1 if self.level >= 19 else self.level + 2
+            return zstandard.ZstdCompressor(level=level, write_content_size=True,
+                                            write_checksum=True).compress(data), {}
+        Z.Zstd.encode = other
+        try:
+            yield
+        finally:
+            Z.Zstd.encode = encode
+    return swapped()
+
+
+def valid_content_patches(valid: dict) -> dict[str, tuple[bytes, bytes, bytes]]:
+    """name → (base, patch, result): content patches (spec/patch.md §3–§6, since 1.4), made by nnar
+    diff from the pairs of :func:`valid_patches`, and one applied to a base that another zstd
+    stored (same content, other bytes)."""
+    out = {f"content-{name}": (old, _diff(old, new), new) for name, (old, new) in valid.items()}
+    old, patch, new = out["content-fine-tune-rename-add-remove"]
+    # the device's copy of OLD: rebuilt from NEW by a patch, its deltas encoded by another zstd
+    import io
+    import nnar
+    back, device = _diff(new, old), io.BytesIO()
+    with _another_zstd():
+        nnar.patch(new, back, device)
+    with nnar.open(device.getvalue()) as a, nnar.open(old) as b:
+        assert device.getvalue() != old and a.content_digest() == b.content_digest()
+    out["content-base-by-another-zstd"] = (device.getvalue(), patch, new)
+    return out
+
+
+def invalid_content_patches(valid: dict) -> dict[str, tuple[bytes, bytes, str, str]]:
+    """name → (base, patch, error code, why), each a content patch made invalid."""
+    base, good, new = valid["content-fine-tune-rename-add-remove"]
     out = {}
 
     def add(name, patch, code, why, on=base):
-        out[name] = (on, patch, code, why)
-
-    def op(i, **changes):
-        def edit(m):
-            m["records"][i].update(changes)
-        return edit
+        out[f"content-{name}"] = (on, patch, code, why)
 
     def first_delta(m):
         return next((i, j) for i, r in enumerate(m["records"]) for j, s in enumerate(r.get("segments", ()))
                     if s["from"] == "delta")
 
-    add("wrong-base", good, "wrong-base", "the patch is applied to another archive (its own result)", on=new)
-    flipped = bytearray(good)
-    flipped[len(good) // 2] ^= 0x40
-    add("payload-byte-flipped", bytes(flipped), "checksum", "a byte of a payload record changed in transit")
-    add("truncated", good[: len(good) - 100], "truncated", "the download stopped 100 bytes short")
+    add("wrong-base", good, "wrong-base", "the content patch is applied to another archive (its own result)", on=new)
 
-    def digest(m):
-        m["result_digest"] = bytes(32)
-    add("result-digest", _rewrite(good, digest), "digest", "the result is not the one the patch promises")
+    def result_content(m):
+        m["result_content"] = bytes(32)
+    add("result-content", _rewrite(good, result_content), "digest",
+        "the result's content digest is not the one the patch promises")
 
-    def base_digest(m):
+    def base_content(m):
+        m["base_content"] = bytes(32)
+    add("base-content", _rewrite(good, base_content), "wrong-base", "the patch names another base's content")
+
+    def both(m):
         m["base_digest"] = bytes(32)
-    add("base-digest", _rewrite(good, base_digest), "wrong-base", "the patch names another base")
-    add("base-out-of-range", _rewrite(good, op(1, base=999)), "bad-descriptor", "a record op names base record 999")
+    add("both-kinds", _rewrite(good, both), "bad-descriptor",
+        "a PTCH descriptor with both base_content (content patch) and base_digest (byte patch)")
 
-    def first_not_meta(m):
-        m["records"][0] = {"base": 1}
-    add("first-not-meta", _rewrite(good, first_not_meta), "bad-layout", "the first record op is not META")
-
-    def unknown_source(m):
-        i, j = first_delta(m)
-        m["records"][i]["segments"][j] = {"from": "elsewhere"}
-    add("unknown-source", _rewrite(good, unknown_source), "bad-descriptor", "a segment op from an unknown source")
-
-    def segment_count(m):
+    def byte_key(m):
         i, _ = first_delta(m)
-        m["records"][i]["segments"].append({"from": "base"})
-    add("segment-count", _rewrite(good, segment_count), "bad-descriptor",
-        "more segment ops than the descriptor has segments")
-
-    def crc(m):
-        i, _ = first_delta(m)
-        m["records"][i]["body_crc"] ^= 1
-    add("body-crc", _rewrite(good, crc), "digest", "the rebuilt body's CRC-32 is not the one the op records")
+        m["records"][i]["body_crc"] = 0
+    add("byte-patch-key", _rewrite(good, byte_key), "bad-descriptor",
+        "a byte patch's record key (body_crc) in a content patch of a known minor")
 
     def op_kind(m):
         i, j = first_delta(m)
         m["records"][i]["segments"][j]["op"] = "xor" if m["records"][i]["segments"][j]["op"] == "add" else "add"
-    add("delta-op-swapped", _rewrite(good, op_kind), "digest", "xor and add swapped: the rebuilt stream differs")
+    add("delta-op-swapped", _rewrite(good, op_kind), "digest",
+        "xor and add swapped: the rebuilt record's array is not its digest")
 
-    def width(m):
-        i, j = first_delta(m)
-        m["records"][i]["segments"][j]["width"] = 8
-    add("delta-width", _rewrite(raw_patch, width), "codec-data",
-        "a delta of width 8 where the payload is uint32", on=raw_base)
-    add("payload-missing", _rewrite(good, drop=0), "codec-data",
-        "a payload tensor left out: the next one does not fit the op")
+    def renamed(m):  # the op of the renamed tensor: a descriptor given, every segment copied
+        i = next(i for i, r in enumerate(m["records"]) if "descriptor" in r and "segments" not in r and i)
+        desc = msgpack.unpackb(m["records"][i]["descriptor"])
+        desc["segments"][0]["codecs"] = [{"codec": "nnar.zstd", "config": {"level": 7}, "params": {}}]
+        m["records"][i]["descriptor"] = msgpack.packb(desc)
+    add("base-other-codecs", _rewrite(good, renamed), "bad-descriptor",
+        "a segment copied from the base under other codecs than the partner's")
+
+    # a content patch in a file of format 1.3: the preamble's minor changed, META's header CRC
+    # (which covers the preamble) made right again
+    old_minor = bytearray(good)
+    struct.pack_into("<H", old_minor, 10, 3)
+    dlen = struct.unpack_from("<I", old_minor, C.PREAMBLE_SIZE + 16)[0]
+    end = C.PREAMBLE_SIZE + C.FRAME_SIZE
+    crc = F.crc32(old_minor[end: end + dlen],
+                  F.crc32(old_minor[C.PREAMBLE_SIZE: C.PREAMBLE_SIZE + 28], F.crc32(old_minor[:C.PREAMBLE_SIZE])))
+    struct.pack_into("<I", old_minor, C.PREAMBLE_SIZE + 28, crc)
+    add("format-1-3", bytes(old_minor), "bad-descriptor", "a content patch in a file whose format_minor is 3")
     add("payload-left-over", _rewrite(good, extra=np.zeros(4, np.uint8)), "bad-layout",
         "a payload tensor that no op uses")
-
-    grp_base, grp_new = valid["group-ranges"]
-    grp_patch = _diff(grp_base, grp_new)
-
-    def range_past(m):
-        i, j = first_delta(m)
-        m["records"][i]["segments"][j]["ranges"][0][0] = 10 ** 6
-    add("range-past-stream", _rewrite(grp_patch, range_past), "bad-descriptor",
-        "a delta range beyond the partner's stream", on=grp_base)
-
-    def meta_segments(m):
-        m["records"][0]["segments"] = [{"from": "patch"}]
-    add("meta-with-segments", _rewrite(good, meta_segments), "bad-descriptor", "segment ops on a META record")
-    b = Builder(minor=3)
-    b.meta()
-    b.tensor("w", np.zeros(4, np.float32))
-    b.record(C.RECORD_PATCH, {"base_length": 0})
-    add("ptch-not-first", b.finish(), "bad-layout", "a PTCH record after a TENS record")
     return out
 
 
@@ -989,24 +1078,24 @@ def write_patches() -> list[str]:
     manifest_path = PATCHES / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"valid": {}, "invalid": {}}
     written = []
-    valid = valid_patches()
-    for name, (old, new) in valid.items():
+    pairs = valid_patches()
+    assert all(name in manifest["valid"] for name in pairs), "the 1.3 byte patch vectors are frozen"
+    valid = valid_content_patches(pairs)
+    for name, (old, patch, new) in valid.items():
         if name in manifest["valid"]:
             continue
         (PATCHES / f"{name}.base.nnar").write_bytes(old)
         (PATCHES / f"{name}.result.nnar").write_bytes(new)
-        (PATCHES / f"{name}.nnarpatch").write_bytes(_diff(old, new))
+        (PATCHES / f"{name}.nnarpatch").write_bytes(patch)
         manifest["valid"][name] = {"base": f"{name}.base.nnar", "patch": f"{name}.nnarpatch",
-                                   "result": f"{name}.result.nnar"}
+                                   "result": f"{name}.result.nnar", "kind": "content"}
         written.append(f"patch/{name}")
-    for name, (base, patch, code, why) in invalid_patches(valid).items():
+    for name, (base, patch, code, why) in invalid_content_patches(valid).items():
         if name in manifest["invalid"]:
             continue
-        # an invalid patch's base is one of the frozen valid ones, found by content
-        base_name = next(f"{v}.base.nnar" if (PATCHES / f"{v}.base.nnar").read_bytes() == base
-                         else f"{v}.result.nnar" for v in manifest["valid"]
-                         if base in ((PATCHES / f"{v}.base.nnar").read_bytes(),
-                                     (PATCHES / f"{v}.result.nnar").read_bytes()))
+        # an invalid patch's base is one of the frozen valid archives, found by its bytes
+        base_name = next(f"{v}.{part}.nnar" for v in manifest["valid"] for part in ("base", "result")
+                         if (PATCHES / f"{v}.{part}.nnar").read_bytes() == base)
         (PATCHES / f"invalid-{name}.nnarpatch").write_bytes(patch)
         manifest["invalid"][name] = {"base": base_name, "patch": f"invalid-{name}.nnarpatch", "error": code,
                                      "why": why}
@@ -1030,6 +1119,10 @@ def main() -> None:
         if model:  # the MODL record's format and decoded bytes
             (ROOT / "valid" / f"{name}.structure").write_bytes(model[0][1])
             manifest["valid"][name]["structure"] = model[0][0]
+        import nnar
+        with nnar.open(data) as a:  # since 1.4: the content digest a reader must compute (FORMAT.md §5.3.1)
+            if a.stored_content is not None:
+                manifest["valid"][name]["content"] = a.content_digest().hex()
         written.append(name)
     for name, (data, code, random_code, why) in invalid_vectors().items():
         if name in manifest["invalid"]:
