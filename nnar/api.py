@@ -319,8 +319,16 @@ def verify(src: PathOrFile | bytes, limits: Limits = DEFAULT_LIMITS) -> list[Ten
     """Check every CRC, the layout, the index, and every tensor's digest; return the infos.
 
     Reads in one pass, so a pipe works too. Raises the first problem found."""
+    return verify_content(src, limits)[0]
+
+
+def verify_content(src: PathOrFile | bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[list[TensorInfo], bytes | None]:
+    """:func:`verify`, and the archive's content digest computed from its records (FORMAT.md
+    §5.3.1; checked against the index's where it carries one, since format 1.4)."""
     with _input(src) as f:
-        return [info for info, _ in StreamReader(f, limits, verify=True)]
+        reader = StreamReader(f, limits, verify=True)
+        infos = [info for info, _ in reader]
+        return infos, reader.content
 
 
 def _seekable_input(src: PathOrFile | bytes, what: str):
@@ -343,8 +351,10 @@ def diff(old: PathOrFile | bytes, new: PathOrFile | bytes, dst: PathOrFile | Non
 def patch(base: PathOrFile | bytes, patch_src: PathOrFile | bytes, dst: PathOrFile, *, force: bool = False,
           limits: Limits = DEFAULT_LIMITS, progress: Callable[[int, int], None] | None = None):
     """Apply a patch to its base archive and write the result to ``dst``, which replaces nothing
-    unless the result's SHA-256 is the one the patch promises. The base is read at random, the
-    patch in order (``"-"``: standard input). Returns the patch's header."""
+    unless the result is the one the patch promises: its content digest (a content patch, what
+    nnar writes since 0.5: the rebuilt streams are stored by this machine's zstd, whatever its
+    version), or its SHA-256 (a byte patch of nnar 0.4). The base is read at random, the patch in
+    order (``"-"``: standard input). Returns the patch's header."""
     from .patching.apply import apply
     with _seekable_input(base, "BASE") as b, _input(patch_src) as p, _output(dst, force, (base, patch_src)) as out:
         return apply(b, p, out, limits, progress)

@@ -586,6 +586,11 @@ class StreamReader:
                     info, value = last[target]
                     yield info.as_alias(alias), value
 
+    @property
+    def content(self) -> bytes | None:
+        """The content digest computed from the records (FORMAT.md §5.3.1), once iteration ended."""
+        return getattr(self._reader, "content", None)
+
     def decode_record(self, rec: S.TensorRecord, segments: dict) -> list[np.ndarray]:
         """The arrays of a record's tensors (its digest checked when ``verify``)."""
         array = _decode(self._reader, rec, segments, self.verify)

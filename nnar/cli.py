@@ -40,7 +40,7 @@ examples:
   nnar pack model.pt -o m.nnar && nnar unpack m.nnar -o out.pt   PyTorch state dicts
   curl -s https://host/m.nnar | nnar unpack - -o m.npz   unpack while downloading
   nnar diff v1.nnar v2.nnar -o v2.nnarpatch --stat   an over-the-air update, and what it costs
-  nnar patch v1.nnar v2.nnarpatch -o v2.nnar       rebuild v2 on the device (verified by SHA-256)
+  nnar patch v1.nnar v2.nnarpatch -o v2.nnar       rebuild v2 on the device (verified by content)
 """
 
 
@@ -283,9 +283,16 @@ def _infos(path: str, limits: Limits) -> tuple[list[TensorInfo], dict]:
     if path == "-":
         r = StreamReader(sys.stdin.buffer, limits)
         infos = list(r.infos())
-        return infos, {"metadata": r.metadata, "source_format": r.source_format, "nnar_version": r.nnar_version}
+        return infos, {"metadata": r.metadata, "source_format": r.source_format, "nnar_version": r.nnar_version,
+                       "content": _hex(r.content)}
     with Archive(path, limits) as a:
-        return a.infos(), {"metadata": a.metadata, "source_format": a.source_format, "nnar_version": a.nnar_version}
+        # the content digest the index carries (format 1.4); `nnar verify --json` computes it
+        return a.infos(), {"metadata": a.metadata, "source_format": a.source_format, "nnar_version": a.nnar_version,
+                           "content": _hex(a.stored_content)}
+
+
+def _hex(b: bytes | None) -> str | None:
+    return None if b is None else b.hex()
 
 
 def _own_digests(path: str, infos: list[TensorInfo], limits: Limits) -> dict[str, str]:
@@ -353,7 +360,7 @@ def cmd_ls(args) -> int:
 
 def cmd_verify(args) -> int:
     try:
-        infos = api.verify(args.input, _limits(args))
+        infos, content = api.verify_content(args.input, _limits(args))
     except NnarError as e:
         if not args.json:
             if args.quiet:
@@ -363,7 +370,8 @@ def cmd_verify(args) -> int:
         print()
         return 1
     if args.json:
-        json.dump({"ok": True, "input": args.input, "tensors": len(infos)}, sys.stdout)
+        # the content digest (FORMAT.md §5.3.1): what a device compares after applying a patch
+        json.dump({"ok": True, "input": args.input, "tensors": len(infos), "content": _hex(content)}, sys.stdout)
         print()
     elif not args.quiet:
         print(f"ok: {len(infos)} tensors, every checksum and digest matches")
@@ -529,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_ls)
 
     sp = sub.add_parser("diff", help="make an update patch from OLD.nnar to NEW.nnar",
-                        description="Write a patch that turns OLD into NEW byte for byte (spec/patch.md): per "
+                        description="Write a patch that turns OLD into NEW's content (spec/patch.md): per "
                                     "tensor the cheapest of a reference, a delta of its bit patterns, or the "
                                     "tensor whole. The patch is checked against NEW before it is written.")
     sp.add_argument("old", help="the archive the device has")
@@ -544,9 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_diff)
 
     sp = sub.add_parser("patch", help="apply an update patch: BASE.nnar + PATCH -> NEW.nnar",
-                        description="Rebuild NEW from the archive the patch was made from. The base must be the "
-                                    "exact file (checked by SHA-256); the output replaces nothing unless it is "
-                                    "byte-identical to the NEW the patch was made for.")
+                        description="Rebuild NEW from the archive the patch was made from. The base must have "
+                                    "that archive's content digest (its bytes may differ: a device's own zstd may "
+                                    "have stored it); the output is stored by this machine's zstd and replaces "
+                                    "nothing unless its content digest is NEW's (`nnar verify --json` prints it).")
     sp.add_argument("base", help="the archive the patch was made from (a file: it is read at random)")
     sp.add_argument("patch", help="the patch, or - for stdin")
     sp.add_argument("-o", "--output", required=True, help="archive to write (never the base itself)")

@@ -320,6 +320,14 @@ def test_cli_diff_stat_json_and_patch(tmp_path, capsys):
     assert "error[unsupported-record]" in capsys.readouterr().err
     assert cli.main(["diff", str(old), str(new)]) == 1
     assert "nothing to do" in capsys.readouterr().err
+    # what a device compares with what its server publishes: the content digest, from verify
+    # (computed) and ls (carried by the index)
+    seen = []
+    for cmd in (["verify", "--json", str(out)], ["verify", "--json", str(new)], ["ls", "--json", str(out)]):
+        assert cli.main(cmd) == 0
+        seen.append(json.loads(capsys.readouterr().out)["content"])
+    assert len(set(seen)) == 1 and len(seen[0]) == 64
+    assert seen[0] == nnar.open(new).content_digest().hex()
 
 
 def test_apply_memory_is_bounded_by_the_largest_tensor(tmp_path):

@@ -5,6 +5,7 @@ model updates built here from real weights, in one run.
     apt-get install -y bsdiff                    # optional: a rival that is missing is skipped
     python tools/bench_patch.py                  # every pair (about 4 minutes on 2 cores)
     python tools/bench_patch.py --only rec --skip-slow
+    python tools/bench_patch.py --apply-python VENV/bin/python   # also apply with another zstd (below)
 
 Update pairs (OLD -> NEW), all built from the installed packages' weights, nothing downloaded:
 
@@ -35,8 +36,15 @@ process, each rival's ``diff`` (zstd compress, bsdiff) and ``apply`` (zstd -d, b
 own resource usage. To fit the run in a few minutes on 2 cores, the rivals run in background
 processes on the second core while this one builds pairs and runs nnar, then on both cores.
 
-Every result is checked: nnar's patch applied by ``nnar.patch`` to OLD must give NEW byte for byte
-(SHA-256), and so must each rival's (a rival that does not is reported CORRUPT).
+With ``--apply-python``, each nnar patch is also applied by another interpreter's nnar, e.g. a
+venv whose zstandard is older (``python -m venv --system-site-packages VENV && VENV/bin/pip install
+zstandard==0.21.0``: zstd 1.5.5), and its result's content digest is checked: what a device with
+another zstd gets from the server's patch.
+
+Every result is checked: nnar's patch applied by ``nnar.patch`` to OLD must give NEW's content
+digest (spec/FORMAT.md §5.3.1: what a content patch promises) and, with this machine's zstd, NEW
+byte for byte (SHA-256); each rival's must give NEW byte for byte (a rival that does not is
+reported CORRUPT).
 """
 
 from __future__ import annotations
@@ -395,7 +403,28 @@ def build_pairs(tmp: Path, args, wanted) -> "iter[Pair]":
 # -- nnar -------------------------------------------------------------------------------------------
 
 
-def run_nnar(pair: Pair, tmp: Path, level: int) -> dict:
+def other_zstd(python: str) -> str:
+    """The zstd version another interpreter's nnar uses (e.g. a venv with zstandard 0.21)."""
+    return subprocess.run([python, "-c", "import zstandard; print('.'.join(map(str, zstandard.ZSTD_VERSION)))"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def apply_elsewhere(python: str, pair: Pair, patch: Path, tmp: Path) -> bool:
+    """Apply the patch with another interpreter's nnar (another zstd); True when the result has
+    NEW's content digest (its bytes may differ: that zstd stored the rebuilt streams)."""
+    out = tmp / f"{pair.name}.elsewhere.nnar"
+    done = subprocess.run([python, "-m", "nnar", "patch", str(pair.old), str(patch), "-o", str(out), "--force", "-q"],
+                          capture_output=True, text=True)
+    if done.returncode:
+        print(f"  {pair.name}: applying with {python} failed: {done.stderr.strip()}")
+        return False
+    with nnar.open(out) as a, nnar.open(pair.new) as b:
+        ok = a.content_digest() == b.content_digest()
+    out.unlink()
+    return ok
+
+
+def run_nnar(pair: Pair, tmp: Path, level: int, apply_python: str | None = None) -> dict:
     patch, out = tmp / f"{pair.name}.nnarpatch", tmp / f"{pair.name}.rebuilt.nnar"
     t = time.process_time()
     stat = nnar.diff(pair.old, pair.new, patch, force=True, level=level)
@@ -404,8 +433,11 @@ def run_nnar(pair: Pair, tmp: Path, level: int) -> dict:
     nnar.patch(pair.old, patch, out, force=True)
     ta = time.process_time() - t
     assert patch.stat().st_size == stat.patch_length
-    assert sha256_file(out) == sha256_file(pair.new), f"{pair.name}: nnar patch did not rebuild NEW"
+    with nnar.open(out) as a, nnar.open(pair.new) as b:
+        assert a.content_digest() == b.content_digest(), f"{pair.name}: nnar patch did not rebuild NEW's content"
+    assert sha256_file(out) == sha256_file(pair.new), f"{pair.name}: same zstd, yet not NEW's bytes"
     out.unlink()
+    elsewhere = apply_elsewhere(apply_python, pair, patch, tmp) if apply_python else None
     segs: dict[str, int] = {}
     for r in stat.records:
         for s in r.segments:
@@ -414,7 +446,7 @@ def run_nnar(pair: Pair, tmp: Path, level: int) -> dict:
             segs[how] = segs.get(how, 0) + 1
     odd = [f"{r.action} {r.label()}" for r in stat.records if r.action in ("replaced", "added")]
     return {"bytes": stat.patch_length, "diff_s": td, "apply_s": ta, "ok": True, "counts": stat.counts(),
-            "segments": segs, "odd": odd, "stat": stat.to_json()}
+            "segments": segs, "odd": odd, "stat": stat.to_json(), "elsewhere": elsewhere}
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -442,6 +474,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bsdiff-max-mb", type=float, default=25.0,
                     help="bsdiff only on files up to this size (its suffix sort took 12m50s on MiniLM's 91 MB)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--apply-python", metavar="PYTHON",
+                    help="also apply each nnar patch with this interpreter's nnar (e.g. a venv with zstandard 0.21, "
+                         "zstd 1.5.5) and check the result's content digest")
     args = ap.parse_args(argv)
     started = time.perf_counter()
 
@@ -466,7 +501,7 @@ def main(argv=None) -> int:
                 for tool in RIVALS:
                     rivals.submit(tool, pair.old, pair.new)
                     rivals.submit(tool, pair.old_raw, pair.new_raw)
-                r = run_nnar(pair, tmp, args.level)
+                r = run_nnar(pair, tmp, args.level, args.apply_python)
                 print(f"  built {pair.name}: {pair.note}; nnar patch {r['bytes']:,} B, {r['counts']}, "
                       f"segments {r['segments']}" + (f"; {', '.join(r['odd'])}" if r["odd"] else ""))
                 sys.stdout.flush()
@@ -517,8 +552,10 @@ def main(argv=None) -> int:
         # -- table 2: every run, with times
         print(f"\n{'pair':16s} {'method':8s} {'on':18s} {'patch B':>12s} {'diff s':>7s} {'apply s':>7s}  check")
         for pair, r, res in detail:
+            there = "" if r["elsewhere"] is None else \
+                f"; zstd {other_zstd(args.apply_python)}: {'ok (content)' if r['elsewhere'] else 'FAILED'}"
             print(f"{pair.name:16s} {'nnar':8s} {'.nnar':18s} {r['bytes']:12,d} {r['diff_s']:7.2f} "
-                  f"{r['apply_s']:7.2f}  ok (SHA-256)")
+                  f"{r['apply_s']:7.2f}  ok (content, SHA-256){there}")
             for tool, by in res.items():
                 for on, x in by.items():
                     if "skip" in x:

@@ -1,4 +1,7 @@
-"""Applying a patch (spec/patch.md §6): base archive + patch → the result archive, byte for byte.
+"""Applying a patch (spec/patch.md): base archive + patch → the result archive.
+
+A content patch (1.4) is applied by :mod:`.rebuild`; this module reads a patch's header, hands
+its payload out, and applies a byte patch (1.3, spec/patch.md §9) itself, byte for byte.
 
 The base is read at random (a device keeps it on disk), the patch in order (it may arrive on a
 pipe), and the result is written front to back. Memory is one record of each at a time: the

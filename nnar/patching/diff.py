@@ -330,8 +330,7 @@ def diff(old_f, new_f, out: BinaryIO | None, *, level: int = planner.DEFAULT_LEV
     """Write the patch that turns ``old_f`` into ``new_f`` (seekable files or bytes) to ``out``;
     None: only measure it. Returns what it does per record."""
     old_start = None if isinstance(old_f, (bytes, bytearray, memoryview)) else old_f.tell()
-    base_length, _ = A.file_digest(old_f)
-    result_length, _ = A.file_digest(new_f)
+    base_length, result_length = _length(old_f), _length(new_f)
     d = _Differ(old_f, new_f, level, limits, progress)
     try:
         ops, stats = d.run()
@@ -355,6 +354,16 @@ def diff(old_f, new_f, out: BinaryIO | None, *, level: int = planner.DEFAULT_LEV
     finally:
         d.spool.close()
     return PatchStat(base_length, result_length, length, stats, removed)
+
+
+def _length(f) -> int:
+    """The length of a seekable file from its position on, or of bytes; the position is kept."""
+    if isinstance(f, (bytes, bytearray, memoryview)):
+        return memoryview(f).nbytes
+    start = f.tell()
+    end = f.seek(0, 2)
+    f.seek(start)
+    return end - start
 
 
 def _removed(d: _Differ, stats: list[RecordStat]) -> list[str]:
