@@ -65,6 +65,55 @@ def frame_only(rtype: bytes, descriptor: Any, body_length: int, *, body_crc: int
     return head + struct.pack("<I", zlib.crc32(desc, zlib.crc32(head))) + desc
 
 
+def canonical(v: Any) -> bytes:
+    """The canonical msgpack encoding of FORMAT.md §5.3.1, written from its text: the shortest
+    header for every int, str, bin, array and map; floats as float 64; map pairs in order."""
+    if v is None:
+        return b"\xc0"
+    if v is True or v is False:
+        return b"\xc3" if v else b"\xc2"
+    if isinstance(v, int):
+        if 0 <= v <= 127 or -32 <= v < 0:
+            return struct.pack("b" if v < 0 else "B", v)
+        forms = ((0xcc, ">B"), (0xcd, ">H"), (0xce, ">I"), (0xcf, ">Q")) if v >= 0 else \
+            ((0xd0, ">b"), (0xd1, ">h"), (0xd2, ">i"), (0xd3, ">q"))
+        for tag, fmt in forms:
+            try:
+                return bytes([tag]) + struct.pack(fmt, v)
+            except struct.error:
+                continue
+        raise ValueError(v)
+    if isinstance(v, float):
+        return b"\xcb" + struct.pack(">d", v)
+
+    def head(n: int, short: tuple[int, int] | None, tags: tuple[int, ...], widths: tuple[str, ...]) -> bytes:
+        if short is not None and n < short[1]:
+            return bytes([short[0] | n])
+        for tag, fmt in zip(tags, widths):
+            if n < 1 << (8 * struct.calcsize(fmt)):
+                return bytes([tag]) + struct.pack(fmt, n)
+        raise ValueError(n)
+    if isinstance(v, str):
+        b = v.encode()
+        return head(len(b), (0xa0, 32), (0xd9, 0xda, 0xdb), (">B", ">H", ">I")) + b
+    if isinstance(v, (bytes, bytearray)):
+        return head(len(v), None, (0xc4, 0xc5, 0xc6), (">B", ">H", ">I")) + bytes(v)
+    if isinstance(v, (list, tuple)):
+        return head(len(v), (0x90, 16), (0xdc, 0xdd), (">H", ">I")) + b"".join(canonical(x) for x in v)
+    if isinstance(v, dict):
+        return head(len(v), (0x80, 16), (0xde, 0xdf), (">H", ">I")) + \
+            b"".join(canonical(k) + canonical(x) for k, x in v.items())
+    raise TypeError(type(v))
+
+
+def record_digest(rtype: str, desc: dict, extra: bytes = b"") -> bytes:
+    """§5.3.1: SHA-256(type ‖ u64 len(D) ‖ D ‖ X), D canonical with segment lengths set to 0."""
+    if rtype in ("TENS", "MODL") and isinstance(desc.get("segments"), list):
+        desc = {**desc, "segments": [{**seg, "length": 0} for seg in desc["segments"]]}
+    d = canonical(desc)
+    return hashlib.sha256(rtype.encode() + struct.pack("<Q", len(d)) + d + extra).digest()
+
+
 def trailer(index_offset: int, archive_length: int) -> bytes:
     head = struct.pack("<QQI", index_offset, archive_length, 0)
     return head + struct.pack("<I", zlib.crc32(head)) + END_MAGIC
@@ -83,12 +132,15 @@ class Builder:
         self.meta = meta if meta is not None else {"nnar_version": nnar_version, "source_format": source_format,
                                                    "metadata": dict(metadata or {})}
         self.records: list[tuple[str, list, Callable[[int], bytes]]] = []
+        #: per record: (descriptor, X) for the content digest (§5.3.1)
+        self.contents: list[tuple[Any, bytes]] = []
 
     # -- records -------------------------------------------------------------------------------
 
     def add(self, rtype: bytes, descriptor: Any = None, body: bytes = b"", *, flags: int = 0, **kw) -> "Builder":
         """A record of any type (unknown types are skipped by readers unless must_understand)."""
         self.records.append((rtype.decode("latin-1"), [], lambda off: record(rtype, descriptor, body, flags=flags, **kw)))
+        self.contents.append((descriptor, hashlib.sha256(body).digest()))
         return self
 
     def tensor(self, members: list, dtype: str, segments: list[tuple[str, list, int, bytes]], *,
@@ -117,6 +169,7 @@ class Builder:
 
         names = [n for n, _ in members] if index_names is None else index_names
         self.records.append(("TENS", names, build))
+        self.contents.append((desc, b""))
         return self
 
     def raw_tensor(self, name: str, array: np.ndarray, dtype: str | None = None, **kw) -> "Builder":
@@ -134,7 +187,16 @@ class Builder:
 
     # -- the whole archive ---------------------------------------------------------------------
 
-    def build(self, *, index: list | None = None, trailer_patch: Callable[[int, int], bytes] | None = None) -> bytes:
+    def content(self) -> bytes:
+        """The content digest (§5.3.1) of the archive :meth:`build` writes."""
+        h = hashlib.sha256(record_digest("META", self.meta))
+        for (rtype, _, _), (desc, extra) in zip(self.records, self.contents):
+            h.update(record_digest(rtype, desc, extra if rtype not in ("TENS", "ALIS", "PTCH") else b""))
+        return h.digest()
+
+    def build(self, *, index: list | None = None, trailer_patch: Callable[[int, int], bytes] | None = None,
+              content: bool = False) -> bytes:
+        """The archive; with ``content``, its index carries the content digest (since 1.4)."""
         out = bytearray(preamble(minor=self.minor))
         out += record(b"META", self.meta, crc_prefix=bytes(out))
         entries = []
@@ -143,6 +205,9 @@ class Builder:
             entries.append([rtype, len(out), len(rec), list(names)])  # §5.3
             out += rec
         index_offset = len(out)
-        out += record(b"INDX", {"records": entries if index is None else index})
+        index_desc = {"records": entries if index is None else index}
+        if content:
+            index_desc["content"] = self.content()
+        out += record(b"INDX", index_desc)
         out += trailer(index_offset, len(out) + 32) if trailer_patch is None else trailer_patch(index_offset, len(out) + 32)
         return bytes(out)

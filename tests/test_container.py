@@ -575,7 +575,7 @@ def test_writer_output_equals_an_archive_built_from_the_spec():
     b = Builder({"k": "v"}, nnar_version=nnar.__version__)
     for name, arr in tensors.items():
         b.raw_tensor(name, arr)
-    assert buf.getvalue() == b.build()
+    assert buf.getvalue() == b.build(content=True)
 
 
 def test_grouped_small_tensors_equal_a_group_built_from_the_spec():
@@ -585,7 +585,7 @@ def test_grouped_small_tensors_equal_a_group_built_from_the_spec():
         for name, arr in small.items():
             w.write(name, arr)
     assert [i.group for i in w.infos] == [3, 3, 3]
-    assert buf.getvalue() == Builder(nnar_version=nnar.__version__).raw_group(small).build()
+    assert buf.getvalue() == Builder(nnar_version=nnar.__version__).raw_group(small).build(content=True)
 
 
 def test_info_json_and_pipeline_description():

@@ -95,9 +95,15 @@ def test_every_codec_has_a_page(codec_id):
 def test_patch_tables_match_the_schema():
     from nnar.patching import schema
     patch = (SPEC / "patch.md").read_text()
-    assert [r[0].strip("`") for r in table_after("## 3. The PTCH descriptor", patch)] == list(schema.PATCH_KEYS)
-    assert [r[0].strip("`") for r in table_after("### 4.1 The record op map", patch)] == list(schema.RECORD_KEYS)
+    content_keys = list(schema.CONTENT_PATCH_KEYS) + list(schema.CONTENT_PATCH_OPTIONAL)
+    assert [r[0].strip("`") for r in table_after("## 3. The PTCH descriptor", patch)] == content_keys
+    assert [r[0].strip("`") for r in table_after("### 4.1 The record op map", patch)] == \
+        list(schema.CONTENT_RECORD_KEYS)
     sources = [r[0].strip('`"') for r in table_after("### 4.2 Segment ops", patch)]
     assert sources == list(schema.SOURCES)
+    # the byte patches of 1.3 (§9), still applied
+    assert [r[0].strip("`") for r in table_after("### 9.1 The PTCH descriptor", patch)] == list(schema.PATCH_KEYS)
+    assert [r[0].strip("`") for r in table_after("### 9.2 Record ops", patch)] == list(schema.RECORD_KEYS)
+    assert [r[0].strip('`"') for r in table_after("#### Segment ops", patch)] == list(schema.SOURCES)
     assert all(f"`{op}`" in patch or f'`"{op}"`' in patch for op in schema.DELTA_OPS)
     assert "`META`, `MODL`, `TENS` or `ALIS`" in patch and set(schema.REBUILDABLE) == {"META", "MODL", "TENS", "ALIS"}
