@@ -15,7 +15,7 @@ from . import dtypes, formats, planner
 from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo
 from .config import PackConfig, from_mapping as config_from
 from .quant import prune
-from .errors import InvalidInput, NnarIOError
+from .errors import InvalidInput, NnarError, NnarIOError
 from .fsutil import atomic_output
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -128,6 +128,12 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
             model = _model_from_mapping(src)
         elif _framework_object(src):
             model = _model_from_object(src)
+        elif _is_path(src) and os.path.isdir(src):  # a model folder (spec/folder.md)
+            if fmt not in (None, "folder"):
+                raise InvalidInput(f"input {os.fspath(src)!r} is a folder: --from {fmt} names a file format")
+            _check_archive_name(dst, force)
+            from .formats import folder
+            model = folder.read(os.fspath(src))
         else:
             f = stack.enter_context(_input(src))
             head = _head(src, f)
@@ -154,6 +160,8 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
             aliases.setdefault(target, []).append(alias)
         with ArchiveWriter(out, metadata=md, source_format=model.source_format, level=level, config=cfg,
                            global_threshold=threshold, structure=structure) as w:
+            for rel, load in model.files:  # a model folder's other files (FORMAT.md §5.7), before the tensors
+                w.write_file(rel, load())
             for i, (name, arr, dt) in enumerate(model.tensors()):
                 w.write(name, arr, dtype=dt, aliases=aliases.pop(name, ()))
                 if progress:
@@ -259,6 +267,14 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
     expanded at run time by DequantizeLinear, Gather or Cast nodes (spec/onnx.md). ``select``
     (name → bool) keeps only some tensors: a bag of tensors then, without the model's structure
     (so not ONNX)."""
+    if dst is not None and _is_path(dst) and _is_path(src) and os.fspath(src) != "-" and \
+            (to == "folder" or (to is None and _folder_output(dst, src, limits))):
+        from .formats import folder  # the model folder the archive was packed from (spec/folder.md)
+        with Archive(src, limits) as a:
+            if select is not None or keep_quantized:
+                raise InvalidInput("a model folder is written whole: --tensor, --include and --keep-quantized write "
+                                   "model files")
+            return folder.write(os.fspath(dst), a, force=force, verify=verify, progress=progress)
     with _input(src) as f:
         head = _head(src, f)
         found = formats.sniff(head) if head else None
@@ -308,6 +324,22 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         with _output(dst, force, (src,) if _is_path(src) else ()) as out:
             formats.module(fmt).write(out, tensors(), reader.metadata, structure=structure, **options)
         return infos
+
+
+def _folder_output(dst: PathOrFile, src: PathOrFile, limits: Limits) -> bool:
+    """Whether ``dst`` names a folder to write: an existing directory, or a name without a model
+    file's extension for an archive packed from a folder."""
+    if os.path.isdir(dst):
+        return True
+    if os.path.splitext(os.fspath(dst))[1].lower() in formats.EXTENSIONS or not os.path.isfile(src):
+        return False
+    from .formats import folder
+    try:
+        with Archive(src, limits) as a:
+            found = a.structure
+    except NnarError:
+        return False  # the unpack below reports it
+    return found is not None and found[0] == folder.FORMAT
 
 
 def open(src: PathOrFile, limits: Limits = DEFAULT_LIMITS) -> Archive:  # noqa: A001

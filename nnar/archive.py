@@ -23,7 +23,8 @@ from .config import PackConfig, TensorSettings
 from .constants import FORMAT_MAJOR
 from .container import schema as S
 from .container.records import RecordReader, RecordWriter, check_content
-from .errors import DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound, UnsupportedDtype
+from .errors import (BadLayout, DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound, UnsupportedDtype,
+                     WriterStateError)
 from .limits import DEFAULT_LIMITS, Limits
 
 
@@ -196,11 +197,25 @@ class ArchiveWriter:
         self._rw.write_model(S.model_descriptor(fmt, arr.size, enc.pipeline, enc.segments), enc.segments,
                              hashlib.sha256(arr).digest())
 
+    def write_file(self, path: str, data: bytes) -> None:
+        """A FILE record (FORMAT.md §5.7): a file of a model folder that is not weights (its
+        config, tokenizer, README), stored losslessly under its relative ``path``. Files come
+        before every tensor."""
+        S.check_path(path, "file path")
+        if self.infos or self._pending:
+            raise WriterStateError("cannot write a file: expected files before any tensor")
+        arr = np.frombuffer(bytes(data), np.uint8)
+        spec = TensorSpec("uint8", arr.shape)
+        enc = planner.encode(arr, spec, planner.lossless_candidates(spec, self.level))
+        self._rw.write_file(S.file_descriptor(path, arr.size, hashlib.sha256(arr).digest(), enc.pipeline,
+                                              enc.segments), enc.segments)
+
     def write(self, name: str, array: Any, *, dtype: str | None = None,
               pipeline: P.Pipeline | list[P.Pipeline] | None = None,
               settings: TensorSettings | None = None, aliases: tuple[str, ...] | list[str] = (),
               choice: "lossy.Choice | None" = None) -> TensorInfo | None:
-        """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits.
+        """Encode and write one tensor. ``dtype="bfloat16"`` marks a uint16 array as bf16 bits,
+        ``dtype="float8_e4m3fn"`` or ``"float8_e5m2"`` a uint8 array as float8 bits.
 
         ``settings`` (default: the writer's config for this name) may make it lossy. With
         ``pipeline`` (one or several candidates) or lossy settings the tensor gets a record of
@@ -220,15 +235,16 @@ class ArchiveWriter:
         try:
             found = dtypes.dtype_name_of(array)
             # dtype only says how to read the bits (uint16 as bfloat16); it never converts values
-            ok = dtype in (None, found) or dtype == "bfloat16" and found in ("uint16", "int16")
+            ok = dtype in (None, found) or dtype == "bfloat16" and found in ("uint16", "int16") \
+                or dtype in dtypes.FLOAT8_DTYPES and found in ("uint8", "int8")
             if not ok:
                 raise InvalidInput(f"dtype={dtype!r} does not match the array's {found}; convert the array first "
-                                   "(only uint16 bit patterns can be marked bfloat16)")
+                                   "(only uint16 bit patterns can be marked bfloat16, uint8 ones float8)")
             name_dt = dtype or found
-            if found == "bfloat16":  # ml_dtypes' bfloat16: native-endian bits
-                array = array.view(np.uint16)
-            elif name_dt == "bfloat16":  # uint16/int16 of any byte order: keep the bit pattern's value
-                array = array.astype("<u2", copy=False)
+            if found in dtypes.BIT_PATTERN_DTYPES:  # ml_dtypes' bfloat16 or float8: native-endian bits
+                array = array.view(dtypes.storage_dtype(found).newbyteorder("="))
+            elif name_dt in dtypes.BIT_PATTERN_DTYPES:  # uint/int of any byte order: keep the bit pattern's value
+                array = array.astype(dtypes.storage_dtype(name_dt), copy=False)
             data = dtypes.to_storage(array, name_dt)
         except NnarError as e:
             raise InvalidInput(f"tensor {name!r}: {e.message}") from None
@@ -397,6 +413,13 @@ class Archive:
                 self._alias_of[a] = t
                 self._aliases_at.setdefault(entry.offset, []).append((a, t))
             self._names = self._ordered_names()
+            self._files: dict[str, S.IndexEntry] = {}
+            for e in self._reader.file_entries():  # paths from the descriptors; bodies read on demand
+                frame, desc = self._reader._read_head_at(e)
+                path = S.check_path(desc.get("path"), f"FILE record at offset {e.offset}")
+                if path in self._files:
+                    raise BadLayout(f"duplicate file path {path!r}", where=f"FILE record at offset {e.offset}")
+                self._files[path] = e
         except BaseException:
             self.close()
             raise
@@ -490,6 +513,18 @@ class Archive:
         return np.memmap(self.path, dtype=rec.spec.storage_dtype, mode="r", offset=self._reader.src.base + seg.offset,
                          shape=rec.spec.shape)
 
+    # files of a model folder (FORMAT.md §5.7) --------------------------------------------------
+    def files(self) -> list[str]:
+        """The paths of the archive's FILE records, in archive order."""
+        return list(self._files)
+
+    def read_file(self, path: str) -> bytes:
+        """A file's bytes, checked against its SHA-256 digest."""
+        if path not in self._files:
+            raise TensorNotFound(f"file {path!r}: not in this archive")
+        rec, segments = self._reader.read_file(self._files[path])
+        return read_file_record(self._reader, rec, segments)
+
     def verify(self) -> list[TensorInfo]:
         """Check every CRC and decode every record against its digest; return the infos."""
         out = []
@@ -498,6 +533,8 @@ class Archive:
             _decode(self._reader, rec, segments, verify=True)
             out += _with_aliases(_record_infos(rec), self._aliases_at.get(entry.offset, ()))
         self.structure  # noqa: B018  decoded, so its CRC and codecs are checked too
+        for path in self._files:
+            self.read_file(path)
         if self._reader.stored_content is not None:  # records of two archives spliced together are found here
             check_content(self._reader.stored_content, self.content_digest(), "INDX record")
         return out
@@ -585,6 +622,8 @@ class StreamReader:
                 for alias, target in item[1]:
                     info, value = last[target]
                     yield info.as_alias(alias), value
+            elif item[0] == "FILE" and self.verify:  # a folder's file: checked, not handed out
+                read_file_record(self._reader, item[1], item[2])
 
     @property
     def content(self) -> bytes | None:
@@ -611,6 +650,16 @@ def _with_aliases(infos: list[TensorInfo], pairs) -> list[TensorInfo]:
     """A record's infos, then those of its aliases ((alias, target) pairs of its ALIS record)."""
     by_name = {i.name: i for i in infos}
     return infos + [by_name[t].as_alias(a) for a, t in pairs]
+
+
+def read_file_record(reader: RecordReader, rec: S.FileRecord, segments: dict) -> bytes:
+    """A FILE record's bytes (FORMAT.md §5.7), decoded and checked against its digest."""
+    where = f"file {rec.path!r}"
+    data = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict).tobytes()
+    found = hashlib.sha256(data).digest()
+    if found != rec.digest:
+        raise DigestMismatch(f"decoded file: expected SHA-256 {rec.digest.hex()}, computed {found.hex()}", where=where)
+    return data
 
 
 def reader(f, limits: Limits = DEFAULT_LIMITS, **kw) -> RecordReader:

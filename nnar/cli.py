@@ -145,7 +145,10 @@ def _binary_out(args) -> None:
 def _default_pack_output(args) -> str:
     if args.input == "-":
         return "-"
-    return os.path.splitext(args.input)[0] + ".nnar"
+    path = args.input.rstrip("/" + os.sep) or args.input
+    if os.path.isdir(path):  # a model folder: DIR -> DIR.nnar beside it
+        return path + ".nnar"
+    return os.path.splitext(path)[0] + ".nnar"
 
 
 def cmd_pack(args) -> int:
@@ -228,6 +231,8 @@ def _default_unpack_output(args) -> str:
     if args.to is not None:
         return stem + (".npy" if args.to == "npy" else _EXTENSION_OF[args.to])
     with Archive(args.input, _limits(args)) as a:
+        if a.source_format == "folder":  # packed from a model folder: unpacked to one
+            return stem
         return stem + _EXTENSION_OF.get(a.source_format, ".safetensors")
 
 
@@ -288,7 +293,7 @@ def _infos(path: str, limits: Limits) -> tuple[list[TensorInfo], dict]:
     with Archive(path, limits) as a:
         # the content digest the index carries (format 1.4); `nnar verify --json` computes it
         return a.infos(), {"metadata": a.metadata, "source_format": a.source_format, "nnar_version": a.nnar_version,
-                           "content": _hex(a.stored_content)}
+                           "content": _hex(a.stored_content), "files": a.files()}
 
 
 def _hex(b: bytes | None) -> str | None:
@@ -352,6 +357,9 @@ def cmd_ls(args) -> int:
     if "nnar.output_bound" in md:  # written by an output-aware pack (spec/search.md)
         print(f"outputs: packed against {md['nnar.output_bound']!s:.80}, measured "
               f"{md.get('nnar.output_error', '?')!s:.40} on these weights")
+    if meta.get("files"):  # a model folder's other files (FORMAT.md §5.7)
+        shown = ", ".join(meta["files"][:8]) + (f" and {len(meta['files']) - 8} more" if len(meta["files"]) > 8 else "")
+        print(f"files: {shown}")
     size = "" if args.input == "-" else f", archive {_human(os.path.getsize(args.input))}"
     print(f"{len(infos)} tensors, {_human(raw)} -> {_human(stored)} ({raw / stored if stored else 1:.3f}x){size}; "
           f"source {meta['source_format']}, written by nnar {meta['nnar_version']}")
@@ -513,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("input", help=".nnar file, or - for stdin")
     sp.add_argument("-o", "--output", help="model file to write, or - for stdout (default: the archive's name in "
                     "the format it was packed from; stdin: stdout)")
-    sp.add_argument("--to", choices=[*formats.FORMATS, "npy"], help="output format (default: by extension)")
+    sp.add_argument("--to", choices=[*formats.FORMATS, "npy", "folder"],
+                    help="output format (default: by extension; an archive packed from a model folder unpacks to a "
+                         "folder)")
     sp.add_argument("--tensor", metavar="NAME", help="only this tensor; with -o NAME.npy (or -o - --to npy) as "
                     "one .npy array, read at random from the archive")
     sp.add_argument("--include", action="append", default=[], metavar="GLOB",

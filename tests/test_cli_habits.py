@@ -71,7 +71,8 @@ def test_verify_json_and_quiet(tmp_path, model, capsys):
     archive = tmp_path / "a.nnar"
     nnar.pack(path, archive)
     assert main(["verify", str(archive), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "input": str(archive), "tensors": 3}
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "input": str(archive), "tensors": 3,
+                                                   "content": nnar.open(archive).content_digest().hex()}
     assert main(["verify", str(archive), "-q"]) == 0
     assert capsys.readouterr() == ("", "")
     data = bytearray(archive.read_bytes())

@@ -52,6 +52,8 @@ def test_valid_vector_decodes(name):
         assert a.structure == structure  # the MODL record (FORMAT.md §5.4)
         if "content" in entry:  # since 1.4: what every reader must compute (FORMAT.md §5.3.1)
             assert a.content_digest().hex() == entry["content"] == a.stored_content.hex()
+        import hashlib
+        assert {p: hashlib.sha256(a.read_file(p)).hexdigest() for p in a.files()} == entry.get("files", {})
     with open(path, "rb") as f:  # in order: the structure comes before the first tensor
         assert nnar.archive.StreamReader(f).structure == structure
 

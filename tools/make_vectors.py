@@ -13,6 +13,7 @@ see the same fault first, the code it raises instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import sys
@@ -827,7 +828,40 @@ def _content_model() -> tuple[bytes, dict, dict, tuple[str, bytes]]:
 
 def valid_vectors_1_4():
     data, t, md, model = _content_model()
-    return {"content-digest": (data, t, md, model)}
+    return {"content-digest": (data, t, md, model), "folder": _folder_archive()}
+
+
+FOLDER_FILES = {"config.json": b'{"model_type": "bert", "hidden_size": 4}\n',
+                "tokenizer/vocab.txt": b"[PAD]\n[UNK]\nhello\nworld\n" * 8}
+
+
+def _folder_archive():
+    """An archive packed from a model folder (spec/folder.md): two safetensors shards, a config
+    and a file in a sub-folder, as FILE records (FORMAT.md §5.7)."""
+    import io
+    from nnar.archive import ArchiveWriter
+    a, b = np.arange(8, dtype=np.float32).reshape(2, 4), np.linspace(0, 1, 4).astype(np.float32)
+    layout = {"weights": [
+        {"path": "model-00001-of-00002.safetensors", "format": "safetensors", "tensors": ["a"],
+         "metadata": {"format": "pt"}},
+        {"path": "model-00002-of-00002.safetensors", "format": "safetensors", "tensors": ["b"],
+         "metadata": {"format": "pt"}}]}
+    structure = msgpack.packb(layout, use_bin_type=True)
+    buf = io.BytesIO()
+    with ArchiveWriter(buf, source_format="folder", structure=("folder", structure)) as w:
+        for path, data in FOLDER_FILES.items():
+            w.write_file(path, data)
+        w.write("a", a)
+        w.write("b", b)
+    return buf.getvalue(), {"a": (a, "float32"), "b": (b, "float32")}, {}, ("folder", structure)
+
+
+def file_record(b: Builder, path, data: bytes, *, digest=None, **kw) -> int:
+    """A FILE record (§5.7) of ``data`` stored verbatim."""
+    desc = {"path": path, "length": len(data), "digest": digest if digest is not None else hashlib.sha256(data).digest(),
+            "pipeline": [{"codec": "nnar.raw", "config": {}, "params": {}}],
+            "segments": [{"name": "data", "length": len(data), "raw_length": len(data), "codecs": []}]}
+    return b.record(C.RECORD_FILE, desc, [([], data)], flags=kw.pop("flags", 0), **kw)
 
 
 def _index_edit(data: bytes, fn) -> bytes:
@@ -871,6 +905,25 @@ def invalid_vectors_1_4(add):
     spliced = v1[:e.offset] + v2[e.offset:e.offset + e.length] + v1[e.offset + e.length:]
     add("content-spliced", spliced, "digest",
         "the TENS record of another release of equal length, spliced in: each record and the index check")
+
+    x = np.arange(4, dtype=np.float32)
+    b = base(minor=4)
+    file_record(b, "../config.json", b"{}")
+    b.tensor("x", x)
+    add("file-path-climbs", b.finish(), "bad-descriptor", "a FILE path with a '..' component (FORMAT.md §5.7)")
+    b = base(minor=4)
+    b.tensor("x", x)
+    file_record(b, "config.json", b"{}")
+    add("file-after-tensor", b.finish(), "bad-layout", "a FILE record after a TENS record (FORMAT.md §5.7)")
+    b = base(minor=4)
+    file_record(b, "config.json", b"{}", digest=bytes(32))
+    b.tensor("x", x)
+    add("file-digest", b.finish(), "digest", "a FILE record whose bytes are not its digest")
+    b = base(minor=4)
+    file_record(b, "config.json", b"{}")
+    file_record(b, "config.json", b"[]")
+    b.tensor("x", x)
+    add("file-duplicate-path", b.finish(), "bad-layout", "two FILE records of one path")
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -1123,6 +1176,8 @@ def main() -> None:
         with nnar.open(data) as a:  # since 1.4: the content digest a reader must compute (FORMAT.md §5.3.1)
             if a.stored_content is not None:
                 manifest["valid"][name]["content"] = a.content_digest().hex()
+            if a.files():  # and the FILE records' paths with the SHA-256 of their bytes (§5.7)
+                manifest["valid"][name]["files"] = {p: hashlib.sha256(a.read_file(p)).hexdigest() for p in a.files()}
         written.append(name)
     for name, (data, code, random_code, why) in invalid_vectors().items():
         if name in manifest["invalid"]:

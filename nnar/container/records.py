@@ -24,6 +24,7 @@ from .io import Source
 
 _TENS, _INDX, _META = C.RECORD_TENSOR.decode(), C.RECORD_INDEX.decode(), C.RECORD_META.decode()
 _MODL, _ALIS, _PTCH = C.RECORD_MODEL.decode(), C.RECORD_ALIAS.decode(), C.RECORD_PATCH.decode()
+_FILE = C.RECORD_FILE.decode()
 
 
 def frame_record(start: int, rtype: bytes, descriptor: bytes, flags: int, segments: list, crc_prefix: bytes = b""):
@@ -113,6 +114,15 @@ class RecordWriter:
         offset, length = self._write_record(C.RECORD_MODEL, descriptor, segments, must_understand=False,
                                             extra=structure_sha256)
         self._entries.append(S.IndexEntry(_MODL, offset, length, ()))
+
+    def write_file(self, descriptor: dict, segments: list) -> None:
+        """Write a FILE record (§5.7): after META and MODL, before any tensor. Not must-understand:
+        a reader that only wants the tensors skips it."""
+        self.expect_open("write a file")
+        if self._entries and self._entries[-1].record_type not in (_MODL, _FILE):
+            raise WriterStateError("cannot write a file: expected files right after META and MODL, before any tensor")
+        offset, length = self._write_record(C.RECORD_FILE, descriptor, segments, must_understand=False)
+        self._entries.append(S.IndexEntry(_FILE, offset, length, ()))
 
     def write_aliases(self, pairs: list[tuple[str, str]]) -> None:
         """Write an ALIS record right after the TENS record holding every target (§5.5)."""
@@ -274,6 +284,7 @@ class RecordReader:
           raw_length, stored bytes);
         - ``("ALIS", [(alias, target), ...])``: targets are tensors of the TENS just yielded;
         - ``("MODL", model_record, segments)``;
+        - ``("FILE", file_record, segments)`` (since 1.4);
         - ``("PTCH", descriptor)``, only when the reader was made with ``patch=True``.
         """
         seen: list[S.IndexEntry] = []
@@ -281,6 +292,7 @@ class RecordReader:
         total = 0
         content: ContentDigest | None = ContentDigest()
         content.add_record(_META, self.meta_record.desc)
+        paths: set[str] = set()
         while True:
             frame, desc = self._read_head("record")
             where = f"{frame.type_name()} record at offset {frame.offset}"
@@ -316,6 +328,20 @@ class RecordReader:
                 else:
                     content.add_record(_MODL, desc, self.structure_sha256(model, segments))
                 yield _MODL, model, segments
+            elif frame.record_type == C.RECORD_FILE:
+                if seen and seen[-1].record_type not in (_MODL, _FILE):
+                    raise BadLayout(f"a FILE record must follow META, MODL or another FILE record (§5.7), found it "
+                                    f"after {seen[-1].record_type}", where=where)
+                rec = S.parse_file(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict)
+                if rec.path in paths:
+                    raise BadLayout(f"duplicate file path {rec.path!r}", where=where)
+                paths.add(rec.path)
+                self.limits.check("files", len(paths), "max_tensors", where)
+                segments = self._segments(rec, self._read_body(frame, (rec.path,)), frame.body_offset)
+                seen.append(S.IndexEntry(_FILE, frame.offset, frame.end - frame.offset, ()))
+                if content is not None:
+                    content.add_record(_FILE, desc)
+                yield _FILE, rec, segments
             elif frame.record_type == C.RECORD_PATCH:
                 self._patch_record(frame, not seen, where)
                 seen.append(S.IndexEntry(_PTCH, frame.offset, frame.end - frame.offset, ()))
@@ -432,7 +458,7 @@ class RecordReader:
                 frame, adesc = self._read_head_at(e)
                 self._aliases_by_entry[i] = self._aliases(frame, adesc, entries[i - 1], names,
                                                           f"ALIS record at offset {e.offset}")
-            elif e.record_type == _MODL:
+            elif e.record_type in (_MODL, _FILE):
                 self._read_head_at(e)
             elif e.record_type == _PTCH:
                 frame, _ = self._read_head_at(e)
@@ -461,7 +487,7 @@ class RecordReader:
                                     "structure_sha256 function")
                 model, segments = self.read_model()
                 extra = self.structure_sha256(model, segments)
-            elif e.record_type not in (_TENS, _ALIS, _PTCH):
+            elif e.record_type not in (_TENS, _ALIS, _PTCH, _FILE):
                 extra = hashlib.sha256(self._read_body(frame)).digest()
             content.add_record(e.record_type, desc, extra)
         return content.digest()
@@ -514,6 +540,16 @@ class RecordReader:
         where = f"MODL record at offset {frame.offset}"
         model = S.parse_model(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict)
         return model, self._segments(model, self._read_body(frame), frame.body_offset)
+
+    def file_entries(self) -> list[S.IndexEntry]:
+        return [e for e in self.index() if e.record_type == _FILE]
+
+    def read_file(self, entry: S.IndexEntry) -> tuple[S.FileRecord, dict]:
+        """A FILE record (§5.7) and its segments, its CRCs checked."""
+        frame, desc = self._read_head_at(entry)
+        where = f"FILE record at offset {frame.offset}"
+        rec = S.parse_file(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict)
+        return rec, self._segments(rec, self._read_body(frame, (rec.path,)), frame.body_offset)
 
     def _check_other(self, entry: S.IndexEntry) -> None:
         """A record of a type this reader does not know, listed in the index: read (to check its

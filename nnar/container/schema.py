@@ -337,6 +337,9 @@ def parse_index(d: dict, first_offset: int, index_offset: int, limits: Limits, w
             seen.add(name)
         out.append(IndexEntry(rtype, offset, length, tuple(names)))
     for i, e in enumerate(out):
+        if e.record_type == C.RECORD_FILE.decode() and i and out[i - 1].record_type not in ("MODL", "FILE"):
+            raise BadLayout(f"index entry {i}: a FILE record must follow META, MODL or another FILE record (§5.7), "
+                            f"found it after {out[i - 1].record_type}", where=where)
         if e.record_type == C.RECORD_PATCH.decode() and i != 0:
             raise BadLayout(f"index entry {i}: a PTCH record must come first after META, found it at entry {i}",
                             where=where)
@@ -431,3 +434,55 @@ def parse_aliases(d: dict, limits: Limits, where: str, strict: bool) -> list[tup
 
 def alias_descriptor(pairs: list[tuple[str, str]]) -> dict:
     return {"aliases": [[a, t] for a, t in pairs]}
+
+
+# -- FILE (§5.7, since 1.4) ---------------------------------------------------------------------
+
+FILE_KEYS = ("path", "length", "digest", "pipeline", "segments")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    """A FILE record: one file of a model folder (config, tokenizer), bytes encoded like a uint8
+    tensor, with the SHA-256 of those bytes."""
+
+    path: str
+    spec: TensorSpec  # uint8[length]
+    digest: bytes
+    pipeline: list
+    segments: tuple[SegmentRef, ...]
+
+
+def check_path(path: Any, where: str) -> str:
+    """A FILE record's path (§5.7): relative, '/'-separated, each component a plain name. An
+    unpacker joins it to its output folder, so nothing in it may climb out of that folder or
+    mean something to one operating system and not another."""
+    p = _str(path, "path", where)
+    n = _utf8_length(p)
+    if not 1 <= n <= C.MAX_PATH_BYTES:
+        raise BadDescriptor(f"path: expected 1 to {C.MAX_PATH_BYTES} bytes of UTF-8, found {n}", where=where)
+    for part in p.split("/"):
+        if part in ("", ".", "..") or "\\" in part or ":" in part or any(ord(c) < 0x20 or ord(c) == 0x7F for c in part):
+            raise BadDescriptor(f"path {p!r:.200}: expected a relative path of plain names separated by '/' (no "
+                                "empty, '.' or '..' component, no backslash, colon or control character)", where=where)
+    return p
+
+
+def parse_file(d: dict, body_offset: int, body_length: int, limits: Limits, where: str, strict: bool) -> FileRecord:
+    _keys(d, FILE_KEYS, "FILE descriptor", where, strict)
+    path = check_path(d["path"], where)
+    length = _int(d["length"], "length", where)
+    limits.check("file bytes", length, "max_tensor_bytes", where)
+    digest = d["digest"]
+    if not isinstance(digest, bytes) or len(digest) != C.DIGEST_SIZE:
+        raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {digest!r:.80}", where=where)
+    if not isinstance(d["pipeline"], list):
+        raise BadDescriptor("pipeline: expected a list", where=where)
+    segs = _segments(d["segments"], body_offset, body_length, limits, where, strict)
+    return FileRecord(path, TensorSpec("uint8", (length,)), digest, d["pipeline"], segs)
+
+
+def file_descriptor(path: str, length: int, digest: bytes, pipeline: list, segments: list) -> dict:
+    return {"path": path, "length": length, "digest": digest, "pipeline": pipeline,
+            "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
+                          "codecs": s.codecs} for s in segments]}

@@ -47,6 +47,8 @@ class Model:
     close: Callable[[], None] | None = None  # releases what reading needed (a spooled copy of a pipe)
     aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # alias name → target name
     structure: bytes | None = None  # the MODL record's body (format ``source_format``)
+    #: files that are not weights (a model folder's config, tokenizer): (relative path, loader)
+    files: list[tuple[str, Callable[[], bytes]]] = dataclasses.field(default_factory=list)
 
 
 def seekable(f):

@@ -85,6 +85,8 @@ def pack_searched(model, out_factory: Callable[[], Any], *, cfg: PackConfig, eva
         structure = (model.source_format, model.structure) if model.structure is not None else None
         with ArchiveWriter(spool, metadata=md, source_format=model.source_format, level=level, config=cfg,
                            structure=structure) as w:
+            for rel, load in model.files:  # a model folder's other files (FORMAT.md §5.7)
+                w.write_file(rel, load())
             for name, arr, dt in items:
                 al = aliases.pop(name, ())
                 if name in chosen:
