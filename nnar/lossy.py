@@ -158,6 +158,16 @@ def candidates(s: TensorSettings, spec: TensorSpec, bits: int | None, pruned: bo
 
 # -- the plan -------------------------------------------------------------------------------------
 
+def float8_choice(array: np.ndarray, spec: TensorSpec, target: str, level: int = planner.DEFAULT_LEVEL) -> Choice:
+    """A float tensor narrowed to float8 ``target`` by ``nnar.cast`` (spec/codecs/cast.md), its
+    bytes then stored losslessly: for ``ArchiveWriter.write(choice=...)``, with its fidelity
+    measured as every lossy mode's. ``InvalidInput`` when a value is out of float8's range."""
+    enc = planner.encode(array, spec, [P.Pipeline((Cast(target),), Raw(), chains(level))])
+    dec = P.decode_encoded(enc, DEFAULT_LIMITS, "planner")
+    stats = metrics.error_stats(_as_float(array, spec.dtype), _as_float(dec, spec.dtype))
+    return Choice(enc, dec, _fidelity(stats, target))
+
+
 def _as_float(array: np.ndarray, dtype: str) -> np.ndarray:
     return dtypes.bfloat16_to_float32(array) if dtype == "bfloat16" else array
 

@@ -259,7 +259,7 @@ def test_duplicate_names_are_refused_at_write_and_the_writer_goes_on():
 
 @pytest.mark.parametrize("arr", [
     np.zeros(2, np.complex64), np.array([object()]), np.array(["a"]), np.zeros(2, "datetime64[s]"),
-    np.zeros(2, np.longdouble), np.zeros(2, "V4"), np.zeros(2, ml_dtypes.float8_e4m3fn),
+    np.zeros(2, np.longdouble), np.zeros(2, "V4"), np.zeros(2, ml_dtypes.float8_e4m3fnuz),
 ], ids=lambda a: str(a.dtype))
 def test_unsupported_dtypes_are_refused(arr):
     with nnar.ArchiveWriter(io.BytesIO()) as w:

@@ -286,7 +286,7 @@ def test_malformed_safetensors_is_invalid_input(tmp_path, name):
     assert not (tmp_path / "out.nnar").exists()
 
 
-@pytest.mark.parametrize("dtype", ["F8_E4M3", "F8_E5M2", "C64", "F128", "str"])
+@pytest.mark.parametrize("dtype", ["F8_E8M0", "F4", "C64", "F128", "str"])  # F8_E4M3, F8_E5M2: test_fp8
 def test_unsupported_safetensors_dtype(tmp_path, dtype):
     path = tmp_path / "f8.safetensors"
     path.write_bytes(_st_file({"a": {"dtype": dtype, "shape": [8], "data_offsets": [0, 8]}}, bytes(8)))

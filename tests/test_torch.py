@@ -299,7 +299,7 @@ def test_a_truncated_checkpoint_is_invalid_input(cut):
     ({"w": torch.ones(2), "step": 5}, nnar.InvalidInput, "entry 'step': expected a tensor, found int"),
     ({"w": torch.ones(2), 3: torch.ones(1)}, nnar.InvalidInput, "key 3: expected a string"),
     ({"w": torch.ones(2, dtype=torch.complex64)}, nnar.UnsupportedDtype, "'w': torch dtype torch.complex64"),
-    ({"w": torch.ones(2).to(torch.float8_e4m3fn)}, nnar.UnsupportedDtype, "'w': torch dtype torch.float8_e4m3fn"),
+    ({"w": torch.ones(2).to(torch.float8_e4m3fnuz)}, nnar.UnsupportedDtype, "'w': torch dtype torch.float8_e4m3fnuz"),
     ({"w": torch.ones(2).to_sparse()}, nnar.InvalidInput, "'w': expected a dense tensor"),
     ({"g": {"a": torch.ones(1)}, "d": {"b": torch.ones(1)}}, nnar.InvalidInput, "one state dict.*found 2"),
 ])

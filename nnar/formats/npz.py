@@ -9,6 +9,13 @@ and within :data:`nnar.limits.DEFAULT_LIMITS`; the data is read in chunks, so me
 bytes actually there, and the member's CRC is checked at its end. Every failure of a library
 on the way is an ``InvalidInput`` (``LimitExceeded`` for a size beyond the limits) raised from
 it.
+
+NumPy has no float8. A float8 tensor is written as its bit patterns in a structured array of one
+``uint8`` field named after the dtype (``dtype([('float8_e4m3fn', 'u1')])``): ``np.load`` reads
+it without pickle, the dtype is recorded in the file, and reading such a member gives the
+float8 tensor back, so pack → unpack → pack keeps it bit for bit. From NumPy:
+``a['float8_e4m3fn'].view(ml_dtypes.float8_e4m3fn)``. (An ``ml_dtypes`` float8 array saved by
+``np.save`` is ``|V1``, which says nothing of its kind, and is refused.)
 """
 
 from __future__ import annotations
@@ -69,10 +76,13 @@ def _read(f, spool) -> Model:
         total = 0
         for name, info in zip(names, infos):
             arr = _member(zf, info)
+            float8 = arr.name if isinstance(arr, _Float8) else None
+            if float8 is not None:
+                arr = arr.bits
             total += arr.nbytes
             DEFAULT_LIMITS.check("npz arrays in all", total, "max_total_bytes", where=f"member {info.filename!r:.80}")
             try:
-                dt = dtypes.dtype_name_of(arr)
+                dt = float8 or dtypes.dtype_name_of(arr)
             except NnarError as e:
                 raise InvalidInput(f"input tensor {name!r}: {e.message}") from None
             yield name, arr, dt
@@ -128,7 +138,10 @@ def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
         if dtype.hasobject:
             raise InvalidInput(f"{where}: expected an array of numbers, found dtype {dtype} (Python objects, which "
                                "only pickle can read)")
-        if dtype.itemsize == 0 or dtype.names is not None or dtype.subdtype is not None:
+        float8 = _float8_of(dtype)
+        if float8 is not None:
+            dtype = np.dtype("<u1")
+        elif dtype.itemsize == 0 or dtype.names is not None or dtype.subdtype is not None:
             raise InvalidInput(f"{where}: expected an array of a plain number dtype, found {dtype}")
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes != info.file_size - header_end:
@@ -150,7 +163,24 @@ def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
             raise InvalidInput(f"{where}: expected {nbytes} bytes of array data, found "
                                f"{len(buf) + len(extra)}{'+' if extra else ''}")
     arr = np.frombuffer(buf, dtype=dtype)
-    return arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+    arr = arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+    return arr if float8 is None else _Float8(arr, float8)
+
+
+class _Float8:
+    """A member holding float8 bit patterns, with the dtype its field names (see the module
+    docstring): the array and its spec name."""
+
+    def __init__(self, bits: np.ndarray, name: str):
+        self.bits, self.name = bits, name
+
+
+def _float8_of(dtype: np.dtype) -> str | None:
+    """The float8 dtype a structured .npy dtype records (one uint8 field named after it), or None."""
+    if dtype.names is not None and len(dtype.names) == 1 and dtype.names[0] in dtypes.FLOAT8_DTYPES \
+            and dtype.itemsize == 1 and dtype.fields[dtype.names[0]][0] == np.dtype("u1"):
+        return dtype.names[0]
+    return None
 
 
 def write(f, tensors, metadata, layout=None, structure=None) -> None:
@@ -161,5 +191,10 @@ def write(f, tensors, metadata, layout=None, structure=None) -> None:
             if dt == "bfloat16":
                 warnings.warn(f"{name}: .npz has no bfloat16; written as float32 (every value exact)", stacklevel=3)
                 arr = dtypes.bfloat16_to_float32(arr)
+            elif dt in dtypes.FLOAT8_DTYPES:
+                warnings.warn(f"{name}: .npz has no {dt}; written as its bit patterns, a structured array of one uint8 "
+                              f"field named {dt!r} (nnar reads it back as {dt}; in NumPy: "
+                              f"a[{dt!r}].view(ml_dtypes.{dt}))", stacklevel=3)
+                arr = np.require(arr, "<u1", "C").view(np.dtype([(dt, "u1")]))
             with zf.open(name + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.require(arr, requirements="C"), allow_pickle=False)

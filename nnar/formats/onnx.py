@@ -6,7 +6,8 @@ holding at least ``MIN_CONSTANT_ELEMENTS`` elements (exported models keep their 
 Constant nodes; the small ones are shape plumbing, cheaper left in the graph), in the main
 graph, in subgraphs (``If``/``Loop``/``Scan`` bodies, at any depth) and in model-local
 functions, with data inline or in external data files. Tensors of a dtype nnar does not store
-(string, complex, float8, int4) stay in the graph.
+(string, complex, the float8 ``FNUZ`` and ``E8M0`` kinds, int4) stay in the graph; FLOAT8E4M3FN and
+FLOAT8E5M2 are float8_e4m3fn and float8_e5m2, their bit patterns kept.
 
 Structure (the MODL record's body when the format is ``onnx``; spec/FORMAT.md §5.4.1) is the
 model's ``ModelProto``, serialized, with each weight's data taken out: its ``TensorProto``
@@ -48,7 +49,8 @@ INSTALL = "reading or writing ONNX models needs onnx (the nnar[onnx] extra): pip
 
 # TensorProto.DataType → nnar dtype; the others stay in the graph
 _TO_NNAR = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-            10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+            10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+            17: "float8_e4m3fn", 19: "float8_e5m2"}  # FLOAT8E4M3FN, FLOAT8E5M2 (the fnuz kinds are others)
 _FROM_NNAR = {v: k for k, v in _TO_NNAR.items()}
 
 
@@ -196,6 +198,8 @@ def _typed(t, dt: str, storage: np.dtype, shape: tuple, name: str) -> np.ndarray
                            f"found {len(values)}")
     if dt in ("float16", "bfloat16"):  # the bit patterns, NaN payloads included: reinterpreted, not converted
         return np.array(values, np.int64).astype("<u2").view(storage).reshape(shape)
+    if dt in dtypes.FLOAT8_DTYPES:  # one bit pattern per int32, in its low byte (as onnx.numpy_helper reads it)
+        return np.array(values, np.int64).astype("<u1").reshape(shape)
     if dt == "bool":
         arr = np.array(values, np.int64).astype(np.uint8)
     else:

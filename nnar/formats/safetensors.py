@@ -25,7 +25,7 @@ from . import Model, read_seekable
 MAX_HEADER = 100_000_000  # the safetensors library's own cap (MAX_HEADER_SIZE in its src/tensor.rs)
 _TO_NNAR = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
             "I32": "int32", "U64": "uint64", "I64": "int64", "F16": "float16", "BF16": "bfloat16",
-            "F32": "float32", "F64": "float64"}
+            "F32": "float32", "F64": "float64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 _FROM_NNAR = {v: k for k, v in _TO_NNAR.items()}
 _U64 = 1 << 64  # the library's shapes, offsets and sizes are usize: anything beyond overflows there
 #: a JSON string, or an unterminated one up to the end (so that no search rescans: linear time)

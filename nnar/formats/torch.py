@@ -9,8 +9,9 @@ dict under the first of ``state_dict``, ``model_state_dict``, ``model``, ``modul
 ``network`` that holds tensors, otherwise the only value that does. The checkpoint's other
 entries (epoch, optimizer state, ...) are left out with a warning: the unpacked file is the
 state dict itself. Every entry of the state dict must be a dense tensor of an nnar dtype (bf16,
-fp16/32/64, int8-64, uint8-64, bool); anything else (an ``_extra_state`` object, an int, a
-complex, float8 or quantized tensor, a sparse or meta one) is an error naming the key, since
+fp16/32/64, float8_e4m3fn, float8_e5m2, int8-64, uint8-64, bool); anything else (an
+``_extra_state`` object, an int, a complex, quantized or other float8 (``fnuz``, ``e8m0``) tensor, a
+sparse or meta one) is an error naming the key, since
 leaving it out would make ``load_state_dict(strict=True)`` fail on the unpacked file.
 
 Tied weights: keys whose tensors are the same view of the same storage (same storage, offset,
@@ -74,7 +75,8 @@ def _dtype_names(torch) -> dict:
     return {torch.bool: "bool", torch.uint8: "uint8", torch.int8: "int8", torch.int16: "int16",
             torch.int32: "int32", torch.int64: "int64", torch.float16: "float16", torch.bfloat16: "bfloat16",
             torch.float32: "float32", torch.float64: "float64",
-            **{getattr(torch, n): n for n in ("uint16", "uint32", "uint64") if hasattr(torch, n)}}
+            **{getattr(torch, n): n for n in ("uint16", "uint32", "uint64", *dtypes.FLOAT8_DTYPES)
+               if hasattr(torch, n)}}
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -332,6 +334,8 @@ def _to_numpy(t, names: dict, torch) -> tuple[np.ndarray, str]:
     t = t.resolve_neg().contiguous()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16), "bfloat16"
+    if names[t.dtype] in dtypes.FLOAT8_DTYPES:  # numpy has no float8: its bit patterns
+        return t.view(torch.uint8).numpy(), names[t.dtype]
     return t.numpy(), names[t.dtype]
 
 
@@ -441,6 +445,8 @@ def _to_torch(torch, name: str, arr: Any, dt: str):
     owned = np.array(arr, dtype=storage.newbyteorder("="), order="C", copy=True)
     if dt == "bfloat16":
         return torch.from_numpy(owned.view(np.int16)).view(torch.bfloat16)
+    if dt in dtypes.FLOAT8_DTYPES:
+        return torch.from_numpy(owned).view(getattr(torch, dt))
     return torch.from_numpy(owned)
 
 
