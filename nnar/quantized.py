@@ -38,7 +38,8 @@ class Quantized:
     - affine: ``values`` uint8 codes, ``scale`` float32[groups], ``zero_point`` uint8[groups],
       ``group_size``: value = (code − zero_point[g]) × scale[g], g = flat index // group_size;
     - codebook: ``values`` uint8 indices, ``table`` of the tensor's storage dtype;
-    - cast: ``values`` float16 (or bfloat16 as uint16 bits), widened exactly to ``dtype``.
+    - cast: ``values`` float16 (or bfloat16 as uint16 bits, float8 as uint8 bits), widened exactly
+      to ``dtype``.
 
     ``expand()`` gives the tensor as nnar decodes it (for a writer that finds no small form).
     """
@@ -84,7 +85,8 @@ def _form(reader: StreamReader, rec, segments) -> Quantized | None:
     elif len(aa) == 1 and isinstance(aa[0][0], Cast) and ab.lossless:
         codec, _, in_spec = aa[0]
         half = P._run(ab.decode, where, streams, ab_spec, params)
-        found = dict(kind="cast", dtype=in_spec.dtype, bits=16, values=half, cast_from=codec.dtype)
+        found = dict(kind="cast", dtype=in_spec.dtype, bits=dtypes.itemsize(codec.dtype) * 8, values=half,
+                     cast_from=codec.dtype)
     if found is None:
         return None
     return Quantized(**found, expand=lambda: reader.decode_record(rec, segments)[0])

@@ -468,3 +468,39 @@ def test_cast_vector_is_torchs_conversion_widened():
             assert np.array_equal(np.isnan(f), np.isnan(want))
             assert np.array_equal(np.signbit(f), np.signbit(want))
             assert np.array_equal(f[~np.isnan(f)], want[~np.isnan(want)])
+
+
+@pytest.mark.parametrize("dst, opset", [("float8_e4m3fn", 19), ("float8_e5m2", 21), ("float8_e4m3fn", 17)])
+def test_onnx_keep_quantized_writes_a_float8_initializer(tmp_path, dst, opset):
+    """A weight narrowed to float8 stays float8 in the model, widened by Cast (opset 19 on);
+    below opset 19 it is written widened. The outputs equal those of the plain unpack."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    from nnar import lossy
+    from nnar.formats import onnx as onnx_format
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((8, 4)) * 3).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m = onnx_format.from_proto(model)
+    buf = io.BytesIO()
+    with ArchiveWriter(buf, source_format="onnx", structure=("onnx", m.structure)) as aw:
+        for name, arr, dt in m.tensors():
+            aw.write(name, arr, choice=lossy.float8_choice(arr, TensorSpec(dt, arr.shape), dst))
+    plain, kept = tmp_path / "plain.onnx", tmp_path / "kept.onnx"
+    nnar.unpack(buf.getvalue(), plain)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nnar.unpack(buf.getvalue(), kept, keep_quantized=True)
+    assert any("written expanded" in str(c.message) for c in caught) == (opset < 19)
+    types = {t.data_type for t in onnx.load(kept).graph.initializer}
+    assert types == ({ONNX[dst]} if opset >= 19 else {TensorProto.FLOAT})
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    outs = [ort.InferenceSession(str(p)).run(None, {"x": x})[0] for p in (plain, kept)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    widened = dtypes.float8_values(dst)[to_float8(w, "float32", dst)].astype(np.float32)
+    np.testing.assert_array_equal(numpy_helper.to_array(onnx.load(plain).graph.initializer[0]), widened)

@@ -133,8 +133,8 @@ def _codebook(b: _Builder, q, v: int, out: str) -> bool:
 
 
 def _cast(b: _Builder, q, v: int, out: str) -> bool:
-    if q.cast_from == "bfloat16" and v < 13:
-        return False
+    if q.cast_from == "bfloat16" and v < 13 or q.cast_from.startswith("float8") and v < 19:
+        return False  # Cast from bfloat16 is opset 13, from float8 opset 19
     src = b.init("half", q.values, _FROM_NNAR[q.cast_from])
     b.node("Cast", [src], out, to=_FROM_NNAR[q.dtype])
     return True
