@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Mapping
 
 import numpy as np
 
-from . import dtypes, formats, planner
+from . import dtypes, formats, planner, remote
 from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo
 from .config import PackConfig, from_mapping as config_from
 from .quant import prune
@@ -35,6 +35,10 @@ def _input(src: PathOrFile):
         if os.fspath(src) == "-":
             yield sys.stdin.buffer
             return
+        if remote.is_url(src):  # read in order, in large ranges
+            with remote.open_url(src, block_size=4 << 20) as f:
+                yield f
+            return
         try:
             f = builtins.open(src, "rb")  # this module defines its own open()
         except OSError as e:
@@ -47,6 +51,8 @@ def _input(src: PathOrFile):
 
 @contextlib.contextmanager
 def _output(dst: PathOrFile, force: bool, inputs: tuple):
+    if remote.is_url(dst):
+        raise InvalidInput(f"output {dst!r}: nnar writes local files (atomically); write one and upload it")
     if _is_path(dst):
         with atomic_output(dst, force=force, inputs=inputs) as f:
             yield f

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__, dtypes, lossy, planner
+from . import __version__, dtypes, lossy, planner, remote
 from . import pipeline as P
 from .codecs.abc import TensorSpec, as_bytes
 from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
@@ -390,7 +390,9 @@ class Archive:
     """
 
     def __init__(self, source: str | os.PathLike | BinaryIO | bytes, limits: Limits = DEFAULT_LIMITS):
-        if isinstance(source, (str, os.PathLike)):
+        if remote.is_url(source):  # read with range requests (nnar.remote)
+            self._f, self._owns, self.path = remote.open_url(source), True, None
+        elif isinstance(source, (str, os.PathLike)):
             try:
                 self._f = open(source, "rb")
             except OSError as e:

@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 
-from . import __version__, api, config, formats, fsutil, planner, report
+from . import __version__, api, config, formats, fsutil, planner, remote, report
 from .archive import Archive, StreamReader, TensorInfo
 from .errors import InvalidInput, MissingExtra, NnarError
 from .limits import DEFAULT_LIMITS, Limits
@@ -225,7 +225,10 @@ def _default_unpack_output(args) -> str:
     """The archive's name, in the format it was packed from (``model.nnar`` from a .pt → ``model.pt``)."""
     if args.input == "-":
         return "-"
-    stem = args.input[:-5] if args.input.lower().endswith(".nnar") else args.input
+    name = args.input
+    if remote.is_url(name):  # written here, under the archive's own name
+        name = os.path.basename(name.split("?", 1)[0].rstrip("/")) or "model"
+    stem = name[:-5] if name.lower().endswith(".nnar") else name
     if args.tensor is not None:
         return stem + "." + re.sub(r"[^\w.-]", "_", args.tensor) + ".npy"
     if args.to is not None:
@@ -296,6 +299,13 @@ def _infos(path: str, limits: Limits) -> tuple[list[TensorInfo], dict]:
                            "content": _hex(a.stored_content), "files": a.files()}
 
 
+def _archive_size(path: str) -> int:
+    if remote.is_url(path):
+        with remote.open_url(path) as f:
+            return f.size
+    return os.path.getsize(path)
+
+
 def _hex(b: bytes | None) -> str | None:
     return None if b is None else b.hex()
 
@@ -328,7 +338,7 @@ def cmd_ls(args) -> int:
         totals = {"tensors": len(infos), "nbytes": raw, "stored_bytes": stored,
                   "ratio": round(raw / stored, 4) if stored else None}
         if args.input != "-":
-            totals["archive_bytes"] = os.path.getsize(args.input)
+            totals["archive_bytes"] = _archive_size(args.input)
         if any(i.lossy for i in infos):
             totals["fidelity"] = report.totals(infos)
         own = _own_digests(args.input, infos, _limits(args))
@@ -360,7 +370,7 @@ def cmd_ls(args) -> int:
     if meta.get("files"):  # a model folder's other files (FORMAT.md §5.7)
         shown = ", ".join(meta["files"][:8]) + (f" and {len(meta['files']) - 8} more" if len(meta["files"]) > 8 else "")
         print(f"files: {shown}")
-    size = "" if args.input == "-" else f", archive {_human(os.path.getsize(args.input))}"
+    size = "" if args.input == "-" else f", archive {_human(_archive_size(args.input))}"
     print(f"{len(infos)} tensors, {_human(raw)} -> {_human(stored)} ({raw / stored if stored else 1:.3f}x){size}; "
           f"source {meta['source_format']}, written by nnar {meta['nnar_version']}")
     return 0

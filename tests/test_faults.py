@@ -373,3 +373,21 @@ def test_main_restores_the_sigterm_handler(model_files):
     src_dir, _ = model_files
     assert main(["ls", str(src_dir / "old.nnar")]) == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line():
+    """An interrupt while numpy and the codecs load (before the command line's own handler is
+    in place) ends like any other: one line, exit 130, no traceback."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Stop(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'numpy':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "import nnar._entry\n"
+        "sys.exit(nnar._entry.main())\n")
+    done = subprocess.run([sys.executable, "-c", code, "ls", "x.nnar"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "nnar: interrupted; no output was written\n")
+    assert "numpy" not in subprocess.run([sys.executable, "-c", "import sys, nnar; print(sorted(sys.modules))"],
+                                         capture_output=True, text=True, check=True).stdout

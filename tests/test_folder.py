@@ -13,8 +13,8 @@ import pytest
 import nnar
 from nnar import cli
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (installed by tools/test.sh: a missing one must fail, not skip)
+import transformers  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::nnar.lossy.LossyWarning")
 
