@@ -52,7 +52,6 @@ from .outputs import Bound
 MODES = ("auto", "rebuild", "lifted")
 
 _LIFTABLE = {1, 10, 11}  # ONNX float32, float16, float64: fed as numpy arrays
-_BF16 = 16  # ONNX bfloat16, held as uint16 bit patterns
 
 
 def _ort():
@@ -262,7 +261,8 @@ class OnnxEvaluator:
     def _dtype(self, name: str, arr: np.ndarray) -> str:
         if name in self._dtypes:
             return self._dtypes[name]
-        return "bfloat16" if self._elem.get(name) == _BF16 else D.dtype_name_of(arr)
+        graph_dt = F._TO_NNAR.get(self._elem.get(name))  # bfloat16 and float8 are bits: the graph says which
+        return graph_dt if graph_dt in D.BIT_PATTERN_DTYPES else D.dtype_name_of(arr)
 
     def _check(self, tensors: Mapping[str, np.ndarray]) -> None:
         if self._base is None:
