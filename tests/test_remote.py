@@ -103,6 +103,7 @@ def test_one_tensor_costs_its_record_not_the_archive(served):
         one = server.served
         assert a.content_digest() == nnar.open(local).content_digest()
     record = next(i.stored_bytes for i in nnar.open(local).infos() if i.name == "layer17.weight")
+    print(f"one tensor: {one} bytes fetched for a {record}-byte record of a {size}-byte archive")
     assert record <= one < record + (600 << 10), (one, record)  # the record and some read-ahead
     assert one < size / 4
 
