@@ -53,7 +53,8 @@ typedef enum nnar_dtype {
     NNAR_DTYPE_UNKNOWN = 0,
     NNAR_BOOL, NNAR_INT8, NNAR_INT16, NNAR_INT32, NNAR_INT64,
     NNAR_UINT8, NNAR_UINT16, NNAR_UINT32, NNAR_UINT64,
-    NNAR_FLOAT16, NNAR_BFLOAT16, NNAR_FLOAT32, NNAR_FLOAT64
+    NNAR_FLOAT16, NNAR_BFLOAT16, NNAR_FLOAT32, NNAR_FLOAT64,
+    NNAR_FLOAT8_E4M3FN, NNAR_FLOAT8_E5M2   /* since format 1.4: bit patterns, one byte */
 } nnar_dtype;
 
 const char *nnar_dtype_name(nnar_dtype dtype);   /* "float32"; "?" for unknown */
@@ -161,6 +162,12 @@ nnar_status nnar_read_model(nnar_archive *archive, void *out, size_t out_size);
 size_t nnar_alias_count(const nnar_archive *archive);
 nnar_status nnar_alias_at(nnar_archive *archive, size_t i, nnar_text *name, nnar_text *target);
 
+/* FILE records (§5.7, since format 1.4): the files of a model folder that are not weights. */
+size_t nnar_file_count(const nnar_archive *archive);
+nnar_status nnar_file_at(nnar_archive *archive, size_t i, nnar_text *path, uint64_t *length);
+/* Decode file i into out (exactly length bytes), checked against its SHA-256 digest. */
+nnar_status nnar_read_file(nnar_archive *archive, size_t i, void *out, size_t out_size);
+
 /* Verify (§8.2 step 6): decode every record, check every CRC and digest, the structure, and
  * the content digest (§5.3.1). content (may be NULL) receives the computed content digest;
  * *has_stored (may be NULL) says whether the index carries one. */
@@ -177,6 +184,8 @@ typedef struct nnar_stream_visitor {
     int (*tensor)(void *user, const nnar_tensor_info *info, const void *data);
     /* The MODL structure, when present. May be NULL. */
     int (*model)(void *user, nnar_text format, const void *data, size_t size);
+    /* Each FILE record's bytes, decoded and checked (only when check_digests). May be NULL. */
+    int (*file)(void *user, nnar_text path, const void *data, size_t size);
     void *user;
     int check_digests;         /* nonzero: check every record's digest (what verify does) */
 } nnar_stream_visitor;

@@ -30,6 +30,8 @@ struct nnar_archive {
     uint32_t alias_count;
     tref *order;
     size_t tensor_count;
+    uint32_t *files;        /* FILE entries, in index order */
+    uint32_t file_count;
     char text[64];          /* a fidelity number as text */
 };
 
@@ -82,7 +84,7 @@ static nnar_status check_other(nnar_archive *a, uint32_t i)
     uint8_t *owned = NULL;
     nnar_sha256 sha;
     if (type_is(h->type, "META") || type_is(h->type, "INDX") || type_is(h->type, "TENS") || type_is(h->type, "MODL") ||
-        type_is(h->type, "ALIS") || type_is(h->type, "PTCH"))
+        type_is(h->type, "ALIS") || type_is(h->type, "PTCH") || type_is(h->type, "FILE"))
         return nnar_fail(ctx, NNAR_BAD_LAYOUT, "record '%.4s' is not allowed here", (const char *)h->type);
     if (h->flags & NNAR_FLAG_MUST_UNDERSTAND)
         return nnar_fail(ctx, NNAR_UNSUPPORTED_RECORD, "record type '%.4s' is marked must-understand and this reader does "
@@ -186,9 +188,34 @@ static nnar_status load_index(nnar_archive *a)
             NNAR_TRY(s);
         } else if (type_is(e->type, "PTCH")) {
             return nnar_fail(ctx, NNAR_UNSUPPORTED_RECORD, "this file is an nnar patch, not a model archive: apply it to its base");
-        } else if (!type_is(e->type, "MODL")) {
+        } else if (!type_is(e->type, "MODL") && !type_is(e->type, "FILE")) {
             NNAR_TRY(check_other(a, i));
         }
+    }
+    /* FILE paths, from the descriptors read above: valid and unique (bodies read on demand) */
+    a->files = (uint32_t *)nnar_alloc(ctx, ((size_t)ix->count + 1) * sizeof *a->files);
+    if (!a->files) return NNAR_OUT_OF_MEMORY;
+    {
+        nnar_nameset paths;
+        nnar_nameset_init(&paths);
+        s = NNAR_OK;
+        for (i = 0; i < ix->count && s == NNAR_OK; i++) {
+            uint32_t p;
+            const nnar_head *h = &a->heads[i];
+            int added;
+            if (!type_is(ix->entries[i].type, "FILE")) continue;
+            nnar_set_where(ctx, "FILE record at offset %llu", (unsigned long long)h->offset);
+            p = mp_get(&h->doc, 0, "path");
+            if (p == MP_NONE) { s = nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "path: expected a string, found none"); break; }
+            if ((s = nnar_check_path(ctx, &h->doc.nodes[p])) != NNAR_OK) break;
+            added = nnar_nameset_add(ctx, &paths, h->doc.nodes[p].v.p, h->doc.nodes[p].len);
+            if (added < 0) s = NNAR_OUT_OF_MEMORY;
+            else if (!added) s = nnar_fail(ctx, NNAR_BAD_LAYOUT, "duplicate file path '%.*s'", (int)h->doc.nodes[p].len,
+                                           (const char *)h->doc.nodes[p].v.p);
+            else a->files[a->file_count++] = i;
+        }
+        nnar_nameset_free(ctx, &paths);
+        NNAR_TRY(s);
     }
     /* archive order: each TENS record's names, then the aliases of the ALIS record after it */
     a->tensor_count = names_total;
@@ -292,6 +319,7 @@ void nnar_close(nnar_archive *a)
     nnar_free(ctx, a->aliases);
     nnar_free(ctx, a->alias_entry);
     nnar_free(ctx, a->order);
+    nnar_free(ctx, a->files);
     nnar_index_free(ctx, &a->ix);
     nnar_head_free(ctx, &a->indx);
     nnar_head_free(ctx, &a->meta);
@@ -564,6 +592,68 @@ nnar_status nnar_read_model(nnar_archive *a, void *out, size_t out_size)
     return read_model(a, &p, &length, out_size);
 }
 
+size_t nnar_file_count(const nnar_archive *a) { return a->file_count; }
+
+nnar_status nnar_file_at(nnar_archive *a, size_t i, nnar_text *path, uint64_t *length)
+{
+    const nnar_head *h;
+    uint32_t n;
+    if (i >= a->file_count) return nnar_fail(&a->ctx, NNAR_INVALID_ARGUMENT, "file %zu: out of range", i);
+    h = &a->heads[a->files[i]];
+    *path = text_of(&h->doc, mp_get(&h->doc, 0, "path"));
+    n = mp_get(&h->doc, 0, "length");
+    *length = n != MP_NONE && h->doc.nodes[n].type == MP_INT && !h->doc.nodes[n].neg ? h->doc.nodes[n].v.u : 0;
+    return NNAR_OK;
+}
+
+/* A FILE record (§5.7) decoded and checked against its digest; into out when given (of
+ * exactly its length), else into a buffer allocated here. */
+static nnar_status read_file_record(nnar_archive *a, uint32_t entry, uint8_t **out, uint64_t *length, size_t out_size)
+{
+    nnar_ctx *ctx = &a->ctx;
+    nnar_record rec;
+    const uint8_t *body;
+    uint8_t *owned = NULL, *buf = *out, d[32];
+    nnar_status s;
+    memset(&rec, 0, sizeof rec);
+    NNAR_TRY(head_at(a, &a->ix.entries[entry], &rec.head));
+    nnar_set_where(ctx, "FILE record at offset %llu", (unsigned long long)rec.head.offset);
+    s = nnar_parse_file(ctx, &rec);
+    if (s == NNAR_OK && buf && out_size != rec.length)
+        s = nnar_fail(ctx, NNAR_INVALID_ARGUMENT, "output buffer: expected %llu bytes, found %zu", (unsigned long long)rec.length, out_size);
+    if (s == NNAR_OK) s = read_body(a, &rec.head, &body, &owned);
+    if (s == NNAR_OK) s = nnar_check_padding(ctx, &rec, body);
+    if (s == NNAR_OK && !buf) {
+        buf = (uint8_t *)nnar_alloc(ctx, (size_t)rec.length);
+        if (!buf) s = NNAR_OUT_OF_MEMORY;
+    }
+    if (s == NNAR_OK) s = nnar_decode_record(ctx, &rec, body, buf);
+    nnar_free(ctx, owned);
+    if (s == NNAR_OK) {
+        nnar_sha256 sha;
+        nnar_sha256_init(&sha);
+        nnar_sha256_update(&sha, buf, (size_t)rec.length);
+        nnar_sha256_final(&sha, d);
+        if (memcmp(d, rec.digest, 32) != 0)
+            s = nnar_fail(ctx, NNAR_DIGEST, "decoded file '%.*s': expected the SHA-256 of its descriptor's digest, computed "
+                          "another", (int)(rec.path_len > 200 ? 200 : rec.path_len), (const char *)rec.path);
+    }
+    *length = rec.length;
+    nnar_record_free(ctx, &rec);
+    if (s != NNAR_OK && !*out) nnar_free(ctx, buf);
+    else *out = buf;
+    return s;
+}
+
+nnar_status nnar_read_file(nnar_archive *a, size_t i, void *out, size_t out_size)
+{
+    uint8_t *p = (uint8_t *)out;
+    uint64_t length;
+    if (i >= a->file_count) return nnar_fail(&a->ctx, NNAR_INVALID_ARGUMENT, "file %zu: out of range", i);
+    if (!out) return nnar_fail(&a->ctx, NNAR_INVALID_ARGUMENT, "output buffer: expected one, found NULL");
+    return read_file_record(a, a->files[i], &p, &length, out_size);
+}
+
 nnar_status nnar_verify(nnar_archive *a, uint8_t content[32], int *has_stored)
 {
     nnar_ctx *ctx = &a->ctx;
@@ -602,6 +692,12 @@ nnar_status nnar_verify(nnar_archive *a, uint8_t content[32], int *has_stored)
         }
         nnar_free(ctx, buf);
     }
+    for (i = 0; i < a->file_count && s == NNAR_OK; i++) {
+        uint8_t *buf = NULL;
+        uint64_t length = 0;
+        s = read_file_record(a, a->files[i], &buf, &length, 0);
+        nnar_free(ctx, buf);
+    }
     if (s == NNAR_OK) {
         nnar_record_digest(&a->meta, NULL, meta_digest);
         nnar_sha256_init(&sha);
@@ -611,7 +707,8 @@ nnar_status nnar_verify(nnar_archive *a, uint8_t content[32], int *has_stored)
             if (type_is(t, "TENS")) nnar_sha256_update(&sha, digests[i], 32);
             else {
                 uint8_t d[32];
-                const uint8_t *extra = type_is(t, "MODL") ? structure : type_is(t, "ALIS") || type_is(t, "PTCH") ? NULL : a->extra[i];
+                const uint8_t *extra = type_is(t, "MODL") ? structure
+                                     : type_is(t, "ALIS") || type_is(t, "PTCH") || type_is(t, "FILE") ? NULL : a->extra[i];
                 nnar_record_digest(&a->heads[i], extra, d);
                 nnar_sha256_update(&sha, d, 32);
             }

@@ -214,6 +214,9 @@ typedef struct nnar_record {
     nnar_segment *segments;
     uint32_t segment_count;
     uint32_t fidelity;      /* node or MP_NONE */
+    /* FILE */
+    const uint8_t *path;
+    uint32_t path_len;
     /* MODL */
     const uint8_t *format;
     uint32_t format_len;
@@ -225,6 +228,10 @@ nnar_status nnar_parse_meta(nnar_ctx *ctx, nnar_head *h);
 nnar_status nnar_parse_tensor(nnar_ctx *ctx, nnar_record *rec);
 /* MODL step 2. */
 nnar_status nnar_parse_model(nnar_ctx *ctx, nnar_record *rec);
+/* FILE (§5.7): its keys, path, length, digest, pipeline and segments. */
+nnar_status nnar_parse_file(nnar_ctx *ctx, nnar_record *rec);
+/* A FILE path (§5.7): 1 to 4096 bytes, '/'-separated plain components. */
+nnar_status nnar_check_path(nnar_ctx *ctx, const mp_node *n);
 void nnar_record_free(nnar_ctx *ctx, nnar_record *rec);
 /* Padding (§5.2.3) of a checked body. */
 nnar_status nnar_check_padding(nnar_ctx *ctx, const nnar_record *rec, const uint8_t *body);

@@ -230,6 +230,60 @@ nnar_status nnar_parse_model(nnar_ctx *ctx, nnar_record *rec)
     return parse_segments(ctx, rec, mp_get(&h->doc, 0, "segments"));
 }
 
+nnar_status nnar_check_path(nnar_ctx *ctx, const mp_node *n)
+{
+    uint32_t i, start = 0;
+    if (n->type != MP_STR) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "path: expected a string");
+    if (n->len < 1 || n->len > 4096)
+        return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "path: expected 1 to 4096 bytes of UTF-8, found %u", (unsigned)n->len);
+    for (i = 0; i <= n->len; i++) {
+        uint8_t c = i < n->len ? n->v.p[i] : '/';
+        if (c == '/') {
+            uint32_t len = i - start;
+            const uint8_t *part = n->v.p + start;
+            if (len == 0 || (len == 1 && part[0] == '.') || (len == 2 && part[0] == '.' && part[1] == '.'))
+                goto bad;
+            start = i + 1;
+        } else if (c == '\\' || c == ':' || c < 0x20 || c == 0x7F) {
+            goto bad;
+        }
+    }
+    return NNAR_OK;
+bad:
+    return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "path '%.*s': expected a relative path of plain names separated by '/' (no "
+                     "empty, '.' or '..' component, no backslash, colon or control character)",
+                     (int)(n->len > 200 ? 200 : n->len), (const char *)n->v.p);
+}
+
+nnar_status nnar_parse_file(nnar_ctx *ctx, nnar_record *rec)
+{
+    static const char *const keys[] = {"path", "length", "digest", "pipeline", "segments", NULL};
+    nnar_head *h = &rec->head;
+    uint32_t p, dig;
+    rec->fidelity = MP_NONE;
+    NNAR_TRY(mp_check_keys(ctx, &h->doc, 0, keys, NULL, ctx->strict, "FILE descriptor"));
+    p = mp_get(&h->doc, 0, "path");
+    NNAR_TRY(nnar_check_path(ctx, NODE(h, p)));
+    rec->path = NODE(h, p)->v.p;
+    rec->path_len = NODE(h, p)->len;
+    if (!mp_u63(NODE(h, mp_get(&h->doc, 0, "length")), &rec->length))
+        return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "length: expected an integer in [0, 2^63-1]");
+    NNAR_TRY(nnar_check_limit(ctx, "file bytes", rec->length, ctx->limits.max_tensor_bytes, "max_tensor_bytes"));
+    dig = mp_get(&h->doc, 0, "digest");
+    if (NODE(h, dig)->type != MP_BIN || NODE(h, dig)->len != NNAR_DIGEST_SIZE)
+        return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "digest: expected 32 bytes (bin)");
+    rec->digest = NODE(h, dig)->v.p;
+    rec->pipeline = mp_get(&h->doc, 0, "pipeline");
+    if (NODE(h, rec->pipeline)->type != MP_ARRAY) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "pipeline: expected a list");
+    rec->dtype = NNAR_UINT8;
+    rec->dtype_name = (const uint8_t *)"uint8";
+    rec->dtype_len = 5;
+    rec->array_size = rec->length;
+    rec->array_rank = 1;
+    rec->array_shape1 = rec->length;
+    return parse_segments(ctx, rec, mp_get(&h->doc, 0, "segments"));
+}
+
 void nnar_record_free(nnar_ctx *ctx, nnar_record *rec)
 {
     nnar_head_free(ctx, &rec->head);
@@ -378,6 +432,10 @@ nnar_status nnar_parse_index(nnar_ctx *ctx, const nnar_head *h, uint64_t first_o
     }
     for (i = 0; i < ix->count; i++) {
         const uint8_t *ty = ix->entries[i].type;
+        if (memcmp(ty, "FILE", 4) == 0 && i && memcmp(ix->entries[i - 1].type, "MODL", 4) != 0 &&
+            memcmp(ix->entries[i - 1].type, "FILE", 4) != 0)
+            return nnar_fail(ctx, NNAR_BAD_LAYOUT, "index entry %u: a FILE record must follow META, MODL or another FILE "
+                             "record", (unsigned)i);
         if (memcmp(ty, "PTCH", 4) == 0 && i != 0)
             return nnar_fail(ctx, NNAR_BAD_LAYOUT, "index entry %u: a PTCH record must come first after META", (unsigned)i);
         if (memcmp(ty, "MODL", 4) == 0 && i != 0)

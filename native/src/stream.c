@@ -20,6 +20,7 @@ typedef struct stream_state {
     nnar_head *kept;                /* heads whose names are referenced */
     size_t kept_count, kept_cap;
     uint64_t total_bytes;
+    nnar_nameset paths;             /* FILE paths so far */
     nnar_record last;               /* the last TENS record (for ALIS) */
     uint8_t *last_array;
     int have_last;
@@ -264,6 +265,59 @@ static nnar_status model_record(stream_state *st, nnar_head *h, const nnar_strea
     return s;
 }
 
+static nnar_status file_record(stream_state *st, nnar_head *h, const nnar_stream_visitor *v)
+{
+    nnar_ctx *ctx = &st->ctx;
+    nnar_record rec;
+    const uint8_t *body;
+    uint8_t *owned = NULL, *buf = NULL, d[32];
+    nnar_status s;
+    int added;
+    if (st->seen_count && memcmp(st->seen[st->seen_count - 1].type, "MODL", 4) != 0 &&
+        memcmp(st->seen[st->seen_count - 1].type, "FILE", 4) != 0)
+        return nnar_fail(ctx, NNAR_BAD_LAYOUT, "a FILE record must follow META, MODL or another FILE record, found it after "
+                         "%.4s", (const char *)st->seen[st->seen_count - 1].type);
+    memset(&rec, 0, sizeof rec);
+    NNAR_TRY(keep(st, h));   /* the path set points into its descriptor */
+    rec.head = st->kept[st->kept_count - 1];
+    NNAR_TRY(nnar_parse_file(ctx, &rec));
+    added = nnar_nameset_add(ctx, &st->paths, rec.path, rec.path_len);
+    if (added < 0) s = NNAR_OUT_OF_MEMORY;
+    else if (!added) s = nnar_fail(ctx, NNAR_BAD_LAYOUT, "duplicate file path '%.*s'", (int)rec.path_len, (const char *)rec.path);
+    else s = nnar_check_limit(ctx, "files", st->paths.count, ctx->limits.max_tensors, "max_tensors");
+    if (s == NNAR_OK) s = body_of(st, &rec.head, &body, &owned);
+    if (s == NNAR_OK) s = nnar_check_padding(ctx, &rec, body);
+    if (s == NNAR_OK) s = add_seen(st, &rec.head, 0, 0);
+    if (s == NNAR_OK) {
+        nnar_record_digest(&rec.head, NULL, d);
+        nnar_sha256_update(&st->content, d, 32);
+    }
+    if (s == NNAR_OK && v && v->check_digests) {
+        nnar_sha256 sha;
+        buf = (uint8_t *)nnar_alloc(ctx, (size_t)rec.length);
+        if (!buf) s = NNAR_OUT_OF_MEMORY;
+        if (s == NNAR_OK) s = nnar_decode_record(ctx, &rec, body, buf);
+        if (s == NNAR_OK) {
+            nnar_sha256_init(&sha);
+            nnar_sha256_update(&sha, buf, (size_t)rec.length);
+            nnar_sha256_final(&sha, d);
+            if (memcmp(d, rec.digest, 32) != 0)
+                s = nnar_fail(ctx, NNAR_DIGEST, "decoded file: expected the SHA-256 of its descriptor's digest, computed another");
+        }
+        if (s == NNAR_OK && v->file) {
+            nnar_text p;
+            p.data = (const char *)rec.path;
+            p.size = rec.path_len;
+            if (v->file(v->user, p, buf, (size_t)rec.length)) s = nnar_fail(ctx, NNAR_STOPPED, "stopped by the file callback");
+        }
+    }
+    nnar_free(ctx, buf);
+    nnar_free(ctx, owned);
+    /* the head belongs to kept; free only what parse_file allocated */
+    nnar_free(ctx, rec.segments);
+    return s;
+}
+
 static nnar_status other_record(stream_state *st, nnar_head *h)
 {
     nnar_ctx *ctx = &st->ctx;
@@ -271,7 +325,8 @@ static nnar_status other_record(stream_state *st, nnar_head *h)
     uint8_t *owned = NULL, x[32], d[32];
     nnar_sha256 sha;
     if (!memcmp(h->type, "META", 4) || !memcmp(h->type, "INDX", 4) || !memcmp(h->type, "TENS", 4) ||
-        !memcmp(h->type, "MODL", 4) || !memcmp(h->type, "ALIS", 4) || !memcmp(h->type, "PTCH", 4))
+        !memcmp(h->type, "MODL", 4) || !memcmp(h->type, "ALIS", 4) || !memcmp(h->type, "PTCH", 4) ||
+        !memcmp(h->type, "FILE", 4))
         return nnar_fail(ctx, NNAR_BAD_LAYOUT, "record '%.4s' is not allowed here", (const char *)h->type);
     if (h->flags & NNAR_FLAG_MUST_UNDERSTAND)
         return nnar_fail(ctx, NNAR_UNSUPPORTED_RECORD, "record type '%.4s' is marked must-understand and this reader does not "
@@ -368,6 +423,7 @@ static nnar_status run(stream_state *st, const nnar_stream_visitor *v, uint8_t c
             if (!memcmp(h.type, "TENS", 4)) s = tensor_record(st, &h, v);
             else if (!memcmp(h.type, "ALIS", 4)) s = alias_record(st, &h, v);
             else if (!memcmp(h.type, "MODL", 4)) s = model_record(st, &h, v);
+            else if (!memcmp(h.type, "FILE", 4)) s = file_record(st, &h, v);
             else if (!memcmp(h.type, "PTCH", 4))
                 s = nnar_fail(ctx, NNAR_UNSUPPORTED_RECORD, "this file is an nnar patch, not a model archive: apply it to its base");
             else s = other_record(st, &h);
@@ -388,6 +444,7 @@ nnar_status nnar_read_stream(nnar_read_fn read, void *read_user, const nnar_opti
     nnar_source_stream(&st.src, read, read_user);
     nnar_sha256_init(&st.content);
     nnar_nameset_init(&st.nameset);
+    nnar_nameset_init(&st.paths);
     s = run(&st, visitor, content);
     drop_last(&st);
     for (i = 0; i < st.kept_count; i++) nnar_head_free(&st.ctx, &st.kept[i]);
@@ -395,6 +452,7 @@ nnar_status nnar_read_stream(nnar_read_fn read, void *read_user, const nnar_opti
     nnar_free(&st.ctx, st.seen);
     nnar_free(&st.ctx, st.names);
     nnar_nameset_free(&st.ctx, &st.nameset);
+    nnar_nameset_free(&st.ctx, &st.paths);
     nnar_ctx_free(&st.ctx);
     return s;
 }

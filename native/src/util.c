@@ -124,9 +124,9 @@ const char *nnar_status_code(nnar_status s)
 
 static const char *const dtype_names[] = {
     "?", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "bfloat16", "float32", "float64"
+    "float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"
 };
-static const unsigned char dtype_sizes[] = {0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 2, 4, 8};
+static const unsigned char dtype_sizes[] = {0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 2, 4, 8, 1, 1};
 
 const char *nnar_dtype_name(nnar_dtype d)
 {

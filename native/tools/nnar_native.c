@@ -181,6 +181,7 @@ static const char *npy_descr(nnar_dtype d)
     case NNAR_BFLOAT16: return "<u2";   /* bit patterns, as the vectors' .npz hold them */
     case NNAR_FLOAT32: return "<f4";
     case NNAR_FLOAT64: return "<f8";
+    case NNAR_FLOAT8_E4M3FN: case NNAR_FLOAT8_E5M2: return "|u1";   /* bit patterns */
     default: return "|V1";
     }
 }

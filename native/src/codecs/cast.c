@@ -12,6 +12,8 @@ static void format_of(nnar_dtype d, int *e, int *m)
     case NNAR_FLOAT16: *e = 5; *m = 10; return;
     case NNAR_BFLOAT16: *e = 8; *m = 7; return;
     case NNAR_FLOAT32: *e = 8; *m = 23; return;
+    case NNAR_FLOAT8_E4M3FN: *e = 4; *m = 3; return;
+    case NNAR_FLOAT8_E5M2: *e = 5; *m = 2; return;
     default: *e = 11; *m = 52; return;
     }
 }
@@ -42,7 +44,9 @@ uint64_t nnar_convert_float(uint64_t u, nnar_dtype from, nnar_dtype to)
     mant = u & ((1ull << fm) - 1);
     tmax = (1ull << te) - 1;
     sign <<= te + tm;
-    if (exp == (1ull << fe) - 1) {
+    /* float8_e4m3fn has no infinities: only S.1111.111 is a NaN, other bytes of the top
+     * exponent are normal numbers (FORMAT.md §5.2.2) */
+    if (from == NNAR_FLOAT8_E4M3FN ? (u & 0x7F) == 0x7F : exp == (1ull << fe) - 1) {
         if (!mant) return sign | tmax << tm;
         /* NaN: widening keeps the payload (and a clear quiet bit); narrowing truncates it and
          * sets the quiet bit, so the result stays a NaN */
@@ -69,8 +73,9 @@ static nnar_status config(nnar_ctx *ctx, nnar_stage *st)
     v = mp_get(st->doc, st->config, "dtype");
     st->cast_dtype = st->doc->nodes[v].type == MP_STR ? nnar_dtype_from(st->doc->nodes[v].v.p, st->doc->nodes[v].len)
                                                       : NNAR_DTYPE_UNKNOWN;
-    if (!nnar_dtype_is_float(st->cast_dtype))
-        return nnar_fail(ctx, NNAR_CODEC_DATA, "nnar.cast: dtype: expected one of float16, bfloat16, float32, float64");
+    if (!nnar_dtype_is_float(st->cast_dtype) && st->cast_dtype != NNAR_FLOAT8_E4M3FN && st->cast_dtype != NNAR_FLOAT8_E5M2)
+        return nnar_fail(ctx, NNAR_CODEC_DATA, "nnar.cast: dtype: expected one of float16, bfloat16, float32, float64, "
+                         "float8_e4m3fn, float8_e5m2");
     return NNAR_OK;
 }
 
@@ -79,7 +84,9 @@ static int allowed(nnar_dtype in, nnar_dtype to)
     return (in == NNAR_FLOAT32 && (to == NNAR_FLOAT16 || to == NNAR_BFLOAT16 || to == NNAR_FLOAT64)) ||
            (in == NNAR_FLOAT64 && (to == NNAR_FLOAT32 || to == NNAR_FLOAT16)) ||
            (in == NNAR_FLOAT16 && (to == NNAR_FLOAT32 || to == NNAR_FLOAT64)) ||
-           (in == NNAR_BFLOAT16 && to == NNAR_FLOAT32);
+           (in == NNAR_BFLOAT16 && to == NNAR_FLOAT32) ||
+           ((in == NNAR_FLOAT32 || in == NNAR_FLOAT16 || in == NNAR_BFLOAT16) &&
+            (to == NNAR_FLOAT8_E4M3FN || to == NNAR_FLOAT8_E5M2));
 }
 
 static nnar_status out_spec(nnar_ctx *ctx, const nnar_stage *st, nnar_spec in, nnar_spec *out)
