@@ -1,6 +1,9 @@
 /* nnar-native: ls, verify and unpack on top of libnnar, as users exercise the Python tool.
  * Exit status: 0 ok, 1 an nnar error (one line on stderr: "nnar-native: CODE: message"),
  * 2 a usage error. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,12 +11,21 @@
 
 #include "nnar.h"
 
+#if defined(_WIN32)
+#include <direct.h>
+#define make_dir(p) _mkdir(p)
+#else
+#include <sys/stat.h>
+#define make_dir(p) mkdir((p), 0777)
+#endif
+
 static const char *usage =
     "usage: nnar-native ls FILE [--json]\n"
     "       nnar-native verify FILE [--stream]\n"
     "       nnar-native unpack FILE DIR [--stream]\n"
     "ls lists tensors; verify checks every CRC and digest (at random, or in order with --stream);\n"
-    "unpack writes one .npy per tensor, named by its percent-encoded name ('%MODL.bin': the structure).\n";
+    "unpack writes one .npy per tensor, named by its percent-encoded name ('%MODL.bin': the structure;\n"
+    "%FILE/NAME: each FILE record, its path percent-encoded).\n";
 
 static int report(nnar_status s, const char *message)
 {
@@ -111,6 +123,15 @@ static int cmd_ls(const char *path, int json)
     }
     s = nnar_model_info(a, &present, &fmt, &mlen);
     if (json) {
+        printf("], \"files\": [");
+        for (i = 0; i < nnar_file_count(a); i++) {
+            nnar_text p;
+            uint64_t len = 0;
+            nnar_file_at(a, i, &p, &len);
+            printf("%s{\"path\": ", i ? ", " : "");
+            json_text(stdout, p.data, p.size);
+            printf(", \"length\": %llu}", (unsigned long long)len);
+        }
         printf("]");
         if (s == NNAR_OK && present) {
             printf(", \"model\": {\"format\": ");
@@ -250,6 +271,29 @@ static int write_model(const char *dir, const void *data, size_t size)
     return 0;
 }
 
+/* a FILE record's bytes, as DIR/%FILE/<percent-encoded path> (never joined as a path) */
+static int write_file(const char *dir, nnar_text path, const void *data, size_t size)
+{
+    char sub[4096], full[8192];
+    FILE *f;
+    snprintf(sub, sizeof sub, "%s/%%FILE", dir);
+    if (make_dir(sub) != 0 && errno != EEXIST) {
+        fprintf(stderr, "nnar-native: io-error: cannot make '%s': %s\n", sub, strerror(errno));
+        return 1;
+    }
+    if (file_name(full, sizeof full, sub, path.data, path.size) != 0) {
+        fprintf(stderr, "nnar-native: io-error: a file path is too long\n");
+        return 1;
+    }
+    full[strlen(full) - 4] = 0;   /* no .npy */
+    f = fopen(full, "wb");
+    if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0) {
+        fprintf(stderr, "nnar-native: io-error: cannot write '%s' (does %s exist?)\n", full, sub);
+        return 1;
+    }
+    return 0;
+}
+
 typedef struct unpack_state { const char *dir; int failed; } unpack_state;
 
 static int on_tensor(void *user, const nnar_tensor_info *t, const void *data)
@@ -267,6 +311,13 @@ static int on_model(void *user, nnar_text format, const void *data, size_t size)
     return 0;
 }
 
+static int on_file(void *user, nnar_text path, const void *data, size_t size)
+{
+    unpack_state *u = (unpack_state *)user;
+    if (write_file(u->dir, path, data, size)) { u->failed = 1; return 1; }
+    return 0;
+}
+
 static int cmd_unpack(const char *path, const char *dir, int stream)
 {
     nnar_error err;
@@ -281,6 +332,7 @@ static int cmd_unpack(const char *path, const char *dir, int stream)
         memset(&v, 0, sizeof v);
         v.tensor = on_tensor;
         v.model = on_model;
+        v.file = on_file;
         v.user = &u;
         v.check_digests = 1;
         s = nnar_read_stream(read_file, f, NULL, &v, NULL, &err);
@@ -313,6 +365,17 @@ static int cmd_unpack(const char *path, const char *dir, int stream)
             if (!buf) { fprintf(stderr, "nnar-native: out-of-memory\n"); nnar_close(a); return 1; }
             s = nnar_read_model(a, buf, (size_t)mlen);
             if (s == NNAR_OK && write_model(dir, buf, (size_t)mlen)) { free(buf); nnar_close(a); return 1; }
+            free(buf);
+        }
+        for (i = 0; s == NNAR_OK && i < nnar_file_count(a); i++) {
+            nnar_text p;
+            uint64_t len = 0;
+            void *buf;
+            nnar_file_at(a, i, &p, &len);
+            buf = malloc(len ? (size_t)len : 1);
+            if (!buf) { fprintf(stderr, "nnar-native: out-of-memory\n"); nnar_close(a); return 1; }
+            s = nnar_read_file(a, i, buf, (size_t)len);
+            if (s == NNAR_OK && write_file(dir, p, buf, (size_t)len)) { free(buf); nnar_close(a); return 1; }
             free(buf);
         }
         if (s != NNAR_OK) { report(s, nnar_archive_error(a)->message); nnar_close(a); return 1; }

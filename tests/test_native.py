@@ -1,0 +1,414 @@
+"""libnnar, the C reader in native/ (issue 18), against the spec and against the Python package.
+
+One session builds the library and its tool twice with CMake into a temporary directory: a
+release build (-O2, warnings as errors, the system's ``cc``) and an AddressSanitizer +
+UndefinedBehaviorSanitizer build (clang when installed, so both compilers must stay warning-free),
+which runs the frozen vectors and the mutated archives. A machine without cmake, a C compiler
+or libzstd fails these tests, loudly: they are never skipped (tools/test.sh installs them).
+
+- every valid vector of spec/vectors/manifest.json decodes bit for bit, at random and in order,
+  with the manifest's dtypes, metadata, structure, files and content digest;
+- every invalid vector is rejected with the manifest's code, in order (``error``) and at random
+  (``error_random_access``);
+- archives that the Python package writes (hypothesis: lossless and lossy configs, explicit
+  pipelines of every codec) decode identically in C and Python, and mutated archives (flipped
+  bytes, truncations) give the same error code in both, in order and at random;
+- the libFuzzer corpus in native/fuzz/corpus replays without a sanitizer finding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nnar
+import nnar.config
+from nnar import pipeline as P
+from nnar.codecs.affine import Affine
+from nnar.codecs.byteplanes import BytePlanes
+from nnar.codecs.cast import Cast
+from nnar.codecs.codebook import Codebook
+from nnar.codecs.huffman import Huffman
+from nnar.codecs.raw import Raw
+from nnar.codecs.sparse import Sparse
+from nnar.codecs.zstd import Zstd
+
+ROOT = Path(__file__).resolve().parents[1]
+NATIVE = ROOT / "native"
+VECTORS = ROOT / "spec" / "vectors"
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
+SAN_ENV = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:exitcode=99",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=98"}
+
+
+# -- builds ----------------------------------------------------------------------------------------
+
+
+def _toolchain_or_fail() -> None:
+    missing = [t for t in ("cmake",) if shutil.which(t) is None]
+    if shutil.which("cc") is None and shutil.which("gcc") is None and shutil.which("clang") is None:
+        missing.append("a C compiler (cc, gcc or clang)")
+    if missing:
+        pytest.fail(f"the native reader needs {', '.join(missing)} and libzstd-dev: run tools/test.sh, which "
+                    "installs them (apt-get install cmake gcc libzstd-dev)", pytrace=False)
+
+
+def _configure_and_build(src: Path, build: Path, compiler: str | None, *options: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    if compiler:
+        env["CC"] = compiler
+    cmd = (f"cmake -S '{src}' -B '{build}' -DCMAKE_BUILD_TYPE=Release -DNNAR_WERROR=ON {' '.join(options)} "
+           f"&& cmake --build '{build}' -j 4")
+    return subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory) -> dict[str, Path]:
+    """Both builds, made in parallel once per session: {"release": tool, "sanitized": tool}."""
+    _toolchain_or_fail()
+    root = tmp_path_factory.mktemp("native-build")
+    clang = shutil.which("clang")
+    jobs = {
+        "release": _configure_and_build(NATIVE, root / "release", shutil.which("gcc") or None),
+        "sanitized": _configure_and_build(NATIVE, root / "sanitized", clang, "-DNNAR_SANITIZE=ON"),
+    }
+    out = {}
+    for name, job in jobs.items():
+        log = job.communicate()[0].decode(errors="replace")
+        if job.returncode != 0:
+            pytest.fail(f"native {name} build failed (warnings are errors; libzstd-dev installed?):\n{log[-4000:]}",
+                        pytrace=False)
+        assert "warning:" not in log, log
+        out[name] = root / name / "nnar-native"
+    return out
+
+
+@pytest.fixture(scope="session")
+def tool(builds) -> Path:
+    return builds["release"]
+
+
+@pytest.fixture(scope="session")
+def san(builds) -> Path:
+    return builds["sanitized"]
+
+
+def run(exe: Path, *args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(exe), *map(str, args)], input=stdin, capture_output=True, env=SAN_ENV, timeout=120)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode not in (98, 99) and "Sanitizer" not in err and "runtime error" not in err, err
+    return r
+
+
+def code_of(r: subprocess.CompletedProcess) -> str | None:
+    """None for success, else the error code of the one stderr line (exit status 1)."""
+    if r.returncode == 0:
+        return None
+    line = r.stderr.decode(errors="replace").splitlines()[0]
+    assert r.returncode == 1 and line.startswith("nnar-native: "), line
+    return line.split(":")[1].strip()
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    return a.view(f"u{a.dtype.itemsize}") if a.dtype.itemsize in (1, 2, 4, 8) and a.dtype != bool else a
+
+
+def unpacked(directory: Path) -> dict[str, np.ndarray]:
+    return {urllib.parse.unquote(p.name[:-4]): np.load(p) for p in directory.glob("*.npy")}
+
+
+def test_builds_with_both_compilers_and_no_warnings(builds):
+    for exe in builds.values():
+        assert exe.exists()
+        r = run(exe, "--help")
+        assert r.returncode == 0 and b"verify" in r.stdout
+
+
+def test_usage_errors_exit_2(tool):
+    assert subprocess.run([str(tool), "frobnicate"], capture_output=True).returncode == 2
+    assert subprocess.run([str(tool)], capture_output=True).returncode == 2
+
+
+# -- the frozen vectors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["valid"]))
+def test_valid_vector(san, tmp_path, name):
+    entry = MANIFEST["valid"][name]
+    path = VECTORS / "valid" / f"{name}.nnar"
+    expected = dict(np.load(VECTORS / "valid" / f"{name}.npz"))
+    for mode in ((), ("--stream",)):
+        r = run(san, "verify", path, *mode)
+        assert r.returncode == 0, r.stderr
+        if "content" in entry:
+            assert r.stdout.decode().split()[-1] == entry["content"]
+    listing = json.loads(run(san, "ls", path, "--json").stdout)
+    assert [t["name"] for t in listing["tensors"]] == list(entry["dtypes"])
+    assert {t["name"]: t["dtype"] for t in listing["tensors"]} == entry["dtypes"]
+    assert listing["metadata"] == entry["metadata"]
+    assert [f["path"] for f in listing["files"]] == list(entry.get("files", {}))
+    for mode in ((), ("--stream",)):
+        out = tmp_path / ("stream" if mode else "random")
+        out.mkdir()
+        assert run(san, "unpack", path, out, *mode).returncode == 0
+        got = unpacked(out)
+        assert set(got) == set(expected)
+        for tname, want in expected.items():
+            assert got[tname].shape == want.shape and got[tname].dtype.itemsize == want.dtype.itemsize, tname
+            np.testing.assert_array_equal(_bits(got[tname]), _bits(want))
+        if "structure" in entry:
+            assert (out / "%MODL.bin").read_bytes() == (VECTORS / "valid" / f"{name}.structure").read_bytes()
+        files = {urllib.parse.unquote(p.name): hashlib.sha256(p.read_bytes()).hexdigest()
+                 for p in (out / "%FILE").glob("*")} if (out / "%FILE").exists() else {}
+        assert files == entry.get("files", {})
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["invalid"]))
+def test_invalid_vector(san, name):
+    entry = MANIFEST["invalid"][name]
+    path = VECTORS / "invalid" / f"{name}.nnar"
+    assert code_of(run(san, "verify", path, "--stream")) == entry["error"]
+    assert code_of(run(san, "verify", path)) == entry.get("error_random_access", entry["error"])
+
+
+def test_stream_from_a_pipe(tool):
+    """In order from stdin: a pipe gives no size, so nothing is sized from the file."""
+    data = (VECTORS / "valid" / "dtypes-raw.nnar").read_bytes()
+    assert run(tool, "verify", "-", "--stream", stdin=data).returncode == 0
+    assert code_of(run(tool, "verify", "-", "--stream", stdin=data[:-5])) == "truncated"
+
+
+# -- against the Python package ----------------------------------------------------------------------
+
+CONFIGS = [None, "fp16", "bf16", "int8", {"quant": "kmeans", "bits": 4}, "tiny", {"quant": "ternary"},
+           {"quant": "binary"}, {"quant": "uniform", "bits": 4, "granularity": "block", "block": 32},
+           {"prune": 0.7}, {"quant": "kmeans", "bits": 3, "prune": 0.9}]
+DTYPES = ["float32", "float16", "bfloat16", "float64", "int8", "uint8", "int32", "int64", "uint16", "bool"]
+
+
+def _array(rng: np.random.Generator, dtype: str, shape: tuple[int, ...], special: bool) -> np.ndarray:
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    if dtype == "bfloat16":
+        return (rng.normal(size=shape).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    if dtype.startswith(("int", "uint")):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -1000), min(info.max, 1000), size=shape, endpoint=True).astype(dtype)
+    a = (rng.normal(size=shape) * 0.05).astype(dtype)
+    if special and a.size > 3:
+        flat = a.reshape(-1)
+        flat[:3] = [np.nan, -0.0, np.inf]
+    return a
+
+
+@st.composite
+def models(draw):
+    """A few tensors: small ones (grouped), weight-sized ones (lossy configs apply), an alias."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(draw(st.integers(1, 4))):
+        dtype = draw(st.sampled_from(DTYPES))
+        big = draw(st.booleans())
+        shape = (draw(st.integers(16, 48)), draw(st.integers(32, 80))) if big else \
+            tuple(draw(st.lists(st.integers(0, 5), max_size=3)))
+        out.append((f"t{i}.{'weight' if big else 'bias'}", dtype, _array(rng, dtype, shape, draw(st.booleans()))))
+    return out
+
+
+def _write(tensors, config=None, alias=False, pipelines=None, structure=None) -> bytes:
+    buf = io.BytesIO()
+    cfg = nnar.config.from_mapping(config)
+    with nnar.ArchiveWriter(buf, metadata={"k": "v ü"}, config=cfg, structure=structure) as w:
+        for i, (name, dtype, array) in enumerate(tensors):
+            kw = {"dtype": dtype} if dtype == "bfloat16" else {}
+            if pipelines is not None:
+                kw["pipeline"] = pipelines[i]
+            w.write(name, array, aliases=(f"{name}.tied",) if alias and i == 0 else (), **kw)
+    return buf.getvalue()
+
+
+def _python_arrays(data: bytes) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in nnar.unpack(data).items()}
+
+
+def _assert_same_decode(tool: Path, tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "a.nnar"
+    path.write_bytes(data)
+    want = _python_arrays(data)
+    for mode in ((), ("--stream",)):
+        out = tmp_path / ("s" if mode else "r")
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        r = run(tool, "unpack", path, out, *mode)
+        assert r.returncode == 0, r.stderr
+        got = unpacked(out)
+        assert set(got) == set(want)
+        for k, v in want.items():
+            assert got[k].shape == v.shape and got[k].dtype.itemsize == v.dtype.itemsize, k
+            np.testing.assert_array_equal(_bits(got[k]), _bits(v), err_msg=k)
+    r = run(tool, "verify", path)
+    assert r.returncode == 0, r.stderr
+    with nnar.open(data) as a:
+        assert r.stdout.decode().split()[-1] == a.content_digest().hex()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(tensors=models(), config=st.sampled_from(CONFIGS), alias=st.booleans())
+def test_python_archives_decode_the_same(tool, tmp_path, tensors, config, alias):
+    _assert_same_decode(tool, tmp_path, _write(tensors, config, alias))
+
+
+def _pipelines():
+    """Explicit pipelines, one codec path each, so every codec and position layout is exercised
+    (the planner alone seldom picks Huffman or narrow gaps)."""
+    huff, zstd = ((Huffman(),),), ((Zstd(3),),)
+    return st.sampled_from([
+        P.Pipeline((), Raw(), huff),
+        P.Pipeline((), BytePlanes(), huff),
+        P.Pipeline((), BytePlanes(), ((Zstd(1), Huffman()),)),
+        *[P.Pipeline((), Sparse("gaps", Raw(), gap_bits=g), huff) for g in (1, 2, 3, 5, 8)],
+        P.Pipeline((), Sparse("bitmask", BytePlanes()), zstd),
+        P.Pipeline((), Sparse("gaps", Codebook(8), gap_bits=4), huff),
+        P.Pipeline((), Codebook(8), huff),
+        P.Pipeline((Cast("float64"),), BytePlanes(), zstd),
+    ])
+
+
+@st.composite
+def explicit(draw):
+    """float32 tensors with few distinct values (codebooks take them exactly) and many zeros."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    out, pipes = [], []
+    for i in range(draw(st.integers(1, 3))):
+        shape = tuple(draw(st.lists(st.integers(0, 40), min_size=1, max_size=2)))
+        levels = rng.normal(size=draw(st.integers(1, 200))).astype(np.float32)
+        a = rng.choice(levels, size=shape) * (rng.random(shape) < draw(st.floats(0.0, 1.0)))
+        out.append((f"x{i}", "float32", a.astype(np.float32)))
+        pipes.append(draw(_pipelines()))
+    return out, pipes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=explicit())
+def test_explicit_pipelines_decode_the_same(tool, tmp_path, case):
+    tensors, pipes = case
+    try:
+        data = _write(tensors, pipelines=pipes)
+    except nnar.NnarError:  # a codebook of 8 bits given more than 256 distinct values, say
+        return
+    _assert_same_decode(tool, tmp_path, data)
+
+
+def _write_lossy(tensors, pipelines) -> bytes:
+    """Lossy explicit pipelines through write_encoded, with the digest of what decodes
+    (ArchiveWriter.write(pipeline=...) records the input's digest, which a lossy pipeline
+    does not give back)."""
+    from nnar.codecs.abc import TensorSpec
+    buf = io.BytesIO()
+    with nnar.ArchiveWriter(buf) as w:
+        for (name, dtype, array), pipe in zip(tensors, pipelines):
+            spec = TensorSpec(dtype, array.shape)
+            enc = P.encode(np.ascontiguousarray(array), spec, pipe)
+            decoded = P.decode_encoded(enc, nnar.DEFAULT_LIMITS, name)
+            w.write_encoded(name, enc, hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).digest())
+    return buf.getvalue()
+
+
+def test_float8_narrowing_casts_and_affine_decode_the_same(tool, tmp_path):
+    rng = np.random.default_rng(5)
+    tensors = [(f"c{i}", "float32", (rng.normal(size=(17, 9)) * 3).astype(np.float32)) for i in range(6)]
+    tensors[0][2].reshape(-1)[:4] = [np.nan, -0.0, 1e-30, -np.inf]
+    pipes = [P.Pipeline((Cast(d),), Raw(), ((),)) for d in ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")]
+    pipes[0] = P.Pipeline((Cast("float16"),), BytePlanes(), ((Huffman(),),))
+    pipes += [P.Pipeline((), Affine(3, 7), ((Huffman(),),)), P.Pipeline((), Affine(8, 1000), ((),))]
+    _assert_same_decode(tool, tmp_path, _write_lossy(tensors[1:] + tensors[:1], pipes[1:] + pipes[:1]))
+    # float64 narrowed to float16 and float32 (rounded once, from the float64 value)
+    wide = [("d0", "float64", rng.normal(size=300) * 100), ("d1", "float64", rng.normal(size=(3, 5)))]
+    _assert_same_decode(tool, tmp_path, _write_lossy(wide, [P.Pipeline((Cast("float16"),), Raw(), ((),)),
+                                                            P.Pipeline((Cast("float32"),), Raw(), ((Zstd(3),),))]))
+    # float8 tensors themselves (bit patterns), every byte value
+    buf = io.BytesIO()
+    with nnar.ArchiveWriter(buf) as w:
+        for d in ("float8_e4m3fn", "float8_e5m2"):
+            w.write(d, np.arange(256, dtype=np.uint8).reshape(16, 16), dtype=d,
+                    pipeline=P.Pipeline((), BytePlanes(), ((Zstd(3),),)))
+    _assert_same_decode(tool, tmp_path, buf.getvalue())
+
+
+# -- mutated archives: the same error code in C and Python ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def bases() -> list[bytes]:
+    rng = np.random.default_rng(11)
+    model = [("emb.weight", "float32", (rng.normal(size=(40, 64)) * 0.05).astype(np.float32)),
+             ("emb.bias", "float32", rng.normal(size=16).astype(np.float32)),
+             ("ids", "int64", np.arange(-20, 20, dtype=np.int64)),
+             ("half", "float16", rng.normal(size=(8, 8)).astype(np.float16))]
+    return [_write(model), _write(model, "tiny", alias=True), _write(model, "int8", structure=("onnx", b"graph" * 40)),
+            _write(model, {"quant": "kmeans", "bits": 4}), _write(model, "fp16", alias=True)]
+
+
+def _python_code(data: bytes, random: bool) -> str | None:
+    try:
+        if random:
+            with nnar.open(data) as a:
+                a.verify()
+        else:
+            nnar.verify(data)
+    except nnar.NnarError as e:
+        return e.code
+    return None
+
+
+@st.composite
+def mutations(draw, n: int):
+    which = draw(st.integers(0, n - 1))
+    kind = draw(st.sampled_from(["flip", "flips", "truncate", "byte"]))
+    return which, kind, draw(st.integers(0, 2**31)), draw(st.integers(1, 8))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(m=mutations(5))
+def test_mutated_archives_give_the_same_code(san, bases, tmp_path, m):
+    which, kind, where, count = m
+    data = bytearray(bases[which])
+    pos = where % len(data)
+    if kind == "flip":
+        data[pos] ^= 1 << (where % 8)
+    elif kind == "flips":
+        for k in range(count):
+            data[(pos + 977 * k) % len(data)] ^= 0xFF
+    elif kind == "truncate":
+        data = data[:pos]
+    else:
+        data[pos] = (data[pos] + count) % 256
+    data = bytes(data)
+    path = tmp_path / "m.nnar"
+    path.write_bytes(data)
+    assert code_of(run(san, "verify", path, "--stream")) == _python_code(data, random=False)
+    assert code_of(run(san, "verify", path)) == _python_code(data, random=True)
+
+
+# -- the fuzzing corpus ------------------------------------------------------------------------------
+
+
+def test_fuzz_corpus_replays_clean(san):
+    corpus = sorted((NATIVE / "fuzz" / "corpus").glob("*"))
+    assert corpus, "native/fuzz/corpus is empty"
+    for p in corpus:
+        run(san, "verify", p)
+        run(san, "verify", p, "--stream")
