@@ -146,6 +146,9 @@ def _build_stage(record: object, where: str, strict: bool) -> tuple[Codec, Mappi
         raise BadDescriptor(f"stage: expected a map with keys codec, config, params, found {record!r:.200}", where=where)
     if strict and record.keys() != STAGE_KEYS:
         raise BadDescriptor(f"stage: unexpected keys {sorted(record.keys() - STAGE_KEYS)}", where=where)
+    # FORMAT.md §6.1 step 1: the stage map's own schema (bad-descriptor), then the codec id
+    # (unsupported-codec, whatever its msgpack type: it names no codec this reader knows), then
+    # the config, which only the codec's page defines (codec-data, a non-map config included)
     if not isinstance(record["params"], dict):
         raise BadDescriptor(f"stage params: expected a map, found {type(record['params']).__name__}", where=where)
     try:
@@ -156,10 +159,27 @@ def _build_stage(record: object, where: str, strict: bool) -> tuple[Codec, Mappi
         codec = cls.from_config(record["config"])
     except CodecDataError as e:
         raise CodecDataError(e.message, where=where) from None
-    unknown = set(record["params"]) - cls.param_keys
+    params = record["params"]
+    unknown = _run(codec.unknown_params, where, params)
     if unknown and strict:
-        raise CodecDataError(f"{cls.codec_id}: params it does not define: {sorted(map(str, unknown))}", where=where)
-    return codec, record["params"]
+        raise CodecDataError(f"{cls.codec_id}: params it does not define: {['.'.join(k) for k in unknown]}",
+                             where=where)
+    # a newer minor's params keys are ignored (FORMAT.md §10), nested ones too: the codec sees
+    # only what it defines
+    return codec, _without(params, unknown) if unknown else params
+
+
+def _without(params: dict, paths: list[tuple[str, ...]]) -> dict:
+    """``params`` less the keys at ``paths`` (``("values", "size")``: key size of the map
+    params["values"]); copies, never edits, the descriptor's maps."""
+    out = dict(params)
+    for *parents, key in paths:
+        node = out
+        for p in parents:
+            node[p] = dict(node[p])
+            node = node[p]
+        node.pop(key, None)
+    return out
 
 
 def check_pipeline(spec: TensorSpec, stages: Sequence[object], limits: Limits, where: str, strict: bool = True):
@@ -207,15 +227,18 @@ def decode_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping
         if segments[name][1] > bound:
             raise CodecDataError(f"segment {name!r}: raw_length {segments[name][1]}, expected at most {bound} for "
                                  f"{ab.codec_id} of {ab_spec.dtype}{list(ab_spec.shape)}", where=where)
-    streams = {name: decode_segment(name, chain, raw_length, data, limits, where, strict)
-               for name, (chain, raw_length, data) in segments.items()}
+    # every segment's chain is checked before any segment is decoded (FORMAT.md §6.1 step 4), so
+    # which fault is reported does not depend on the order segments are decoded in
+    chains = {name: check_chain(name, chain, raw_length, limits, where, strict)
+              for name, (chain, raw_length, _) in segments.items()}
+    streams = {name: _decode_chain(name, *chains[name], raw_length, data, where)
+               for name, (_, raw_length, data) in segments.items()}
     return aa, (ab, ab_params), ab_spec, streams
 
 
-def decode_segment(name: str, chain: object, raw_length: int, data: Buffer, limits: Limits, where: str,
-                   strict: bool = True) -> Buffer:
-    """Undo one segment's bytes→bytes codecs (FORMAT.md §6.1 step 4): its stream of exactly
-    ``raw_length`` bytes."""
+def check_chain(name: str, chain: object, raw_length: int, limits: Limits, where: str, strict: bool = True):
+    """Resolve one segment's bytes→bytes stages and the most each decode step may output
+    (FORMAT.md §6.1 step 4), before anything is decoded: ``(codecs, bounds)``."""
     if not isinstance(chain, list):
         raise BadDescriptor(f"segment {name!r} codecs: expected a list, found {chain!r:.100}", where=where)
     limits.check(f"codecs of segment {name!r}", len(chain), "max_stages", where)
@@ -224,11 +247,23 @@ def decode_segment(name: str, chain: object, raw_length: int, data: Buffer, limi
         if not isinstance(codec, BytesBytesCodec):
             raise BadDescriptor(f"segment {name!r}: expected bytes-bytes codecs, found {codec.codec_id} ({codec.kind})",
                                 where=where)
-    # before any decoding: the most each step may output. codecs[i] decodes to its own input,
-    # which codecs[i - 1] encoded from at most bounds[i - 1] bytes (FORMAT.md §6.1 step 4)
+    # codecs[i] decodes to its own input, which codecs[i - 1] encoded from at most bounds[i - 1]
+    # bytes
     bounds = [raw_length]
     for codec, _ in codecs[:-1]:
         bounds.append(min(codec.encoded_bound(bounds[-1]), limits.max_tensor_bytes))
+    return codecs, bounds
+
+
+def decode_segment(name: str, chain: object, raw_length: int, data: Buffer, limits: Limits, where: str,
+                   strict: bool = True) -> Buffer:
+    """Undo one segment's bytes→bytes codecs (FORMAT.md §6.1 step 4): its stream of exactly
+    ``raw_length`` bytes."""
+    codecs, bounds = check_chain(name, chain, raw_length, limits, where, strict)
+    return _decode_chain(name, codecs, bounds, raw_length, data, where)
+
+
+def _decode_chain(name: str, codecs: list, bounds: list[int], raw_length: int, data: Buffer, where: str) -> Buffer:
     for i in range(len(codecs) - 1, -1, -1):
         codec, params = codecs[i]
         data = _run(codec.decode, where, data, params, bounds[i])
@@ -297,4 +332,4 @@ def _run(fn, where, *args):
 
 
 __all__ = ["Pipeline", "EncodedSegment", "EncodedTensor", "encode", "decode", "decode_encoded", "decode_streams",
-           "decode_array_stages", "check_pipeline", "decode_segment", "reencode_segment"]
+           "decode_array_stages", "check_pipeline", "check_chain", "decode_segment", "reencode_segment"]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import zstandard
 
 MAGIC = b"\x28\xb5\x2f\xfd"
+#: the largest window a frame may need, as a log: zstd's own default decoder limit (2^27 bytes),
+#: which every level of libzstd's encoder stays within (spec/codecs/zstd.md, decoding step 1)
+MAX_WINDOW_LOG = 27
 
 
 class FrameError(ValueError):
@@ -55,6 +58,15 @@ def decompress_exact(data, max_length: int) -> bytes:
         raise FrameError("expected a zstd frame that declares its content size, found none")
     if size > max_length:
         raise FrameTooLarge(f"zstd frame declares {size} bytes, expected at most {max_length}")
+    # python-zstandard's one-shot decoder does not apply zstd's window limit; a frame must not
+    # make a decoder hold more history than any libzstd level writes (for a single-segment
+    # frame, the window is its content size)
+    try:
+        window = zstandard.get_frame_parameters(data).window_size
+    except zstandard.ZstdError as e:
+        raise FrameError(f"corrupt zstd frame header: {e}") from e
+    if window > 1 << MAX_WINDOW_LOG:
+        raise FrameError(f"zstd frame needs a {window}-byte window, expected at most 2^{MAX_WINDOW_LOG}")
     length = frame_length(data)
     if length != len(data):
         raise FrameError(f"expected exactly one zstd frame of {len(data)} bytes, found a frame of {length} bytes"

@@ -70,6 +70,12 @@ class Codec:
     def get_config(self) -> dict[str, Any]:
         return {}
 
+    def unknown_params(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        """The keys of ``params`` (a map) this codec does not define, nested ones included, each
+        as its path of keys: an archive of a known minor must have none (FORMAT.md §10), one of a
+        newer minor may. The pipeline decides which."""
+        return sorted((k,) for k in params if k not in self.param_keys)
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Codec":
         """Build the codec from a stored config; unknown keys or bad values are corrupt data."""

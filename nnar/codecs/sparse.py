@@ -98,6 +98,13 @@ class Sparse(ArrayBytesCodec):
     def __hash__(self):
         return hash((self.codec_id, self.positions, self.gap_bits, self.inner))
 
+    def unknown_params(self, params):
+        # the nested codec's params are params too: unknown keys there follow FORMAT.md §10 as
+        # at the top (spec/codecs/sparse.md, decoding step 2)
+        inner = params.get("values")
+        nested = [("values", *k) for k in self.inner.unknown_params(inner)] if isinstance(inner, dict) else []
+        return sorted(super().unknown_params(params) + nested)
+
     # -- what the params say ----------------------------------------------------------------
     def _counts(self, spec: TensorSpec, params) -> tuple[int, bool, int, Mapping]:
         """(stored values, invert, listed positions, inner params), checked against ``spec``."""
@@ -108,10 +115,10 @@ class Sparse(ArrayBytesCodec):
             raise CodecDataError(f"nnar.sparse: count: expected 0 to {spec.size} stored values, found {count}")
         if invert and self.positions == "bitmask":
             raise CodecDataError("nnar.sparse: invert: expected false with bitmask positions, found true")
-        unknown = set(inner) - self.inner.param_keys
-        if unknown:
+        unknown = self.inner.unknown_params(inner)
+        if unknown:  # the pipeline drops them first where FORMAT.md §10 says to ignore them
             raise CodecDataError(f"nnar.sparse: values params: {self.inner.codec_id} defines no "
-                                 f"{sorted(map(str, unknown))}")
+                                 f"{[k[0] for k in unknown]}")
         return count, invert, spec.size - count if invert else count, inner
 
     def _inner_spec(self, spec, count):

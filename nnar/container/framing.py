@@ -283,9 +283,25 @@ def _no_ext(code, data):
     raise BadDescriptor(f"descriptor: msgpack extension types are not allowed, found type {code}")
 
 
+def _map(pairs: list) -> dict:
+    """Every map of a descriptor, at any depth (FORMAT.md §4.2, msgpack rules 2 and 3): str keys
+    only, each once. msgpack would keep the last of two equal keys, and a bin key would pass its
+    strict_map_key, so two readers could see different maps in the same bytes."""
+    for k, _ in pairs:
+        if type(k) is not str:
+            raise BadDescriptor(f"descriptor: expected str map keys, found a {type(k).__name__} key {k!r:.40}")
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise BadDescriptor(f"descriptor: expected each map key once, found {dup!r:.80} twice")
+    return d
+
+
 def unpack_descriptor(data: bytes, where: str, limits: Limits = DEFAULT_LIMITS) -> dict:
-    """Parse one msgpack map occupying exactly ``data``: no ext types, str keys, no trailing bytes,
-    at most ``max_descriptor_objects`` objects nested at most ``max_descriptor_depth`` deep.
+    """Parse one msgpack map occupying exactly ``data``: no ext types, str keys at every depth, no
+    key twice in a map, valid UTF-8 in every str, no trailing bytes, at most
+    ``max_descriptor_objects`` objects nested at most ``max_descriptor_depth`` deep.
 
     The two limits come first (FORMAT.md §4.2): a descriptor that breaks one is
     ``limit-exceeded`` whatever else is wrong with it. An object takes at least one byte, so only
@@ -298,8 +314,8 @@ def unpack_descriptor(data: bytes, where: str, limits: Limits = DEFAULT_LIMITS) 
         count_objects(data, limits, where)
     try:
         try:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
-                                  timestamp=0)
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_map, ext_hook=_no_ext,
+                                  use_list=True, timestamp=0)
         except BaseException:
             if not counted:  # a limit broken anywhere is reported before any other fault
                 count_objects(data, limits, where)
