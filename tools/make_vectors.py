@@ -574,6 +574,8 @@ def invalid_vectors():
     invalid_vectors_1_2(add)
     invalid_vectors_bounds(add)
     invalid_vectors_1_4(add)
+    import vectors_rules  # FORMAT.md §11.1's check order and §4.2's msgpack rules, each with a vector
+    vectors_rules.invalid_vectors_rules(add, sys.modules[__name__])
     return out
 
 
