@@ -188,7 +188,8 @@ class ArchiveWriter:
 
     def _write_structure(self, fmt: str, data: bytes) -> None:
         """The MODL record (FORMAT.md §5.4): the structure as a uint8 array, compressed like one."""
-        if not isinstance(fmt, str) or not 1 <= len(fmt) <= S.MAX_FORMAT_NAME or not isinstance(data, (bytes, bytearray)):
+        if not isinstance(fmt, str) or not 1 <= len(fmt.encode("utf-8", "surrogatepass")) <= S.MAX_FORMAT_NAME \
+                or not isinstance(data, (bytes, bytearray)):  # bytes of UTF-8, as FORMAT.md §5.4 counts them
             raise InvalidInput(f"structure: expected (format name, bytes), found {type(fmt).__name__}, "
                                f"{type(data).__name__}")
         arr = np.frombuffer(bytes(data), np.uint8)
