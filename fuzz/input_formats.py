@@ -6,7 +6,8 @@ every tensor taken out) and to ``nnar.pack``, which writes an archive from it. C
 
 Laws checked on top, since they cost little:
 
-* the reader yields (str, ndarray, dtype name) with the array's dtype that name's;
+* the reader yields (str, ndarray, dtype name) with the array's dtype that name's (its storage
+  dtype for bfloat16 and float8, held as bit patterns);
 * the reader and ``pack`` agree: both read the file or both refuse it;
 * an archive ``pack`` wrote unpacks, and holds the reader's tensors, bit for bit.
 """
@@ -28,7 +29,9 @@ def read_all(fmt: str, src) -> list[tuple[str, object, str]]:
         for name, arr, dt in model.tensors():
             if not isinstance(name, str) or type(arr).__name__ != "ndarray" or dt not in dtypes.DTYPE_NAMES:
                 raise ContractViolation(f"{fmt} reader yielded ({type(name).__name__}, {type(arr).__name__}, {dt!r})")
-            if dt != "bfloat16" and dtypes.dtype_name_of(arr) != dt:
+            # bfloat16 and float8 come as unsigned bit patterns: their storage dtype, not their name's
+            held = dtypes.storage_dtype(dt).name if dt in dtypes.BIT_PATTERN_DTYPES else dt
+            if dtypes.dtype_name_of(arr) != held:
                 raise ContractViolation(f"{fmt} reader: tensor {name!r} is {arr.dtype}, announced as {dt}")
             out.append((name, dtypes.to_storage(arr, dt).tobytes(), dt, tuple(arr.shape)))
         return out
