@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 
-from . import __version__, api, config, formats, fsutil, planner, remote, report
+from . import __version__, api, config, dtypes, formats, fsutil, planner, remote, report
 from .archive import Archive, StreamReader, TensorInfo
 from .errors import InvalidInput, MissingExtra, NnarError
 from .limits import DEFAULT_LIMITS, Limits
@@ -246,13 +246,17 @@ def _unpack_one(args) -> int:
         value = None
         for info, arr in StreamReader(sys.stdin.buffer, _limits(args), verify=args.verify):
             if info.name == args.tensor:
-                value = arr
+                value, dtype = arr, info.dtype
                 break
     else:
         with Archive(args.input, _limits(args)) as a:
             value = a.read(args.tensor, verify=args.verify) if args.tensor in a else None
+            dtype = a.info(args.tensor).dtype if value is not None else None
     if value is None:
         raise InvalidInput(f"--tensor {args.tensor!r}: no such tensor in the archive (nnar ls lists them)")
+    if dtype in dtypes.FLOAT8_DTYPES:  # numpy has no float8: its bits, the dtype named by the field (as in .npz)
+        from .formats.npz import float8_field
+        value = float8_field(value, dtype)
     with api._output(args.output, args.force, (args.input,)) as out:
         np.save(out, value, allow_pickle=False)
     if not args.quiet:

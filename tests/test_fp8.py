@@ -504,3 +504,23 @@ def test_onnx_keep_quantized_writes_a_float8_initializer(tmp_path, dst, opset):
     np.testing.assert_array_equal(outs[0], outs[1])
     widened = dtypes.float8_values(dst)[to_float8(w, "float32", dst)].astype(np.float32)
     np.testing.assert_array_equal(numpy_helper.to_array(onnx.load(plain).graph.initializer[0]), widened)
+
+
+def test_cli_one_tensor_to_npy_keeps_the_dtype_in_its_field(tmp_path):
+    from nnar.cli import main
+    buf = io.BytesIO()
+    with ArchiveWriter(buf) as w:
+        w.write("e4", ALL.reshape(16, 16), dtype="float8_e4m3fn")
+    arc = tmp_path / "a.nnar"
+    arc.write_bytes(buf.getvalue())
+    for src in (str(arc), "-"):
+        out = tmp_path / f"e4{len(src)}.npy"
+        if src == "-":
+            import subprocess
+            r = subprocess.run([sys.executable, "-m", "nnar", "unpack", "-", "--tensor", "e4", "-o", str(out)],
+                               input=arc.read_bytes(), capture_output=True)
+            assert r.returncode == 0, r.stderr
+        else:
+            assert main(["unpack", src, "--tensor", "e4", "-o", str(out), "-q"]) == 0
+        a = np.load(out, allow_pickle=False)
+        assert a.dtype == np.dtype([("float8_e4m3fn", "u1")]) and np.array_equal(a["float8_e4m3fn"], ALL.reshape(16, 16))

@@ -167,6 +167,11 @@ def _member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     return arr if float8 is None else _Float8(arr, float8)
 
 
+def float8_field(bits: np.ndarray, dt: str) -> np.ndarray:
+    """Float8 bit patterns as .npy holds them: a structured array of one uint8 field named ``dt``."""
+    return np.require(bits, "<u1", "C").view(np.dtype([(dt, "u1")]))
+
+
 class _Float8:
     """A member holding float8 bit patterns, with the dtype its field names (see the module
     docstring): the array and its spec name."""
@@ -195,6 +200,6 @@ def write(f, tensors, metadata, layout=None, structure=None) -> None:
                 warnings.warn(f"{name}: .npz has no {dt}; written as its bit patterns, a structured array of one uint8 "
                               f"field named {dt!r} (nnar reads it back as {dt}; in NumPy: "
                               f"a[{dt!r}].view(ml_dtypes.{dt}))", stacklevel=3)
-                arr = np.require(arr, "<u1", "C").view(np.dtype([(dt, "u1")]))
+                arr = float8_field(arr, dt)
             with zf.open(name + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.require(arr, requirements="C"), allow_pickle=False)
