@@ -15,7 +15,7 @@ from . import dtypes, formats, planner, remote
 from .archive import Archive, ArchiveWriter, StreamReader, TensorInfo
 from .config import PackConfig, from_mapping as config_from
 from .quant import prune
-from .errors import InvalidInput, NnarError, NnarIOError
+from .errors import InvalidInput, MissingExtra, NnarError, NnarIOError
 from .fsutil import atomic_output
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -95,7 +95,8 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
          progress: Progress | None = None, config: PackConfig | Mapping[str, Any] | str | None = None,
          evaluate: Callable[[dict[str, np.ndarray]], float] | None = None,
          max_output_error: float | str | None = None, calibrate: Any = None, max_evals: int | None = None,
-         menu: list[Any] | None = None) -> list[TensorInfo] | bytes:
+         menu: list[Any] | None = None, executor: Any = None, threads: int | None = None,
+         dask: str | None = None) -> list[TensorInfo] | bytes:
     """Pack a model into an nnar archive: a path (.safetensors .npz .pt/.pth/.bin/.ckpt .onnx), a
     binary file, a mapping name → array (or a torch state dict), an ``onnx.ModelProto`` or a
     ``torch.nn.Module``. Write it at ``dst`` (a path, ``"-"`` for stdout, or a binary file). With no ``dst``, return
@@ -104,6 +105,12 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
     Lossless unless ``config`` says otherwise: a preset name (``"int8"``, ``"balanced"``, ...), a
     mapping (``{"quant": "kmeans", "bits": 4, "prune": 0.5, "layers": {"fc.*": {"bits": 8}}}``),
     or a :class:`nnar.config.PackConfig`. Lossy tensors' infos carry a ``fidelity`` report.
+
+    **In parallel**: tensors are encoded on ``executor`` (any ``concurrent.futures``-style
+    executor: threads, processes, ``distributed.Client(...).get_executor()``), or on ``threads``
+    threads, or on the Dask cluster whose scheduler is at ``dask`` (``"tcp://host:8786"``;
+    dask.distributed is an optional extra); the archive is written here, in order, byte for byte
+    the one a single thread writes.
 
     **Output-aware** (spec/search.md): with ``evaluate`` and ``max_output_error`` (a float), nnar
     searches each weight tensor's setting for the smallest archive whose weights give
@@ -123,13 +130,14 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
         buf = io.BytesIO()
         result = pack(src, buf, fmt=fmt, level=level, metadata=metadata, progress=progress, config=cfg,
                       evaluate=evaluate, max_output_error=max_output_error, calibrate=calibrate,
-                      max_evals=max_evals, menu=menu)
+                      max_evals=max_evals, menu=menu, executor=executor, threads=threads, dask=dask)
         if not searching:
             return buf.getvalue()
         data = _SearchedBytes(buf.getvalue())
         data.search = result.search
         return data
     with contextlib.ExitStack() as stack:
+        executor = _executor(executor, threads, dask, stack)
         if isinstance(src, Mapping):
             model = _model_from_mapping(src)
         elif _framework_object(src):
@@ -165,7 +173,7 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
         for alias, target in model.aliases.items():
             aliases.setdefault(target, []).append(alias)
         with ArchiveWriter(out, metadata=md, source_format=model.source_format, level=level, config=cfg,
-                           global_threshold=threshold, structure=structure) as w:
+                           global_threshold=threshold, structure=structure, executor=executor) as w:
             for rel, load in model.files:  # a model folder's other files (FORMAT.md §5.7), before the tensors
                 w.write_file(rel, load())
             for i, (name, arr, dt) in enumerate(model.tensors()):
@@ -175,6 +183,32 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
             if aliases:
                 raise InvalidInput(f"aliases of tensors that are not in the model: {sorted(aliases)[:5]}")
         return w.infos
+
+
+def _executor(executor: Any, threads: int | None, dask: str | None, stack: contextlib.ExitStack) -> Any:
+    """The executor records are encoded on: the caller's, a pool of ``threads``, or a Dask
+    cluster's (closed with the pack); None: in this thread."""
+    given = [name for name, v in (("executor", executor), ("threads", threads), ("dask", dask)) if v is not None]
+    if len(given) > 1:
+        raise InvalidInput(f"{' and '.join(given)}: expected one way to run the encoders, found {len(given)}")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InvalidInput(f"threads: expected an integer >= 1, found {threads!r}")
+        if threads == 1:
+            return None
+        from concurrent.futures import ThreadPoolExecutor
+        return stack.enter_context(ThreadPoolExecutor(threads, thread_name_prefix="nnar-encode"))
+    if dask is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise MissingExtra("--dask needs dask.distributed: pip install \"dask[distributed]\"") from None
+        try:
+            client = stack.enter_context(Client(dask, timeout=30, set_as_default=False))
+        except (OSError, TimeoutError) as e:
+            raise NnarIOError(f"cannot reach the Dask scheduler at {dask!r}: {e}") from e
+        return client.get_executor(pure=False)
+    return executor
 
 
 DEFAULT_MAX_EVALS = 1000

@@ -7,10 +7,13 @@ These join the two rooms: :mod:`nnar.pipeline` turns arrays into segments and ba
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import math
 import os
+import warnings
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
@@ -145,6 +148,47 @@ def _record_infos(rec: S.TensorRecord) -> list[TensorInfo]:
                   rec.fidelity)
 
 
+@dataclasses.dataclass
+class Encoded:
+    """A record's encoding, as a worker sends it back (small: no decoded copy of the data)."""
+
+    encoded: P.EncodedTensor
+    digest: bytes  # of what readers will decode
+    fidelity: dict | None = None
+    warnings: tuple[str, ...] = ()  # raised in another process, to be raised again in the writer's
+
+    def __getstate__(self) -> dict:
+        # sent to another process: stored bytes that are views (of the input, of a buffer) as bytes
+        segs = [dataclasses.replace(g, data=bytes(g.data)) if isinstance(g.data, memoryview) else g
+                for g in self.encoded.segments]
+        return {**self.__dict__, "encoded": dataclasses.replace(self.encoded, segments=segs)}
+
+
+def encode_lossless(arrays: list[np.ndarray], spec: TensorSpec, candidates) -> Encoded:
+    """A record of one tensor, or a group (their elements one after the other), losslessly."""
+    data = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(-1) for a in arrays])
+    return Encoded(planner.encode(data, spec, candidates), digest_of(data))
+
+
+def encode_lossy(name: str, dtype: str, data: np.ndarray, settings: TensorSettings, level: int,
+                 threshold: float | None, writer_pid: int) -> Encoded:
+    """One tensor as its lossy settings say (:func:`nnar.lossy.plan`), or losslessly in a record
+    of its own when they cannot be met. Warnings are raised as they come in the writer's own
+    process (catching them there would race with its other threads), and carried back from any
+    other process (``writer_pid`` is the writer's)."""
+    elsewhere = os.getpid() != writer_pid
+    spec = TensorSpec(dtype, data.shape)
+    with warnings.catch_warnings(record=True) if elsewhere else contextlib.nullcontext() as caught:
+        if elsewhere:
+            warnings.simplefilter("always")
+        choice = lossy.plan(name, data, spec, settings, level, threshold)
+    said = tuple(str(w.message) for w in caught) if elsewhere else ()
+    if choice is None:
+        done = encode_lossless([data], spec, planner.lossless_candidates(spec, level))
+        return Encoded(done.encoded, done.digest, None, said)
+    return Encoded(choice.encoded, digest_of(choice.decoded), choice.fidelity, said)
+
+
 class ArchiveWriter:
     """Writes an archive tensor by tensor, in one forward pass, to a binary file object.
 
@@ -153,12 +197,19 @@ class ArchiveWriter:
     a context manager: the index and trailer are written when the block ends normally; if it
     raises, nothing more is written (readers then report the archive as truncated, never read it
     as complete). ``infos`` lists what was written.
+
+    ``executor`` (any ``concurrent.futures``-style executor: threads, processes, a Dask
+    client's) encodes records in parallel, at most ``window`` at a time beyond the one being
+    written; records are written in order as they complete, so the archive is byte for byte the
+    one written without an executor. ``write`` then returns None: ``infos`` is complete once the
+    writer is closed.
     """
 
     def __init__(self, f: BinaryIO, *, metadata: Mapping[str, str] | None = None, source_format: str = "python",
                  level: int = planner.DEFAULT_LEVEL, group_small: bool = True,
                  config: PackConfig | None = None, global_threshold: float | None = None,
-                 structure: tuple[str, bytes] | None = None, patch: dict | None = None):
+                 structure: tuple[str, bytes] | None = None, patch: dict | None = None,
+                 executor: Any = None, window: int | None = None):
         md = dict(metadata or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InvalidInput("metadata: expected a map of strings to strings")
@@ -184,6 +235,10 @@ class ArchiveWriter:
         self._pending: list[tuple[str, np.ndarray]] = []
         self._pending_names: set[str] = set()
         self._pending_bytes = 0
+        self.executor = executor
+        #: records submitted and not written yet, in archive order: (future, names, dtype, shapes)
+        self._queue: collections.deque = collections.deque()
+        self.window = window if window is not None else 2 * (getattr(executor, "_max_workers", None) or 2)
         self.infos: list[TensorInfo] = []
 
     def _write_structure(self, fmt: str, data: bytes) -> None:
@@ -203,7 +258,7 @@ class ArchiveWriter:
         config, tokenizer, README), stored losslessly under its relative ``path``. Files come
         before every tensor."""
         S.check_path(path, "file path")
-        if self.infos or self._pending:
+        if self.infos or self._pending or self._queue:
             raise WriterStateError("cannot write a file: expected files before any tensor")
         arr = np.frombuffer(bytes(data), np.uint8)
         spec = TensorSpec("uint8", arr.shape)
@@ -262,12 +317,11 @@ class ArchiveWriter:
         prunable = self.global_threshold is not None and settings is not None and not settings.lossless \
             and self.config.eligible(data.shape) and name_dt in dtypes.FLOAT_DTYPES
         if pipeline is None and settings is not None and (settings.lossy or prunable):
-            choice = lossy.plan(name, data, TensorSpec(name_dt, data.shape), settings, self.level,
-                                self.global_threshold if prunable else None)
-            if choice is not None:
-                if self._pending:
-                    self._flush()
-                return self._write_choice(name, name_dt, data, choice)
+            # a record of its own, lossy as the settings say, or lossless when they can't be met
+            self._flush()
+            self._submit(encode_lossy, [(name, data)], name_dt, name, name_dt, data, settings, self.level,
+                         self.global_threshold if prunable else None, os.getpid())
+            return self._last_info(name)
         small = self.group_small and pipeline is None and data.nbytes <= GROUP_TENSOR_MAX_BYTES
         if self._pending and (not small or name_dt != self._pending_dtype
                               or self._pending_bytes + data.nbytes > GROUP_MAX_BYTES):
@@ -280,6 +334,12 @@ class ArchiveWriter:
             self._pending_dtype = name_dt
             return None
         self._write_record(name_dt, [(name, data)], pipeline)
+        return self._last_info(name)
+
+    def _last_info(self, name: str) -> TensorInfo | None:
+        """The info of the tensor just written, or None while its record is being encoded."""
+        if self._queue:
+            return None
         return next(i for i in reversed(self.infos) if i.name == name)
 
     def write_encoded(self, name: str, enc: P.EncodedTensor, digest: bytes) -> TensorInfo:
@@ -290,6 +350,7 @@ class ArchiveWriter:
         if name in self._pending_names or name in self._alias_names or self._rw.has_name(name):
             raise InvalidInput(f"tensor name {name!r}: expected unique names, found it twice")
         self._flush()
+        self._drain(everything=True)
         desc = S.tensor_descriptor([(name, enc.spec.shape)], enc.spec.dtype, digest, enc.pipeline, enc.segments)
         self._rw.write_tensor([name], desc, enc.segments)
         segs = tuple(_segment_info(g.name, memoryview(g.data).nbytes, g.raw_length, g.codecs) for g in enc.segments)
@@ -298,6 +359,7 @@ class ArchiveWriter:
 
     def _write_choice(self, name: str, dtype: str, data: np.ndarray, choice: "lossy.Choice") -> TensorInfo:
         """A lossy tensor: its digest is of what readers will decode, not of the input."""
+        self._drain(everything=True)
         enc = choice.encoded
         digest = digest_of(choice.decoded)
         desc = S.tensor_descriptor([(name, data.shape)], dtype, digest, enc.pipeline, enc.segments, choice.fidelity)
@@ -324,25 +386,49 @@ class ArchiveWriter:
 
     def _write_record(self, dtype: str, members: list[tuple[str, np.ndarray]], pipeline) -> None:
         spec = S.record_spec(dtype, [a.shape for _, a in members])
-        data = members[0][1] if len(members) == 1 else np.concatenate([a.reshape(-1) for _, a in members])
         candidates = planner.lossless_candidates(spec, self.level) if pipeline is None else \
             (pipeline if isinstance(pipeline, list) else [pipeline])
-        enc = planner.encode(data, spec, candidates)
-        digest = digest_of(data)
-        names = [n for n, _ in members]
-        desc = S.tensor_descriptor([(n, a.shape) for n, a in members], dtype, digest, enc.pipeline, enc.segments)
+        self._submit(encode_lossless, members, dtype, [a for _, a in members], spec, candidates)
+
+    def _submit(self, job: Callable, members: list[tuple[str, np.ndarray]], dtype: str, *args) -> None:
+        """Encode a record by ``job(*args)`` (an :class:`Encoded`): now, or on the executor, and
+        write it in its turn."""
+        names, shapes = [n for n, _ in members], [a.shape for _, a in members]
+        if self.executor is None:
+            self._finish(job(*args), names, dtype, shapes)
+            return
+        self._queue.append((self.executor.submit(job, *args), names, dtype, shapes))
+        self._drain()
+
+    def _drain(self, everything: bool = False) -> None:
+        """Write the records at the head of the queue that are done; wait for the head while more
+        than ``window`` are in flight (or for all of them)."""
+        while self._queue and (everything or len(self._queue) > self.window or self._queue[0][0].done()):
+            future, names, dtype, shapes = self._queue.popleft()
+            self._finish(future.result(), names, dtype, shapes)
+
+    def _finish(self, done: "Encoded", names: list[str], dtype: str, shapes: list[tuple[int, ...]]) -> None:
+        for message in done.warnings:  # raised in another process: told here
+            warnings.warn(message, lossy.LossyWarning, stacklevel=2)
+        enc, spec = done.encoded, S.record_spec(dtype, shapes)
+        desc = S.tensor_descriptor(list(zip(names, shapes)), dtype, done.digest, enc.pipeline, enc.segments,
+                                   done.fidelity)
         self._rw.write_tensor(names, desc, enc.segments)
         segs = tuple(_segment_info(g.name, memoryview(g.data).nbytes, g.raw_length, g.codecs) for g in enc.segments)
-        self.infos += _infos([(n, TensorSpec(dtype, a.shape)) for n, a in members], spec, enc.stored_bytes, digest,
-                             enc.pipeline, segs)
+        self.infos += _infos([(n, TensorSpec(dtype, shape)) for n, shape in zip(names, shapes)], spec,
+                             enc.stored_bytes, done.digest, enc.pipeline, segs, done.fidelity)
         self._write_aliases(names)
 
     def close(self) -> None:
         self._rw.expect_open("close")
         self._flush()
+        self._drain(everything=True)
         self._rw.close()
 
     def abort(self) -> None:
+        for future, *_ in self._queue:
+            future.cancel()
+        self._queue.clear()
         self._rw.abort()
 
     @property

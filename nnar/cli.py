@@ -161,9 +161,14 @@ def cmd_pack(args) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            searching = _search_args(args)
+            if searching and args.dask:
+                raise _Usage("--dask runs the encoders of a plain pack; the output-aware search runs here")
+            parallel = {"dask": args.dask} if args.dask else {} if searching else \
+                {"threads": args.threads or os.cpu_count() or 1}
             infos = api.pack(args.input, args.output, fmt=args.from_, level=args.level,
                              metadata=_parse_meta(args.meta), force=args.force, progress=prog, config=cfg,
-                             **_search_args(args))
+                             **searching, **parallel)
     finally:
         prog.done()
     for w in caught:
@@ -486,9 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "names them. Presets: " + "; ".join(
                                    f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'bit-exact'}"
                                    for k, v in config.PRESETS.items()))
-    sp.add_argument("input", help="model file, or - for stdin")
+    sp.add_argument("input", help="model file or folder, or - for stdin")
     sp.add_argument("-o", "--output", help=".nnar file to write, or - for stdout (default: the input's name with "
                     ".nnar; stdin: stdout)")
+    sp.add_argument("--threads", type=_checked(int, lambda n: n >= 1, "an integer >= 1"), default=None,
+                    help="encode tensors on N threads (default: every core); the archive is the same for any N")
+    sp.add_argument("--dask", metavar="SCHEDULER",
+                    help="encode tensors on a Dask cluster (e.g. tcp://10.0.0.5:8786; needs dask.distributed); the "
+                         "archive is written here, the same as a local pack")
     sp.add_argument("--from", dest="from_", choices=list(formats.FORMATS),
                     help="input format (default: by extension: .safetensors .npz .pt .pth .bin .ckpt .onnx)")
     sp.add_argument("--level", type=_level, default=planner.DEFAULT_LEVEL,

@@ -15,12 +15,15 @@ def _sums(original: np.ndarray, decoded: np.ndarray | None) -> tuple[float, floa
     x = original.reshape(-1)
     y = decoded.reshape(-1) if decoded is not None else None
     sig = err = worst = 0.0
+    # np.square then a pairwise sum, not a BLAS dot: BLAS splits a long dot across its threads,
+    # so its rounding (and the fidelity an archive records) would depend on the machine's
+    # thread count, and a pack on a Dask worker would not be byte for byte a local one
     for a in range(0, x.size, CHUNK):
         xs = x[a:a + CHUNK].astype(np.float64)
-        sig += float(xs @ xs)
+        sig += float(np.square(xs).sum())
         if y is not None:
             d = xs - y[a:a + CHUNK]
-            err += float(d @ d)
+            err += float(np.square(d).sum())
             worst = max(worst, float(np.abs(d).max()))
     return sig, err, worst
 
