@@ -469,12 +469,52 @@ nnar_status nnar_fidelity_entry(nnar_archive *a, size_t i, size_t j, nnar_text *
 
 /* TENS steps 14-18 for a record read at random: the body, its CRC and padding, the dtype, the
  * pipeline, and (verifying) the digest. out holds the record's array. */
+/* A raw record: its body read (or, from memory, copied) straight into out in chunks of 1 MiB,
+ * each added to the CRC while in cache: one pass over memory, no body buffer. */
+static nnar_status decode_raw_in_place(nnar_archive *a, const nnar_record *rec, uint8_t *out)
+{
+    nnar_ctx *ctx = &a->ctx;
+    const nnar_head *h = &rec->head;
+    uint64_t base = NNAR_BODY_OFFSET(h), pad = rec->segments[0].offset - base, n = rec->segments[0].length, done = 0;
+    uint8_t padding[NNAR_ALIGN];
+    const uint8_t *seg[1];
+    uint32_t crc;
+    size_t got;
+    uint64_t k;
+    if (pad > sizeof padding || pad + n != h->body_length) return nnar_fail(ctx, NNAR_BAD_LAYOUT, "raw record: inconsistent layout");
+    NNAR_TRY(a->src.read_at(ctx, &a->src, base, padding, (size_t)pad, &got));
+    if (got < pad) return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found fewer",
+                                    (unsigned long long)h->body_length, (unsigned long long)base);
+    crc = nnar_crc32(0, padding, (size_t)pad);
+    while (done < n) {
+        size_t want = n - done < (1u << 20) ? (size_t)(n - done) : (1u << 20);
+        NNAR_TRY(a->src.read_at(ctx, &a->src, base + pad + done, out + done, want, &got));
+        if (got < want)
+            return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found %llu",
+                             (unsigned long long)h->body_length, (unsigned long long)base, (unsigned long long)(pad + done + got));
+        crc = nnar_crc32(crc, out + done, want);
+        done += want;
+    }
+    if (crc != h->body_crc)
+        return nnar_fail(ctx, NNAR_CHECKSUM, "record body: expected CRC-32 0x%08x, computed 0x%08x", h->body_crc, crc);
+    for (k = 0; k < pad; k++)
+        if (padding[k])
+            return nnar_fail(ctx, NNAR_RESERVED_NONZERO, "padding before segment 'data': expected zero bytes, found 0x%02x at "
+                             "offset %llu", padding[k], (unsigned long long)(base + k));
+    seg[0] = out;
+    return nnar_decode_segments(ctx, rec, seg, out);
+}
+
 static nnar_status decode_record(nnar_archive *a, const nnar_record *rec, uint8_t *out, int check_digest)
 {
     nnar_ctx *ctx = &a->ctx;
     const uint8_t *body;
     uint8_t *owned = NULL;
     nnar_status s;
+    if (nnar_record_is_raw(rec)) {
+        s = decode_raw_in_place(a, rec, out);
+        goto digest;
+    }
     NNAR_TRY(read_body(a, &rec->head, &body, &owned));
     s = nnar_check_padding(ctx, rec, body);
     if (s == NNAR_OK && rec->dtype == NNAR_DTYPE_UNKNOWN)
@@ -482,6 +522,7 @@ static nnar_status decode_record(nnar_archive *a, const nnar_record *rec, uint8_
                       "float32, float64, found '%.*s' (a newer nnar wrote it)", (int)rec->dtype_len, (const char *)rec->dtype_name);
     if (s == NNAR_OK) s = nnar_decode_record(ctx, rec, body, out);
     nnar_free(ctx, owned);
+digest:
     if (s == NNAR_OK && check_digest) {
         nnar_sha256 sha;
         uint8_t d[32];

@@ -270,6 +270,11 @@ nnar_status nnar_parse_aliases(nnar_ctx *ctx, const nnar_head *h, nnar_alias **p
 /* Decode a record's array (§6.1) into out (nbytes of the record's array), from its body
  * (the body's CRC and padding already checked). */
 nnar_status nnar_decode_record(nnar_ctx *ctx, const nnar_record *rec, const uint8_t *body, uint8_t *out);
+/* The same, given where each segment's stored bytes are (segments[j] for segment j). */
+nnar_status nnar_decode_segments(nnar_ctx *ctx, const nnar_record *rec, const uint8_t *const *segments, uint8_t *out);
+/* Whether the record is one tensor stored raw in one verbatim segment (§8.3): its bytes are
+ * the tensor's, so a reader may read them straight into the caller's buffer. */
+int nnar_record_is_raw(const nnar_record *rec);
 
 /* ---- content digest (content.c) ------------------------------------------------------------ */
 

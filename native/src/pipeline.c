@@ -61,7 +61,35 @@ typedef struct seg_state {
     int req;                /* index into the array->bytes stage's streams */
 } seg_state;
 
+int nnar_record_is_raw(const nnar_record *rec)
+{
+    const mp_doc *doc = &rec->head.doc;
+    const mp_node *pn = &doc->nodes[rec->pipeline];
+    uint32_t codec;
+    if (rec->segment_count != 1 || doc->nodes[rec->segments[0].codecs].len != 0 || pn->type != MP_ARRAY || pn->len != 1 ||
+        rec->dtype == NNAR_DTYPE_UNKNOWN || rec->segments[0].length != rec->array_size * nnar_dtype_size(rec->dtype))
+        return 0;
+    codec = mp_get(doc, rec->pipeline + 1, "codec");
+    return codec != MP_NONE && mp_str_eq(&doc->nodes[codec], "nnar.raw");
+}
+
 nnar_status nnar_decode_record(nnar_ctx *ctx, const nnar_record *rec, const uint8_t *body, uint8_t *out)
+{
+    const uint8_t *one[1] = {NULL}, **segs = one;
+    uint64_t base = NNAR_BODY_OFFSET(&rec->head);
+    uint32_t j;
+    nnar_status s;
+    if (rec->segment_count > 1) {
+        segs = (const uint8_t **)nnar_alloc(ctx, rec->segment_count * sizeof *segs);
+        if (!segs) return NNAR_OUT_OF_MEMORY;
+    }
+    for (j = 0; j < rec->segment_count; j++) segs[j] = body + (rec->segments[j].offset - base);
+    s = nnar_decode_segments(ctx, rec, segs, out);
+    if (segs != one) nnar_free(ctx, (void *)segs);
+    return s;
+}
+
+nnar_status nnar_decode_segments(nnar_ctx *ctx, const nnar_record *rec, const uint8_t *const *segments, uint8_t *out)
 {
     const mp_doc *doc = &rec->head.doc;
     const mp_node *pn = &doc->nodes[rec->pipeline];
@@ -73,7 +101,7 @@ nnar_status nnar_decode_record(nnar_ctx *ctx, const nnar_record *rec, const uint
     seg_state *segs = NULL;
     uint8_t *tmp[2] = {NULL, NULL};
     nnar_status s = NNAR_OK;
-    uint64_t body_base = NNAR_BODY_OFFSET(&rec->head), limit = ctx->limits.max_tensor_bytes;
+    uint64_t limit = ctx->limits.max_tensor_bytes;
 
     if (pn->type != MP_ARRAY || pn->len == 0)
         return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "pipeline: expected a non-empty list of stages");
@@ -163,7 +191,7 @@ nnar_status nnar_decode_record(nnar_ctx *ctx, const nnar_record *rec, const uint
     for (j = 0; j < nseg; j++) {
         const nnar_segment *g = &rec->segments[j];
         seg_state *ss = &segs[j];
-        const uint8_t *data = body + (g->offset - body_base);
+        const uint8_t *data = segments[j];
         size_t size = (size_t)g->length;
         uint8_t *owned = NULL;
         for (i = ss->chain_len; i-- > 0;) {

@@ -1,0 +1,85 @@
+/* libFuzzer harness: any bytes, opened at random (list, read every tensor, the structure and the
+ * files, verify) and read in order. The contract: a status, never a crash, a hang, a leak or
+ * undefined behaviour. Build: cmake -DNNAR_FUZZ=ON with CC=clang; run:
+ * ./fuzz_open -max_total_time=1800 corpus/ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nnar.h"
+
+typedef struct cursor { const unsigned char *p; size_t n, pos; } cursor;
+
+static long long read_cursor(void *user, void *buf, size_t size)
+{
+    cursor *c = (cursor *)user;
+    size_t k = c->n - c->pos < size ? c->n - c->pos : size;
+    /* uneven chunks, as a pipe gives them */
+    if (k > 1 && (c->pos & 1)) k = k / 2;
+    memcpy(buf, c->p + c->pos, k);
+    c->pos += k;
+    return (long long)k;
+}
+
+static int on_tensor(void *user, const nnar_tensor_info *info, const void *data)
+{
+    (void)user; (void)info; (void)data;
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
+    nnar_archive *a;
+    nnar_error err;
+    nnar_limits limits;
+    nnar_options opt;
+    nnar_stream_visitor v;
+    cursor c;
+    unsigned char content[32];
+    /* small limits: a hostile declaration must fail on a limit, not exhaust the fuzzer */
+    nnar_limits_default(&limits);
+    limits.max_tensor_bytes = 1u << 24;
+    limits.max_total_bytes = 1u << 26;
+    limits.max_descriptor_bytes = 1u << 20;
+    memset(&opt, 0, sizeof opt);
+    opt.limits = &limits;
+    if (nnar_open_memory(data, size, &opt, &a, &err) == NNAR_OK) {
+        size_t i, n = nnar_tensor_count(a);
+        int present = 0;
+        nnar_text fmt;
+        unsigned long long len = 0;
+        uint64_t mlen = 0;
+        for (i = 0; i < n; i++) {
+            nnar_tensor_info t;
+            if (nnar_tensor_at(a, i, &t) == NNAR_OK && t.nbytes <= (1u << 24)) {
+                void *buf = malloc(t.nbytes ? (size_t)t.nbytes : 1);
+                if (buf) nnar_read_tensor(a, i, buf, (size_t)t.nbytes, 1);
+                free(buf);
+            }
+        }
+        if (nnar_model_info(a, &present, &fmt, &mlen) == NNAR_OK && present) {
+            void *buf = malloc(mlen ? (size_t)mlen : 1);
+            if (buf) nnar_read_model(a, buf, (size_t)mlen);
+            free(buf);
+        }
+        for (i = 0; i < nnar_file_count(a); i++) {
+            nnar_text p;
+            uint64_t fl = 0;
+            if (nnar_file_at(a, i, &p, &fl) == NNAR_OK && fl <= (1u << 24)) {
+                void *buf = malloc(fl ? (size_t)fl : 1);
+                if (buf) nnar_read_file(a, i, buf, (size_t)fl);
+                free(buf);
+            }
+        }
+        (void)len;
+        nnar_verify(a, content, NULL);
+        nnar_close(a);
+    }
+    c.p = data; c.n = size; c.pos = 0;
+    memset(&v, 0, sizeof v);
+    v.tensor = on_tensor;
+    v.check_digests = 1;
+    nnar_read_stream(read_cursor, &c, &opt, &v, content, &err);
+    return 0;
+}
