@@ -271,6 +271,8 @@ def valid_vectors():
     out.update(valid_vectors_1_1())
     out.update(valid_vectors_1_2())
     out.update(valid_vectors_1_4())
+    import vectors_fp8  # float8_e4m3fn and float8_e5m2 (FORMAT.md §5.2.2, since 1.4), and casts to them
+    out.update(vectors_fp8.valid_vectors_fp8(sys.modules[__name__]))
 
     b = base()
     t = {"pad": (np.arange(3, dtype=np.uint8), "uint8"), "aligned": (np.arange(20, dtype=np.float64), "float64")}

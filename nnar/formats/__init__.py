@@ -105,7 +105,7 @@ def detect(path: str | os.PathLike | None, override: str | None, *, role: str, h
 
 
 #: bytes enough to tell the formats apart
-SNIFF_BYTES = 64
+SNIFF_BYTES = 512  # a zip's first member name too (an npz member may be long)
 
 
 def sniff(head: bytes) -> str | None:
@@ -118,6 +118,8 @@ def sniff(head: bytes) -> str | None:
     if head.startswith(b"PK\x03\x04") and len(head) >= 30:
         name_len = int.from_bytes(head[26:28], "little")
         name = head[30:30 + name_len]
+        if len(name) < name_len:  # a long first member name, cut by the sniffed bytes: no telling
+            return None
         if name.endswith(b".npy"):
             return "npz"
         if name.endswith(b".pkl") or b"/" in name:  # torch.save: <archive>/data.pkl first
