@@ -136,6 +136,22 @@ def test_builds_with_both_compilers_and_no_warnings(builds):
         assert r.returncode == 0 and b"verify" in r.stdout
 
 
+def test_readme_example_compiles_and_runs(builds, tmp_path):
+    """The README's C example, as written: warning-free against the built library."""
+    import re
+    example = re.search(r"```c\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    (tmp_path / "example.c").write_text(example)
+    lib = builds["release"].parent / "libnnar.a"
+    cc = shutil.which("gcc") or shutil.which("cc") or "clang"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", f"-I{NATIVE / 'include'}",
+                           str(tmp_path / "example.c"), str(lib), "-lzstd", "-o", str(tmp_path / "example")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    r = subprocess.run([str(tmp_path / "example"), str(VECTORS / "valid" / "dtypes-raw.nnar"), "bfloat16"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "bfloat16: bfloat16, 1 dims, 12 bytes (widened to float32)" in r.stdout, r
+
+
 def test_usage_errors_exit_2(tool):
     assert subprocess.run([str(tool), "frobnicate"], capture_output=True).returncode == 2
     assert subprocess.run([str(tool)], capture_output=True).returncode == 2
