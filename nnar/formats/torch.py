@@ -85,15 +85,64 @@ def _dtype_names(torch) -> dict:
 def read(f) -> Model:
     torch = _torch()
     f, spool = seekable(f)  # torch.load seeks (a ZIP is read from its end)
+    clean = None
     try:
         start = f.tell()
-        obj = _load(torch, f)
-        f.seek(start)
-        _check_storages(torch, f, obj)
+        clean = _rezip(f)
+        src = clean if clean is not None else f
+        obj = _load(torch, src)
+        src.seek(0 if clean is not None else start)
+        _check_storages(torch, src, obj)
     finally:
-        if spool is not None:  # torch.load has read every tensor into memory
-            spool.close()
+        for g in (spool, clean):  # torch.load has read every tensor into memory
+            if g is not None:
+                g.close()
     return model_from_state_dict(_state_dict_in(obj, torch))
+
+
+#: a rewritten checkpoint stays in memory up to this size, then spills to a temporary file
+_REZIP_IN_MEMORY = 64 << 20
+
+
+def _rezip(f):
+    """A zip checkpoint rewritten by Python's zipfile, entry for entry (each read with its CRC-32
+    checked, stored, in order), or None for a legacy (pickle) one. torch's own zip reader checks
+    no CRC and, on some damaged local headers that zipfile reads right, reads a record from
+    uninitialized memory: loads of one such file then fail or succeed at random (the fuzzer found
+    one). From the rewritten file every load reads what zipfile read, or fails the same way."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    here = f.tell()
+    magic = f.read(4)
+    f.seek(here)
+    if magic != b"PK\x03\x04":
+        return None
+    size = f.seek(0, 2) - here
+    f.seek(here)
+    out = tempfile.SpooledTemporaryFile(max_size=_REZIP_IN_MEMORY)
+    try:
+        with zipfile.ZipFile(f) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as dst:
+            for info in src.infolist():
+                # torch.save stores every record; a compressed one could inflate without bound
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+                    raise InvalidInput(f"input: ZIP entry {info.filename!r:.80}: expected a stored record no larger "
+                                       f"than the file, as torch.save writes, found compression method "
+                                       f"{info.compress_type} and {info.file_size} bytes")
+                with src.open(info) as r, dst.open(zipfile.ZipInfo(info.filename, info.date_time), "w",
+                                                  force_zip64=info.file_size >= 1 << 31) as w:
+                    shutil.copyfileobj(r, w, 1 << 20)
+    except InvalidInput:
+        out.close()
+        raise
+    except Exception as e:  # noqa: BLE001  zipfile on hostile bytes (BadZipFile, a CRC, EOF ...)
+        out.close()
+        raise InvalidInput(f"input: expected a PyTorch checkpoint whose ZIP reads whole, found a damaged one "
+                           f"({type(e).__name__}: {str(e)[:120]})") from None
+    f.seek(here)
+    out.seek(0)
+    return out
 
 
 def _reason(e: BaseException) -> str:
