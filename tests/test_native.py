@@ -13,6 +13,8 @@ or libzstd fails these tests, loudly: they are never skipped (tools/test.sh inst
 - archives that the Python package writes (hypothesis: lossless and lossy configs, explicit
   pipelines of every codec) decode identically in C and Python, and mutated archives (flipped
   bytes, truncations) give the same error code in both, in order and at random;
+- every allocation failure is reported as out-of-memory and frees everything (a failing
+  allocator, native/tests/alloc_failures.c);
 - the libFuzzer corpus in native/fuzz/corpus replays without a sanitizer finding.
 """
 
@@ -417,6 +419,21 @@ def test_mutated_archives_give_the_same_code(san, bases, tmp_path, m):
     path.write_bytes(data)
     assert code_of(run(san, "verify", path, "--stream")) == _python_code(data, random=False)
     assert code_of(run(san, "verify", path)) == _python_code(data, random=True)
+
+
+def test_every_allocation_failure_is_a_status_and_frees_all(builds, tmp_path):
+    """native/tests/alloc_failures.c: the caller's allocator fails at the k-th call for every k,
+    at random and in order; each run is out-of-memory (or ok once nothing fails), nothing leaks."""
+    cc = shutil.which("clang") or shutil.which("gcc") or "cc"
+    exe = tmp_path / "alloc_failures"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-g",
+                           "-fsanitize=address,undefined", f"-I{NATIVE / 'include'}",
+                           str(NATIVE / "tests" / "alloc_failures.c"), str(builds["sanitized"].parent / "libnnar.a"),
+                           "-lzstd", "-o", str(exe)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("groups", "sparse", "folder", "aliases", "structure-onnx", "compressed-descriptors", "huffman"):
+        r = run(exe, VECTORS / "valid" / f"{name}.nnar")
+        assert r.returncode == 0 and r.stdout.startswith(b"ok "), (name, r.stdout, r.stderr)
 
 
 # -- the fuzzing corpus ------------------------------------------------------------------------------

@@ -28,6 +28,16 @@ void nnar_ctx_init(nnar_ctx *ctx, const nnar_options *o, nnar_error *err)
     else { ctx->alloc.malloc = default_malloc; ctx->alloc.free = default_free; ctx->alloc.user = NULL; }
     if (o && o->limits) ctx->limits = *o->limits;
     else nnar_limits_default(&ctx->limits);
+    {
+        /* where size_t is narrower than 64 bits, no size above what it addresses can be
+         * allocated: clamp the limits, so such a declaration is limit-exceeded, checked before
+         * any cast to size_t could wrap */
+        uint64_t addressable = (uint64_t)(SIZE_MAX / 2), slack = 64 * ctx->limits.max_segments;
+        if (slack > addressable / 2) slack = addressable / 2;
+        if (ctx->limits.max_tensor_bytes > addressable - slack) ctx->limits.max_tensor_bytes = addressable - slack;
+        if (ctx->limits.max_descriptor_bytes > addressable) ctx->limits.max_descriptor_bytes = addressable;
+        if (ctx->limits.max_total_bytes > UINT64_MAX / 2) ctx->limits.max_total_bytes = UINT64_MAX / 2;
+    }
     ctx->err = err;
     ctx->strict = 1;
     if (err) { err->status = NNAR_OK; err->message[0] = 0; }
