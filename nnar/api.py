@@ -176,10 +176,13 @@ def pack(src: PathOrFile | Mapping[str, Any], dst: PathOrFile | None = None, *, 
                            global_threshold=threshold, structure=structure, executor=executor) as w:
             for rel, load in model.files:  # a model folder's other files (FORMAT.md §5.7), before the tensors
                 w.write_file(rel, load())
-            for i, (name, arr, dt) in enumerate(model.tensors()):
+            i = 0  # no enumerate(): its cached tuple would keep the previous tensor alive
+            for name, arr, dt in model.tensors():
                 w.write(name, arr, dtype=dt, aliases=aliases.pop(name, ()))
+                del arr
+                i += 1
                 if progress:
-                    progress(name, i + 1, model.count)
+                    progress(name, i, model.count)
             if aliases:
                 raise InvalidInput(f"aliases of tensors that are not in the model: {sorted(aliases)[:5]}")
         return w.infos
@@ -349,13 +352,18 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         infos: list[TensorInfo] = []
 
         def tensors() -> Iterable[tuple[str, Any, str]]:
-            for i, (info, value) in enumerate(source):
+            # no enumerate(): it keeps its last result tuple, and with it the previous array,
+            # alive while the next record decodes (one tensor of memory too many)
+            i = 0
+            for info, value in source:
+                i += 1
                 if select is not None and not select(info.name):
                     continue
                 infos.append(info)
                 if progress:
-                    progress(info.name, i + 1, None)
+                    progress(info.name, i, None)
                 yield info.name, value, info.dtype
+                del value  # not kept while the next record decodes
 
         structure = reader.structure
         structure = structure[1] if structure is not None and structure[0] == fmt and select is None else None
@@ -399,7 +407,10 @@ def verify_content(src: PathOrFile | bytes, limits: Limits = DEFAULT_LIMITS) -> 
     §5.3.1; checked against the index's where it carries one, since format 1.4)."""
     with _input(src) as f:
         reader = StreamReader(f, limits, verify=True)
-        infos = [info for info, _ in reader]
+        infos = []
+        for info, arr in reader:
+            infos.append(info)
+            del arr  # not kept while the next record decodes: verify costs one record
         return infos, reader.content
 
 

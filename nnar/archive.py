@@ -41,6 +41,9 @@ def digest_of(array: np.ndarray) -> bytes:
 GROUP_TENSOR_MAX_BYTES = 64 << 10
 #: a group is closed when it reaches this size, so one tensor can still be read cheaply
 GROUP_MAX_BYTES = 1 << 20
+#: input bytes of the records being encoded in parallel at most (a larger record goes alone):
+#: parallel packing of small and middling tensors, the memory of one thread for huge ones
+WINDOW_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,17 +202,18 @@ class ArchiveWriter:
     as complete). ``infos`` lists what was written.
 
     ``executor`` (any ``concurrent.futures``-style executor: threads, processes, a Dask
-    client's) encodes records in parallel, at most ``window`` at a time beyond the one being
-    written; records are written in order as they complete, so the archive is byte for byte the
-    one written without an executor. ``write`` then returns None: ``infos`` is complete once the
-    writer is closed.
+    client's) encodes records in parallel, at most ``window`` records and ``window_bytes`` of
+    their input in flight (a record larger than that is encoded alone, so memory stays about
+    what one thread needs for the largest tensor); records are written in order as they
+    complete, so the archive is byte for byte the one written without an executor. ``write``
+    then returns None: ``infos`` is complete once the writer is closed.
     """
 
     def __init__(self, f: BinaryIO, *, metadata: Mapping[str, str] | None = None, source_format: str = "python",
                  level: int = planner.DEFAULT_LEVEL, group_small: bool = True,
                  config: PackConfig | None = None, global_threshold: float | None = None,
                  structure: tuple[str, bytes] | None = None, patch: dict | None = None,
-                 executor: Any = None, window: int | None = None):
+                 executor: Any = None, window: int | None = None, window_bytes: int | None = None):
         md = dict(metadata or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InvalidInput("metadata: expected a map of strings to strings")
@@ -239,6 +243,8 @@ class ArchiveWriter:
         #: records submitted and not written yet, in archive order: (future, names, dtype, shapes)
         self._queue: collections.deque = collections.deque()
         self.window = window if window is not None else 2 * (getattr(executor, "_max_workers", None) or 2)
+        self.window_bytes = WINDOW_BYTES if window_bytes is None else window_bytes
+        self._inflight_bytes = 0
         self.infos: list[TensorInfo] = []
 
     def _write_structure(self, fmt: str, data: bytes) -> None:
@@ -397,15 +403,26 @@ class ArchiveWriter:
         if self.executor is None:
             self._finish(job(*args), names, dtype, shapes)
             return
-        self._queue.append((self.executor.submit(job, *args), names, dtype, shapes))
+        nbytes = sum(a.nbytes for _, a in members)
+        while self._queue and (len(self._queue) >= self.window or self._inflight_bytes + nbytes > self.window_bytes):
+            self._write_head()
+        self._queue.append((self.executor.submit(job, *args), names, dtype, shapes, nbytes))
+        self._inflight_bytes += nbytes
+        # a budget filled: wait here, before the caller reads the next tensor into memory
+        while self._queue and self._inflight_bytes >= self.window_bytes:
+            self._write_head()
         self._drain()
 
     def _drain(self, everything: bool = False) -> None:
         """Write the records at the head of the queue that are done; wait for the head while more
         than ``window`` are in flight (or for all of them)."""
         while self._queue and (everything or len(self._queue) > self.window or self._queue[0][0].done()):
-            future, names, dtype, shapes = self._queue.popleft()
-            self._finish(future.result(), names, dtype, shapes)
+            self._write_head()
+
+    def _write_head(self) -> None:
+        future, names, dtype, shapes, nbytes = self._queue.popleft()
+        self._inflight_bytes -= nbytes
+        self._finish(future.result(), names, dtype, shapes)
 
     def _finish(self, done: "Encoded", names: list[str], dtype: str, shapes: list[tuple[int, ...]]) -> None:
         for message in done.warnings:  # raised in another process: told here
@@ -445,13 +462,15 @@ class ArchiveWriter:
             self.abort()
 
 
-def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: bool) -> np.ndarray:
-    """The record's whole array, checked against its digest when ``verify``."""
+def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: bool,
+            consume: bool = False) -> np.ndarray:
+    """The record's whole array, checked against its digest when ``verify`` (``consume``:
+    :func:`nnar.pipeline.decode`'s)."""
     where = f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
     if rec.spec.dtype not in dtypes.DTYPE_NAMES:
         raise UnsupportedDtype(f"unsupported dtype: expected one of {', '.join(dtypes.DTYPE_NAMES)}, found "
                                f"{rec.spec.dtype!r} (a newer nnar wrote it)", where=where)
-    array = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict)
+    array = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict, consume)
     if reader.src.mem is not None and np.may_share_memory(array, np.frombuffer(reader.src.mem, np.uint8)):
         array = array.copy()  # a raw tensor read in place: never hand out a view of the caller's buffer
     if verify:
@@ -705,7 +724,12 @@ class StreamReader:
         for item in self._records():
             if item[0] == "TENS":
                 _, rec, segments = item
-                last = {i.name: (i, v) for i, v in zip(_record_infos(rec), read_record(rec, segments))}
+                item = None
+                last = {}  # the previous record's arrays: not kept alive while this one decodes
+                values = read_record(rec, segments)
+                segments = None
+                last = {i.name: (i, v) for i, v in zip(_record_infos(rec), values)}
+                del values
                 yield from last.values()
             elif item[0] == "ALIS":
                 for alias, target in item[1]:
@@ -720,8 +744,9 @@ class StreamReader:
         return getattr(self._reader, "content", None)
 
     def decode_record(self, rec: S.TensorRecord, segments: dict) -> list[np.ndarray]:
-        """The arrays of a record's tensors (its digest checked when ``verify``)."""
-        array = _decode(self._reader, rec, segments, self.verify)
+        """The arrays of a record's tensors (its digest checked when ``verify``); ``segments`` is
+        emptied on the way (its stored bytes freed as soon as the streams are decoded)."""
+        array = _decode(self._reader, rec, segments, self.verify, consume=True)
         return [_member(rec, array, m) for m in rec.members]
 
     def decode_streams(self, rec: S.TensorRecord, segments: dict):

@@ -296,10 +296,17 @@ def decode(
     limits: Limits,
     where: str,
     strict: bool = True,
+    consume: bool = False,
 ) -> np.ndarray:
-    """Decode one tensor. ``segments`` maps stream name → (codec records, raw_length, bytes)."""
+    """Decode one tensor. ``segments`` maps stream name → (codec records, raw_length, bytes).
+    With ``consume`` (a dict), it is emptied once the streams are decoded: the stored bytes can
+    then be freed before the array is built, so a record costs its streams and its array at
+    once, not its body too."""
     aa, (ab, ab_params), ab_spec, streams = decode_streams(spec, stages, segments, limits, where, strict)
+    if consume and isinstance(segments, dict):
+        segments.clear()
     array = _run(ab.decode, where, streams, ab_spec, ab_params)
+    del streams
     return decode_array_stages(spec, aa, array, where)
 
 

@@ -240,3 +240,30 @@ def test_a_frame_claiming_more_than_the_tensor_is_refused_before_decompressing(h
     err, p = peak(lambda: READERS[how](blob, nnar.DEFAULT_LIMITS))
     assert isinstance(err, nnar.CodecDataError), err
     assert p < SLACK, p
+
+
+@pytest.fixture(scope="module")
+def three_big(tmp_path_factory):
+    """Three 16 MiB float32 tensors, stored byte planes + zstd, in an archive on disk."""
+    d = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(0)
+    tensors = {f"w{i}": (rng.standard_normal((2048, 2048)) * 0.02).astype(np.float32) for i in range(3)}
+    nnar.pack(tensors, d / "m.nnar", threads=1)
+    np.savez(d / "m.npz", **tensors)
+    return d, 16 << 20
+
+
+@pytest.mark.parametrize("step", ["verify", "unpack", "pack", "pack-threads"])
+def test_whole_model_steps_hold_one_record_at_a_time(three_big, tmp_path, monkeypatch, step):
+    """Issue 17 item 4: pack, unpack and verify cost about two tensors' worth (the streams and
+    the array of one record), not the model, and not the previous record too (an enumerate's
+    cached tuple and a list comprehension's loop variable each kept one alive)."""
+    d, largest = three_big
+    monkeypatch.setattr(nnar.archive, "WINDOW_BYTES", largest)  # tensors in flight: one's worth
+    run = {"verify": lambda: nnar.verify(d / "m.nnar"),
+           "unpack": lambda: nnar.unpack(d / "m.nnar", tmp_path / "out.safetensors"),
+           "pack": lambda: nnar.pack(d / "m.npz", tmp_path / "p.nnar", threads=1),
+           "pack-threads": lambda: nnar.pack(d / "m.npz", tmp_path / "p.nnar", threads=2)}[step]
+    out, most = peak(run)
+    assert not isinstance(out, nnar.NnarError), out
+    assert most < 2.4 * largest, f"{step}: peak {most / largest:.2f}x the largest tensor"

@@ -307,11 +307,12 @@ class RecordReader:
                     if name in names:
                         raise BadLayout(f"duplicate tensor name {name!r}", where=f"offset {frame.offset}")
                     names.add(name)
-                body = self._read_body(frame, rec.names)
-                segments = self._segments(rec, body, frame.body_offset)
+                held = [self._segments(rec, self._read_body(frame, rec.names), frame.body_offset)]
                 seen.append(S.IndexEntry(_TENS, rec.offset, rec.length, tuple(rec.names)))
                 content.add_record(_TENS, desc)
-                yield _TENS, rec, segments
+                # handed over, not kept: this frame holds no reference to the body while the
+                # consumer decodes it, so the body is freed as soon as its streams are decoded
+                yield _TENS, rec, held.pop()
             elif frame.record_type == C.RECORD_ALIAS:
                 pairs = self._aliases(frame, desc, seen[-1] if seen else None, names, where)
                 seen.append(S.IndexEntry(_ALIS, frame.offset, frame.end - frame.offset, ()))

@@ -86,6 +86,7 @@ def _read(f, spool) -> Model:
             except NnarError as e:
                 raise InvalidInput(f"input tensor {name!r}: {e.message}") from None
             yield name, arr, dt
+            del arr  # not kept while the next member is read
 
     def close():
         zf.close()

@@ -199,6 +199,7 @@ def _read(f, spool) -> Model:
             if f.readinto(buf) != nbytes:
                 raise InvalidInput(f"safetensors tensor {name!r:.80}: file ended inside its data")
             yield name, np.frombuffer(buf, dtype=dtypes.storage_dtype(dt)).reshape(shape), dt
+            del buf  # not kept while the next tensor is read
 
     return Model("safetensors", metadata, tensors, len(entries), close=spool.close if spool else None)
 
@@ -227,12 +228,14 @@ def write(f, tensors, metadata, layout=None, structure=None) -> None:
             if (name, dt, tuple(arr.shape)) != (lname, ldt, tuple(lshape)):
                 raise InvalidInput(f"tensor {name!r} does not match the announced layout")
             f.write(as_bytes(arr))
+            del arr  # not kept while the next tensor decodes
         return
     with tempfile.TemporaryFile() as spool:
         seen = []
         for name, arr, dt in tensors:
             seen.append((name, dt, tuple(arr.shape)))
             spool.write(as_bytes(arr))
+            del arr
         f.write(_header(seen, metadata))
         spool.seek(0)
         shutil.copyfileobj(spool, f, 1 << 20)
