@@ -30,6 +30,8 @@ struct nnar_archive {
     uint32_t alias_count;
     tref *order;
     size_t tensor_count;
+    uint8_t *scratch;       /* a file's record bodies are read here: the largest so far, kept */
+    uint64_t scratch_size;
     uint32_t *files;        /* FILE entries, in index order */
     uint32_t file_count;
     char text[64];          /* a fidelity number as text */
@@ -64,9 +66,37 @@ static nnar_status head_at(nnar_archive *a, const nnar_entry *e, nnar_head *h)
 static nnar_status read_body(nnar_archive *a, const nnar_head *h, const uint8_t **body, uint8_t **owned)
 {
     nnar_ctx *ctx = &a->ctx;
-    uint32_t crc;
-    NNAR_TRY(nnar_read_bytes(ctx, &a->src, NNAR_BODY_OFFSET(h), h->body_length, body, owned, "record body"));
-    crc = nnar_crc32(0, *body, (size_t)h->body_length);
+    uint32_t crc = 0;
+    if (a->src.mem) {
+        NNAR_TRY(nnar_read_bytes(ctx, &a->src, NNAR_BODY_OFFSET(h), h->body_length, body, owned, "record body"));
+        crc = nnar_crc32(0, *body, (size_t)h->body_length);
+    } else {
+        /* from a file: into the kept buffer (no fresh pages per record), 1 MiB at a time, each
+         * chunk added to the CRC while it is in cache */
+        uint64_t base = NNAR_BODY_OFFSET(h), n = h->body_length, done = 0;
+        *owned = NULL;
+        if (base > a->src.size || n > a->src.size - base)
+            return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found %llu",
+                             (unsigned long long)n, (unsigned long long)base,
+                             (unsigned long long)(base > a->src.size ? 0 : a->src.size - base));
+        if (n > a->scratch_size || !a->scratch) {
+            nnar_free(ctx, a->scratch);
+            a->scratch_size = 0;
+            a->scratch = (uint8_t *)nnar_alloc(ctx, (size_t)n);
+            if (!a->scratch) return NNAR_OUT_OF_MEMORY;
+            a->scratch_size = n;
+        }
+        while (done < n) {
+            size_t want = n - done < (1u << 20) ? (size_t)(n - done) : (1u << 20), got = 0;
+            NNAR_TRY(a->src.read_at(ctx, &a->src, base + done, a->scratch + done, want, &got));
+            if (got < want)
+                return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found %llu",
+                                 (unsigned long long)n, (unsigned long long)base, (unsigned long long)(done + got));
+            crc = nnar_crc32(crc, a->scratch + done, want);
+            done += want;
+        }
+        *body = a->scratch;
+    }
     if (crc != h->body_crc) {
         nnar_free(ctx, *owned);
         *owned = NULL;
@@ -320,6 +350,7 @@ void nnar_close(nnar_archive *a)
     nnar_free(ctx, a->alias_entry);
     nnar_free(ctx, a->order);
     nnar_free(ctx, a->files);
+    nnar_free(ctx, a->scratch);
     nnar_index_free(ctx, &a->ix);
     nnar_head_free(ctx, &a->indx);
     nnar_head_free(ctx, &a->meta);
