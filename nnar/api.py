@@ -301,12 +301,14 @@ def _check_archive_name(dst: Any, force: bool) -> None:
 def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | None = None, force: bool = False,
            limits: Limits = DEFAULT_LIMITS, verify: bool = False,
            progress: Progress | None = None, keep_quantized: bool = False,
-           select: Callable[[str], bool] | None = None) -> dict[str, np.ndarray] | list[TensorInfo]:
+           select: Callable[[str], bool] | None = None,
+           max_shard_size: int | None = None) -> dict[str, np.ndarray] | list[TensorInfo]:
     """Unpack an archive. With no ``dst``, return {name: array} (bfloat16 as uint16 bit patterns;
     an alias is the same array object as its target); otherwise write a model file (format by
     extension of ``dst`` or ``to``: .safetensors .npz .pt .onnx ...) and return the infos.
 
-    ``keep_quantized`` (ONNX output only): quantized weights stay quantized in the model file,
+    ``max_shard_size`` (bytes; a folder output only) reshards safetensors weights as transformers
+    does. ``keep_quantized`` (ONNX output only): quantized weights stay quantized in the model file,
     expanded at run time by DequantizeLinear, Gather or Cast nodes (spec/onnx.md). ``select``
     (name → bool) keeps only some tensors: a bag of tensors then, without the model's structure
     (so not ONNX)."""
@@ -317,7 +319,11 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
             if select is not None or keep_quantized:
                 raise InvalidInput("a model folder is written whole: --tensor, --include and --keep-quantized write "
                                    "model files")
-            return folder.write(os.fspath(dst), a, force=force, verify=verify, progress=progress)
+            return folder.write(os.fspath(dst), a, force=force, verify=verify, progress=progress,
+                                max_shard_size=max_shard_size)
+    if max_shard_size is not None:
+        raise InvalidInput("max_shard_size reshards a model folder: expected an archive packed from a folder, "
+                           "unpacked to a folder")
     with _input(src) as f:
         head = _head(src, f)
         found = formats.sniff(head) if head else None

@@ -286,7 +286,7 @@ def cmd_unpack(args) -> int:
             warnings.simplefilter("always")
             infos = api.unpack(args.input, args.output, to=args.to, force=args.force, limits=_limits(args),
                                verify=args.verify, progress=prog, keep_quantized=args.keep_quantized,
-                               select=select)
+                               select=select, max_shard_size=args.max_shard_size)
     finally:
         prog.done()
     for w in caught:
@@ -444,6 +444,18 @@ def cmd_patch(args) -> int:
     return 0
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "TB": 10 ** 12,
+          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """``500MB``, ``2GB``, ``1.5GiB`` or bytes (decimal units, as transformers' max_shard_size)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).upper() not in _UNITS or float(m.group(1)) * _UNITS[m.group(2).upper()] < 1:
+        raise argparse.ArgumentTypeError(f"expected a size such as 500MB, 2GB or a number of bytes, found {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
 def _checked(parse, ok, expected: str):
     """An argparse type: ``parse`` the text, then require ``ok(value)``; both failures say what
     was expected and what was found."""
@@ -548,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--to", choices=[*formats.FORMATS, "npy", "folder"],
                     help="output format (default: by extension; an archive packed from a model folder unpacks to a "
                          "folder)")
+    sp.add_argument("--max-shard-size", type=_size, metavar="SIZE",
+                    help="a folder output: reshard its safetensors weights into shards of at most SIZE "
+                         "(500MB, 2GB, as transformers counts; or bytes), with a new index")
     sp.add_argument("--tensor", metavar="NAME", help="only this tensor; with -o NAME.npy (or -o - --to npy) as "
                     "one .npy array, read at random from the archive")
     sp.add_argument("--include", action="append", default=[], metavar="GLOB",

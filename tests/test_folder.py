@@ -193,3 +193,25 @@ def test_a_folder_archive_written_by_hand_cannot_climb_out(tmp_path):
     with pytest.raises(nnar.InvalidInput, match="no model folder"):
         nnar.unpack(path, tmp_path / "out", to="folder")
     assert not (tmp_path / "out").exists()
+
+
+def test_max_shard_size_reshards_as_transformers_would(saved, tmp_path):
+    root, _ = saved
+    archive = tmp_path / "m.nnar"
+    nnar.pack(root, archive)
+    assert cli.main(["unpack", str(archive), "-o", str(tmp_path / "fine"), "--max-shard-size", "20KB", "-q"]) == 0
+    fine = tmp_path / "fine"
+    shards = sorted(p.name for p in fine.glob("model-*.safetensors"))
+    assert len(shards) > len(list(root.glob("model-*.safetensors"))) and shards[0].endswith(f"of-{len(shards):05d}.safetensors")
+    index = json.loads((fine / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == shards
+    assert torch.equal(_outputs(fine), _outputs(root))
+    nnar.unpack(archive, tmp_path / "one", max_shard_size=10 ** 9)  # everything fits: one file, no index
+    assert sorted(p.name for p in (tmp_path / "one").glob("*.safetensors")) == ["model.safetensors"]
+    assert not (tmp_path / "one" / "model.safetensors.index.json").exists()
+    assert torch.equal(_outputs(tmp_path / "one"), _outputs(root))
+    with pytest.raises(nnar.InvalidInput, match="reshards a model folder"):
+        nnar.unpack(archive, tmp_path / "x.safetensors", max_shard_size=1000)
+    with pytest.raises(SystemExit) as e:  # a usage error, as argparse reports them
+        cli.main(["unpack", str(archive), "-o", str(tmp_path / "bad"), "--max-shard-size", "lots"])
+    assert e.value.code == 2 and not (tmp_path / "bad").exists()

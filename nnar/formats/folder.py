@@ -10,7 +10,9 @@ unpacking writes the same files back: a folder that ``from_pretrained`` loads as
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -183,10 +185,15 @@ def parse_layout(structure: bytes) -> list[dict]:
 
 
 def write(dst: str, archive, *, force: bool = False, verify: bool = False,
-          progress: Callable[[str, int, int | None], None] | None = None) -> list:
+          progress: Callable[[str, int, int | None], None] | None = None, max_shard_size: int | None = None) -> list:
     """Write the folder an archive of format ``folder`` holds to ``dst``, atomically: into a
     temporary folder beside it, renamed into place once complete (an existing ``dst`` is
-    replaced only with ``force``). Returns the infos of the tensors written."""
+    replaced only with ``force``). Returns the infos of the tensors written.
+
+    ``max_shard_size`` (bytes) reshards the safetensors weights as transformers does: shards
+    ``model-0000k-of-0000n.safetensors`` of at most that much tensor data each (a larger tensor
+    gets a shard of its own), their ``model.safetensors.index.json`` written anew, or one
+    ``model.safetensors`` when everything fits."""
     from . import safetensors as st
     from . import torch as torch_format
     found = archive.structure
@@ -194,7 +201,10 @@ def write(dst: str, archive, *, force: bool = False, verify: bool = False,
         raise InvalidInput("this archive holds no model folder (it was not packed from one): unpack it to a model "
                            "file instead (.safetensors .npz .pt .onnx)")
     layout = parse_layout(found[1])
-    clash = {e["path"] for e in layout} & set(archive.files())
+    files = archive.files()
+    if max_shard_size is not None:
+        layout, files, index = _reshard(layout, files, {i.name: i for i in archive.infos()}, max_shard_size)
+    clash = {e["path"] for e in layout} & set(files)
     if clash:
         raise BadDescriptor(f"folder structure: {sorted(clash)[0]!r} is both a weights file and a FILE record",
                             where="MODL record")
@@ -209,8 +219,10 @@ def write(dst: str, archive, *, force: bool = False, verify: bool = False,
     infos_by_name = {i.name: i for i in archive.infos()}
     written = []
     try:
-        for rel in archive.files():
+        for rel in files:
             _write_bytes(tmp, rel, archive.read_file(rel))
+        if max_shard_size is not None and index is not None:
+            _write_bytes(tmp, INDEX, index)
         done = 0
         aliases = archive.aliases()
         for entry in layout:
@@ -246,6 +258,43 @@ def write(dst: str, archive, *, force: bool = False, verify: bool = False,
             raise NnarIOError(f"writing the folder {dst!r}: {e.strerror or e}") from e
         raise
     return written
+
+
+INDEX = "model.safetensors.index.json"
+_SHARD = re.compile(r"(?:^|/)model(?:-\d+-of-\d+)?\.safetensors$")
+
+
+def _reshard(layout: list[dict], files: list[str], infos: dict, max_bytes: int):
+    """The safetensors weights of the root folder regrouped into shards of at most ``max_bytes``
+    of tensor data, and the index json that names them (None: one file, no index)."""
+    if not isinstance(max_bytes, int) or max_bytes < 1:
+        raise InvalidInput(f"max shard size: expected a positive number of bytes, found {max_bytes!r}")
+    ours = [e for e in layout if e["format"] == "safetensors" and _SHARD.search(e["path"]) and "/" not in e["path"]]
+    if not ours:
+        raise InvalidInput("--max-shard-size reshards model.safetensors or model-*-of-*.safetensors: this folder "
+                           "has none")
+    names = [n for e in ours for n in e["tensors"]]
+    metadata = ours[0]["metadata"]
+    shards, size, total = [[]], 0, 0
+    for n in names:
+        nbytes = infos[n].nbytes
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(n)
+        size += nbytes
+        total += nbytes
+    count = len(shards)
+    paths = ["model.safetensors"] if count == 1 else \
+        [f"model-{k + 1:05d}-of-{count:05d}.safetensors" for k in range(count)]
+    rest = [e for e in layout if e not in ours]
+    new = [{"path": p, "format": "safetensors", "tensors": t, "metadata": metadata, "structure": None}
+           for p, t in zip(paths, shards)]
+    index = None
+    if count > 1:
+        weight_map = {n: p for p, t in zip(paths, shards) for n in t}
+        index = (json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n").encode()
+    return new + rest, [f for f in files if f != INDEX], index
 
 
 def _target(root: str, rel: str) -> str:
