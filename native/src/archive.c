@@ -448,7 +448,9 @@ nnar_status nnar_tensor_at(nnar_archive *a, size_t i, nnar_tensor_info *info)
     info->nbytes = m->size * itemsize;
     for (k = 0; k < rec->segment_count; k++) stored += rec->segments[k].length;
     if (t->alias >= 0) stored = 0;
-    else if (rec->member_count > 1) stored = rec->array_size && itemsize ? stored * info->nbytes / (rec->array_size * itemsize) : 0;
+    else if (rec->member_count > 1)   /* a member's share by size (in floating point: the product may pass 2^64) */
+        stored = rec->array_size && itemsize ? (uint64_t)((double)stored * (double)info->nbytes /
+                                                          (double)(rec->array_size * itemsize)) : 0;
     info->stored_bytes = stored;
     info->group = rec->member_count;
     info->fidelity_count = rec->fidelity == MP_NONE ? 0 : rec->head.doc.nodes[rec->fidelity].len;
@@ -572,9 +574,13 @@ nnar_status nnar_read_tensor(nnar_archive *a, size_t i, void *out, size_t out_si
     nnar_record *rec;
     const nnar_member *m;
     uint64_t itemsize, nbytes, total;
-    uint8_t *array;
+    uint8_t *array, empty[8];
     nnar_status s;
     if (i >= a->tensor_count) return nnar_fail(ctx, NNAR_INVALID_ARGUMENT, "tensor %zu: out of range", i);
+    if (!out) {   /* an empty tensor needs no buffer */
+        if (out_size) return nnar_fail(ctx, NNAR_INVALID_ARGUMENT, "output buffer: expected one, found NULL");
+        out = empty;
+    }
     NNAR_TRY(record_of(a, a->order[i].entry, &rec));
     m = &rec->members[a->order[i].member];
     itemsize = nnar_dtype_size(rec->dtype);
@@ -587,7 +593,7 @@ nnar_status nnar_read_tensor(nnar_archive *a, size_t i, void *out, size_t out_si
     array = (uint8_t *)nnar_alloc(ctx, (size_t)total);
     if (!array) return NNAR_OUT_OF_MEMORY;
     s = decode_record(a, rec, array, check_digest);
-    if (s == NNAR_OK) memcpy(out, array + m->start * itemsize, (size_t)nbytes);
+    if (s == NNAR_OK && nbytes) memcpy(out, array + m->start * itemsize, (size_t)nbytes);
     nnar_free(ctx, array);
     return s;
 }

@@ -39,6 +39,9 @@ uint32_t nnar_crc32(uint32_t crc, const void *data, size_t size)
         uint64_t w0, w1, w2, w3, w4, comb;
         size -= blocks * LANES * 8;
         while (--blocks) {
+#if defined(__GNUC__)
+            __builtin_prefetch(p + 1024);   /* memory latency, not the tables, bounds a cold body */
+#endif
             w0 = c0 ^ load64(p); w1 = c1 ^ load64(p + 8); w2 = c2 ^ load64(p + 16);
             w3 = c3 ^ load64(p + 24); w4 = c4 ^ load64(p + 32);
             p += LANES * 8;

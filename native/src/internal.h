@@ -26,6 +26,9 @@
 
 typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 
+#define NNAR_POOL 6
+#define NNAR_POOL_MIN (256u << 10)
+
 typedef struct nnar_ctx {
     nnar_allocator alloc;
     nnar_limits limits;
@@ -33,6 +36,8 @@ typedef struct nnar_ctx {
     int strict;             /* format_minor <= the reader's (§10) */
     char where[160];        /* the structure being read, for messages */
     ZSTD_DCtx *zstd;        /* made on first use, reused */
+    /* large blocks freed, kept for the next record (fresh pages cost more than decoding) */
+    void *pool[NNAR_POOL];
 } nnar_ctx;
 
 void nnar_ctx_init(nnar_ctx *ctx, const nnar_options *options, nnar_error *err);

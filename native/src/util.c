@@ -43,17 +43,51 @@ void nnar_ctx_init(nnar_ctx *ctx, const nnar_options *o, nnar_error *err)
     if (err) { err->status = NNAR_OK; err->message[0] = 0; }
 }
 
+/* Every block carries its capacity in a header of 16 bytes (alignment kept), so that a large
+ * block freed can wait in the pool for a request of about its size. */
+#define HEADER 16
+
+static void release(nnar_ctx *ctx, void *block) { ctx->alloc.free(ctx->alloc.user, block); }
+
+static size_t capacity(const void *p)
+{
+    size_t cap;
+    memcpy(&cap, (const unsigned char *)p - HEADER, sizeof cap);
+    return cap;
+}
+
 void nnar_ctx_free(nnar_ctx *ctx)
 {
+    int i;
     if (ctx->zstd) ZSTD_freeDCtx(ctx->zstd);
     ctx->zstd = NULL;
+    for (i = 0; i < NNAR_POOL; i++)
+        if (ctx->pool[i]) { release(ctx, (unsigned char *)ctx->pool[i] - HEADER); ctx->pool[i] = NULL; }
 }
 
 void *nnar_alloc(nnar_ctx *ctx, size_t size)
 {
-    void *p = ctx->alloc.malloc(ctx->alloc.user, size ? size : 1);
-    if (!p) nnar_fail(ctx, NNAR_OUT_OF_MEMORY, "out of memory: expected %zu bytes, found none", size);
-    return p;
+    unsigned char *block;
+    int i, best = -1;
+    if (!size) size = 1;   /* an empty array still gets a valid pointer */
+    if (size >= NNAR_POOL_MIN)   /* the smallest pooled block that fits, not more than twice the size */
+        for (i = 0; i < NNAR_POOL; i++)
+            if (ctx->pool[i] && capacity(ctx->pool[i]) >= size && capacity(ctx->pool[i]) / 2 <= size &&
+                (best < 0 || capacity(ctx->pool[i]) < capacity(ctx->pool[best])))
+                best = i;
+    if (best >= 0) {
+        void *p = ctx->pool[best];
+        ctx->pool[best] = NULL;
+        return p;
+    }
+    if (size > SIZE_MAX - HEADER) block = NULL;
+    else block = (unsigned char *)ctx->alloc.malloc(ctx->alloc.user, size + HEADER);
+    if (!block) {
+        nnar_fail(ctx, NNAR_OUT_OF_MEMORY, "out of memory: expected %zu bytes, found none", size);
+        return NULL;
+    }
+    memcpy(block, &size, sizeof size);
+    return block + HEADER;
 }
 
 void *nnar_alloc_zero(nnar_ctx *ctx, size_t size)
@@ -65,7 +99,22 @@ void *nnar_alloc_zero(nnar_ctx *ctx, size_t size)
 
 void nnar_free(nnar_ctx *ctx, void *p)
 {
-    if (p) ctx->alloc.free(ctx->alloc.user, p);
+    int i, smallest = -1;
+    size_t cap;
+    if (!p) return;
+    cap = capacity(p);
+    if (cap >= NNAR_POOL_MIN) {
+        for (i = 0; i < NNAR_POOL; i++) {
+            if (!ctx->pool[i]) { ctx->pool[i] = p; return; }
+            if (smallest < 0 || capacity(ctx->pool[i]) < capacity(ctx->pool[smallest])) smallest = i;
+        }
+        if (capacity(ctx->pool[smallest]) < cap) {   /* keep the larger */
+            void *out = ctx->pool[smallest];
+            ctx->pool[smallest] = p;
+            p = out;
+        }
+    }
+    release(ctx, (unsigned char *)p - HEADER);
 }
 
 nnar_status nnar_fail(nnar_ctx *ctx, nnar_status status, const char *fmt, ...)

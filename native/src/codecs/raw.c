@@ -24,7 +24,8 @@ static nnar_status lengths(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, 
 static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, const nnar_stream *s, uint8_t *out)
 {
     (void)ctx; (void)st;
-    if (s[0].data != out) memcpy(out, s[0].data, (size_t)(spec.size * nnar_dtype_size(spec.dtype)));
+    size_t n = (size_t)(spec.size * nnar_dtype_size(spec.dtype));
+    if (n && s[0].data != out) memcpy(out, s[0].data, n);   /* read in place: nothing to copy */
     return NNAR_OK;
 }
 
