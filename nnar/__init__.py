@@ -16,7 +16,7 @@ __all__ = ["Archive", "ArchiveWriter", "StreamReader", "TensorInfo", "Limits", "
 
 # The API is imported on first use, not with the package: `import nnar` then costs no numpy, and
 # the command line (nnar._entry) can catch a Ctrl-C while the heavy modules load.
-_LAZY = {"Archive": "archive", "ArchiveWriter": "archive", "StreamReader": "archive", "TensorInfo": "archive",
+_LAZY = {"set_threads": "threads", "Archive": "archive", "ArchiveWriter": "archive", "StreamReader": "archive", "TensorInfo": "archive",
          "diff": "api", "open": "api", "pack": "api", "patch": "api", "unpack": "api", "verify": "api"}
 
 

@@ -555,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("unpack", help=".nnar archive -> model file",
                         description="Unpack an archive to a model file, bit-exact for lossless archives.")
     sp.add_argument("input", help=".nnar file, or - for stdin")
+    sp.add_argument("--threads", type=_checked(int, lambda n: n >= 1, "an integer >= 1"), default=None,
+                    help="decode a large record's streams on N threads (default: every core, or NNAR_THREADS)")
     sp.add_argument("-o", "--output", help="model file to write, or - for stdout (default: the archive's name in "
                     "the format it was packed from; stdin: stdout)")
     sp.add_argument("--to", choices=[*formats.FORMATS, "npy", "folder"],
@@ -616,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("verify", help="check every checksum and digest",
                         description="Decode every tensor and check every CRC and SHA-256 digest. Exit 0 if intact.")
     sp.add_argument("input", help=".nnar file, or - for stdin")
+    sp.add_argument("--threads", type=_checked(int, lambda n: n >= 1, "an integer >= 1"), default=None,
+                    help="decode a large record's streams on N threads (default: every core, or NNAR_THREADS)")
     sp.add_argument("--json", action="store_true", help="the result as JSON on stdout (also when damaged)")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing; the exit status says")
     limits_args(sp)
@@ -646,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     try:
+        if getattr(args, "threads", None) is not None:
+            from . import threads
+            threads.set_threads(args.threads)
         return args.func(args)
     except _Terminated:
         fsutil.remove_pending()  # a signal inside a temporary's creation: the file is still listed

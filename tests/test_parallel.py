@@ -86,3 +86,30 @@ def test_infos_are_complete_when_the_writer_closes():
                 w.write(name, a)
     assert [i.name for i in w.infos] == list(model)
     assert {n: a.tobytes() for n, a in nnar.unpack(buf.getvalue()).items()} == {n: a.tobytes() for n, a in model.items()}
+
+
+def test_a_records_streams_decode_in_parallel_to_the_same_bytes_and_the_same_error(monkeypatch):
+    """nnar.threads: the streams of one record are decoded one per thread; the bytes are those
+    of a serial decode, and of two broken streams the first in record order is reported."""
+    import zstandard
+    from archive_builder import BYTEPLANES, Builder, zstd_stage
+    from nnar import threads
+    monkeypatch.setattr(threads, "PARALLEL_MIN_BYTES", 0)
+    w = np.random.default_rng(0).standard_normal((300, 200)).astype(np.float32)
+    data = _pack({"w": w}, None)
+    got = {}
+    for n in (1, 2, 4):
+        nnar.set_threads(n)
+        got[n] = nnar.unpack(data)["w"].tobytes()
+    assert got[1] == got[2] == got[4] == w.tobytes()
+    plane = np.frombuffer(w.tobytes(), np.uint8)[::4].tobytes()  # any bytes of the right length
+    good = zstandard.ZstdCompressor().compress(plane)
+    # CRC-valid (the builder computes them) but cut zstd frames, told apart by their lengths
+    cut = {1: good[: len(good) // 2], 3: good[: len(good) // 3]}
+    segs = [(f"p{k}", [zstd_stage()], len(plane), cut.get(k, good)) for k in range(4)]
+    archive = Builder().tensor([("w", w.shape)], "float32", segs, pipeline=[BYTEPLANES], decoded=w.tobytes()).build()
+    for n in (1, 2, 4, 4, 4):
+        nnar.set_threads(n)
+        with pytest.raises(nnar.CodecDataError, match=f"frame of {len(cut[1])} bytes"):  # p1's, never p3's
+            nnar.unpack(archive)
+    nnar.set_threads(None)
