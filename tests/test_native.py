@@ -376,8 +376,9 @@ def bases() -> list[bytes]:
              ("emb.bias", "float32", rng.normal(size=16).astype(np.float32)),
              ("ids", "int64", np.arange(-20, 20, dtype=np.int64)),
              ("half", "float16", rng.normal(size=(8, 8)).astype(np.float16))]
+    frozen = [(VECTORS / "valid" / f"{v}.nnar").read_bytes() for v in ("folder", "compressed-descriptors", "huffman")]
     return [_write(model), _write(model, "tiny", alias=True), _write(model, "int8", structure=("onnx", b"graph" * 40)),
-            _write(model, {"quant": "kmeans", "bits": 4}), _write(model, "fp16", alias=True)]
+            _write(model, {"quant": "kmeans", "bits": 4}), _write(model, "fp16", alias=True), *frozen]
 
 
 def _python_code(data: bytes, random: bool) -> str | None:
@@ -400,7 +401,7 @@ def mutations(draw, n: int):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(m=mutations(5))
+@given(m=mutations(8))
 def test_mutated_archives_give_the_same_code(san, bases, tmp_path, m):
     which, kind, where, count = m
     data = bytearray(bases[which])

@@ -22,7 +22,19 @@ static long long read_cursor(void *user, void *buf, size_t size)
 
 static int on_tensor(void *user, const nnar_tensor_info *info, const void *data)
 {
-    (void)user; (void)info; (void)data;
+    size_t *total = (size_t *)user;
+    if (info->nbytes) *total += ((const unsigned char *)data)[info->nbytes - 1];   /* the last byte is there */
+    *total += info->name.size ? (unsigned char)info->name.data[info->name.size - 1] : 0;
+    return 0;
+}
+
+static int on_text(void *user, nnar_text key, nnar_text value)
+{
+    size_t *total = (size_t *)user;
+    /* touch every byte: a text handed out must lie inside the input */
+    size_t i;
+    for (i = 0; i < key.size; i++) *total += (unsigned char)key.data[i];
+    for (i = 0; i < value.size; i++) *total += (unsigned char)value.data[i];
     return 0;
 }
 
@@ -36,6 +48,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     nnar_options opt;
     nnar_stream_visitor v;
     cursor c;
+    size_t total = 0;
     unsigned char content[32];
     /* small limits: a hostile declaration must fail on a limit, not exhaust the fuzzer */
     nnar_limits_default(&limits);
@@ -79,6 +92,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     c.p = data; c.n = size; c.pos = 0;
     memset(&v, 0, sizeof v);
     v.tensor = on_tensor;
+    v.metadata = on_text;
+    v.user = &total;
     v.check_digests = 1;
     nnar_read_stream(read_cursor, &c, &opt, &v, content, &err);
     return 0;

@@ -179,6 +179,8 @@ nnar_status nnar_verify(nnar_archive *archive, uint8_t content[32], int *has_sto
 typedef long long (*nnar_read_fn)(void *user, void *buf, size_t size);
 
 typedef struct nnar_stream_visitor {
+    /* Each META metadata entry (§5.1), before any record. May be NULL. */
+    int (*metadata)(void *user, nnar_text key, nnar_text value);
     /* Each tensor (aliases too) as soon as its record is decoded: data holds info->nbytes
      * bytes, valid during the call. Return nonzero to stop (NNAR_STOPPED). May be NULL. */
     int (*tensor)(void *user, const nnar_tensor_info *info, const void *data);

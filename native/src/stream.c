@@ -407,6 +407,18 @@ static nnar_status run(stream_state *st, const nnar_stream_visitor *v, uint8_t c
         nnar_record_digest(&meta, NULL, d);
         nnar_sha256_update(&st->content, d, 32);
     }
+    if (s == NNAR_OK && v && v->metadata) {
+        const mp_doc *doc = &meta.doc;
+        uint32_t md = mp_get(doc, 0, "metadata"), k = md + 1, i;
+        for (i = 0; i < doc->nodes[md].len && s == NNAR_OK; i++, k = doc->nodes[doc->nodes[k].end].end) {
+            nnar_text key, value;
+            key.data = (const char *)doc->nodes[k].v.p;
+            key.size = doc->nodes[k].len;
+            value.data = (const char *)doc->nodes[doc->nodes[k].end].v.p;
+            value.size = doc->nodes[doc->nodes[k].end].len;
+            if (v->metadata(v->user, key, value)) s = nnar_fail(ctx, NNAR_STOPPED, "stopped by the metadata callback");
+        }
+    }
     pos = NNAR_HEAD_END(&meta);
     nnar_head_free(ctx, &meta);
     NNAR_TRY(s);
