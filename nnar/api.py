@@ -375,6 +375,12 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         structure = structure[1] if structure is not None and structure[0] == fmt and select is None else None
         options = {"path": os.fspath(dst) if _is_path(dst) else None, "quantized": keep_quantized, "force": force} \
             if fmt == "onnx" else {}
+        if fmt == "safetensors" and _is_path(src) and os.fspath(src) != "-":
+            # the header first, from the index: the data then streams to the output once, not
+            # through a temporary copy (unpack at the speed of decoding, not of writing twice)
+            with Archive(src, limits) as a:
+                options["layout"] = [(i.name, i.dtype, i.shape) for i in a.infos()
+                                     if select is None or select(i.name)]
         with _output(dst, force, (src,) if _is_path(src) else ()) as out:
             formats.module(fmt).write(out, tensors(), reader.metadata, structure=structure, **options)
         return infos
