@@ -437,6 +437,28 @@ def test_every_allocation_failure_is_a_status_and_frees_all(builds, tmp_path):
         assert r.returncode == 0 and r.stdout.startswith(b"ok "), (name, r.stdout, r.stderr)
 
 
+def test_reading_in_order_holds_one_record(builds, tmp_path):
+    """native/tests/peak_memory.c counts the bytes the library holds through the caller's
+    allocator: reading 32 records of 1 MiB in order peaks as reading 8 does, a few records' worth."""
+    cc = shutil.which("gcc") or shutil.which("cc") or "clang"
+    exe = tmp_path / "peak_memory"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", f"-I{NATIVE / 'include'}",
+                           str(NATIVE / "tests" / "peak_memory.c"), str(builds["release"].parent / "libnnar.a"),
+                           "-lzstd", "-o", str(exe)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for n in (8, 32):
+        path = tmp_path / f"m{n}.nnar"
+        path.write_bytes(nnar.pack({f"w{i}": (rng.normal(size=(256, 1024)) * 0.02).astype(np.float32)
+                                    for i in range(n)}))
+        r = run(exe, path)
+        peak, live = map(int, r.stdout.split())
+        assert r.returncode == 0 and live == 0
+        peaks[n] = peak
+    assert peaks[32] < 1.15 * peaks[8] and peaks[32] < 5 << 20, peaks
+
+
 # -- the fuzzing corpus ------------------------------------------------------------------------------
 
 
