@@ -30,6 +30,8 @@ struct nnar_archive {
     uint32_t alias_count;
     tref *order;
     size_t tensor_count;
+    uint32_t *by_name;      /* open addressing: slot -> 1 + index into order (0: empty) */
+    size_t by_name_mask;
     uint8_t *scratch;       /* a file's record bodies are read here: the largest so far, kept */
     uint64_t scratch_size;
     uint32_t *files;        /* FILE entries, in index order */
@@ -275,6 +277,42 @@ static nnar_status load_index(nnar_archive *a)
     return NNAR_OK;
 }
 
+static void name_of(const nnar_archive *a, size_t i, const uint8_t **p, uint32_t *n)
+{
+    const tref *t = &a->order[i];
+    const nnar_entry *e = &a->ix.entries[t->entry];
+    if (t->alias >= 0) { *p = a->aliases[t->alias].name; *n = a->aliases[t->alias].name_len; }
+    else { *p = a->ix.names[e->first_name + t->member]; *n = a->ix.name_lens[e->first_name + t->member]; }
+}
+
+static size_t name_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ull; }
+    return (size_t)h;
+}
+
+/* names -> archive order, so a lookup by name costs one hash, not a scan */
+static nnar_status index_names(nnar_archive *a)
+{
+    size_t cap = 16, i;
+    while (cap < 2 * a->tensor_count) cap *= 2;
+    a->by_name = (uint32_t *)nnar_alloc_zero(&a->ctx, cap * sizeof *a->by_name);
+    if (!a->by_name) return NNAR_OUT_OF_MEMORY;
+    a->by_name_mask = cap - 1;
+    for (i = 0; i < a->tensor_count; i++) {
+        const uint8_t *p;
+        uint32_t n;
+        size_t slot;
+        name_of(a, i, &p, &n);
+        slot = name_hash(p, n) & a->by_name_mask;
+        while (a->by_name[slot]) slot = (slot + 1) & a->by_name_mask;
+        a->by_name[slot] = (uint32_t)(i + 1);
+    }
+    return NNAR_OK;
+}
+
 static nnar_status open_source(nnar_archive *a)
 {
     nnar_ctx *ctx = &a->ctx;
@@ -282,7 +320,8 @@ static nnar_status open_source(nnar_archive *a)
     NNAR_TRY(nnar_read_head(ctx, &a->src, NNAR_PREAMBLE_SIZE, a->preamble, &a->meta));
     NNAR_TRY(nnar_parse_meta(ctx, &a->meta));
     a->first_offset = NNAR_HEAD_END(&a->meta);
-    return load_index(a);
+    NNAR_TRY(load_index(a));
+    return index_names(a);
 }
 
 static nnar_archive *new_archive(const nnar_options *o)
@@ -351,6 +390,7 @@ void nnar_close(nnar_archive *a)
     nnar_free(ctx, a->order);
     nnar_free(ctx, a->files);
     nnar_free(ctx, a->scratch);
+    nnar_free(ctx, a->by_name);
     nnar_index_free(ctx, &a->ix);
     nnar_head_free(ctx, &a->indx);
     nnar_head_free(ctx, &a->meta);
@@ -460,15 +500,12 @@ nnar_status nnar_tensor_at(nnar_archive *a, size_t i, nnar_tensor_info *info)
 
 nnar_status nnar_tensor_find(nnar_archive *a, const char *name, size_t name_size, size_t *index)
 {
-    size_t i;
-    for (i = 0; i < a->tensor_count; i++) {
-        const tref *t = &a->order[i];
-        const nnar_entry *e = &a->ix.entries[t->entry];
+    size_t slot = name_hash((const uint8_t *)name, name_size) & a->by_name_mask;
+    for (; a->by_name[slot]; slot = (slot + 1) & a->by_name_mask) {
         const uint8_t *p;
         uint32_t n;
-        if (t->alias >= 0) { p = a->aliases[t->alias].name; n = a->aliases[t->alias].name_len; }
-        else { p = a->ix.names[e->first_name + t->member]; n = a->ix.name_lens[e->first_name + t->member]; }
-        if (n == name_size && memcmp(p, name, n) == 0) { *index = i; return NNAR_OK; }
+        name_of(a, a->by_name[slot] - 1, &p, &n);
+        if (n == name_size && memcmp(p, name, n) == 0) { *index = a->by_name[slot] - 1; return NNAR_OK; }
     }
     a->ctx.where[0] = 0;
     return nnar_fail(&a->ctx, NNAR_NOT_FOUND, "tensor '%.*s': not in this archive", (int)(name_size > 200 ? 200 : name_size), name);
