@@ -60,8 +60,8 @@ typedef enum nnar_dtype {
 const char *nnar_dtype_name(nnar_dtype dtype);   /* "float32"; "?" for unknown */
 size_t nnar_dtype_size(nnar_dtype dtype);        /* bytes per element; 0 for unknown */
 
-/* bfloat16 and float16 elements come out as bit patterns; these widen one to float32,
- * exactly (NaN payloads kept). */
+/* bfloat16, float16 and float8 elements come out as bit patterns; these widen bfloat16 and
+ * float16 to float32, exactly (NaN payloads kept). */
 float nnar_bf16_to_f32(uint16_t bits);
 float nnar_f16_to_f32(uint16_t bits);
 /* Whole arrays: n elements from src (little-endian bit patterns) to dst. */
@@ -140,15 +140,17 @@ typedef struct nnar_tensor_info {
 /* Tensors and aliases, in archive order. Listing reads each TENS descriptor once (cached). */
 size_t nnar_tensor_count(const nnar_archive *archive);
 nnar_status nnar_tensor_at(nnar_archive *archive, size_t i, nnar_tensor_info *info);
+/* The index of a tensor or alias by name (its UTF-8 bytes): NNAR_NOT_FOUND when absent. */
 nnar_status nnar_tensor_find(nnar_archive *archive, const char *name, size_t name_size, size_t *index);
 /* Fidelity entry j of tensor i: its key, and its value as text (a str as is; a number printed
  * in C's "%.17g" or "%lld"). */
 nnar_status nnar_fidelity_entry(nnar_archive *archive, size_t i, size_t j, nnar_text *key,
                                 nnar_text *value);
 
-/* Decode tensor i into out (exactly info.nbytes bytes, C order, little-endian element bytes).
- * Only the tensor's own record is read; its CRCs are checked, and with check_digest its
- * record's SHA-256 digest too. */
+/* Decode tensor i into out (exactly info.nbytes bytes, C order, little-endian element bytes;
+ * NULL for an empty tensor). Only the tensor's own record is read; its CRCs are checked, and
+ * with check_digest its record's SHA-256 digest too. Nothing is returned from a record that
+ * fails a check, but out may have been written. */
 nnar_status nnar_read_tensor(nnar_archive *archive, size_t i, void *out, size_t out_size,
                              int check_digest);
 
