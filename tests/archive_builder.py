@@ -108,7 +108,7 @@ def canonical(v: Any) -> bytes:
 
 def record_digest(rtype: str, desc: dict, extra: bytes = b"") -> bytes:
     """§5.3.1: SHA-256(type ‖ u64 len(D) ‖ D ‖ X), D canonical with segment lengths set to 0."""
-    if rtype in ("TENS", "MODL") and isinstance(desc.get("segments"), list):
+    if rtype in ("TENS", "MODL", "FILE") and isinstance(desc.get("segments"), list):
         desc = {**desc, "segments": [{**seg, "length": 0} for seg in desc["segments"]]}
     d = canonical(desc)
     return hashlib.sha256(rtype.encode() + struct.pack("<Q", len(d)) + d + extra).digest()

@@ -215,3 +215,34 @@ def test_max_shard_size_reshards_as_transformers_would(saved, tmp_path):
     with pytest.raises(SystemExit) as e:  # a usage error, as argparse reports them
         cli.main(["unpack", str(archive), "-o", str(tmp_path / "bad"), "--max-shard-size", "lots"])
     assert e.value.code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_folder_updates_patch_their_files_too(saved, tmp_path, monkeypatch):
+    """A new config and a fine-tuned shard, as one content patch (spec/patch.md), applied where
+    zstd encodes otherwise: the device's folder is the server's, file for file."""
+    import zstandard
+    from nnar.codecs import zstd as Z
+    root, model = saved
+    v2 = tmp_path / "v2"
+    import shutil
+    shutil.copytree(root, v2)
+    import copy
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.encoder.layer[1].output.dense.weight.add_(1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(v2, max_shard_size="40KB")
+    (v2 / "config.json").write_text((v2 / "config.json").read_text().replace("{", '{"revision": 2, ', 1))
+    (v2 / "generation_config.json").write_text("{}\n")
+    a, b, p = tmp_path / "v1.nnar", tmp_path / "v2.nnar", tmp_path / "u.nnarpatch"
+    nnar.pack(root, a)
+    nnar.pack(v2, b)
+    stat = nnar.diff(a, b, p)
+    assert {r.path for r in stat.records if r.record_type == "FILE" and r.action != "unchanged"} >= \
+        {"config.json", "generation_config.json"}
+    monkeypatch.setattr(Z.Zstd, "encode", lambda self, data: (zstandard.ZstdCompressor(
+        level=self.level + 2, write_content_size=True, write_checksum=True).compress(data), {}))
+    nnar.patch(a, p, tmp_path / "device.nnar")
+    nnar.unpack(tmp_path / "device.nnar", tmp_path / "device")
+    assert _files(tmp_path / "device") == _files(v2)

@@ -107,3 +107,5 @@ def test_patch_tables_match_the_schema():
     assert [r[0].strip('`"') for r in table_after("#### Segment ops", patch)] == list(schema.SOURCES)
     assert all(f"`{op}`" in patch or f'`"{op}"`' in patch for op in schema.DELTA_OPS)
     assert "`META`, `MODL`, `TENS` or `ALIS`" in patch and set(schema.REBUILDABLE) == {"META", "MODL", "TENS", "ALIS"}
+    assert "`META`, `MODL`, `TENS`, `ALIS` or `FILE`" in patch
+    assert set(schema.CONTENT_REBUILDABLE) == set(schema.REBUILDABLE) | {"FILE"}

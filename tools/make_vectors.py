@@ -839,12 +839,19 @@ FOLDER_FILES = {"config.json": b'{"model_type": "bert", "hidden_size": 4}\n',
                 "tokenizer/vocab.txt": b"[PAD]\n[UNK]\nhello\nworld\n" * 8}
 
 
-def _folder_archive():
+def _folder_archive(config: bytes | None = None, extra: dict | None = None, nudge: bool = False):
     """An archive packed from a model folder (spec/folder.md): two safetensors shards, a config
-    and a file in a sub-folder, as FILE records (FORMAT.md §5.7)."""
+    and a file in a sub-folder, as FILE records (FORMAT.md §5.7). The arguments make a next
+    version of it, for a patch vector."""
     import io
     from nnar.archive import ArchiveWriter
     a, b = np.arange(8, dtype=np.float32).reshape(2, 4), np.linspace(0, 1, 4).astype(np.float32)
+    if nudge:
+        b = (b + np.float32(1e-3)).astype(np.float32)
+    files = dict(FOLDER_FILES)
+    if config is not None:
+        files["config.json"] = config
+    files.update(extra or {})
     layout = {"weights": [
         {"path": "model-00001-of-00002.safetensors", "format": "safetensors", "tensors": ["a"],
          "metadata": {"format": "pt"}},
@@ -853,7 +860,7 @@ def _folder_archive():
     structure = msgpack.packb(layout, use_bin_type=True)
     buf = io.BytesIO()
     with ArchiveWriter(buf, source_format="folder", structure=("folder", structure)) as w:
-        for path, data in FOLDER_FILES.items():
+        for path, data in files.items():
             w.write_file(path, data)
         w.write("a", a)
         w.write("b", b)
@@ -1064,6 +1071,11 @@ def valid_content_patches(valid: dict) -> dict[str, tuple[bytes, bytes, bytes]]:
     with nnar.open(device.getvalue()) as a, nnar.open(old) as b:
         assert device.getvalue() != old and a.content_digest() == b.content_digest()
     out["content-base-by-another-zstd"] = (device.getvalue(), patch, new)
+    # a model folder (FORMAT.md §5.7): its config changed, one tensor fine-tuned, a file added
+    old = _folder_archive()[0]
+    new = _folder_archive(config=b'{"model_type": "bert", "hidden_size": 4, "revision": 2}\n',
+                          extra={"generation_config.json": b"{}\n"}, nudge=True)[0]
+    out["content-folder"] = (old, _diff(old, new), new)
     return out
 
 

@@ -21,7 +21,7 @@ import msgpack
 from .. import constants as C
 
 #: record types whose descriptors list segments, whose stored ``length`` is not content
-_WITH_SEGMENTS = ("TENS", "MODL")
+_WITH_SEGMENTS = ("TENS", "MODL", "FILE")
 
 
 def canonical(value) -> bytes:

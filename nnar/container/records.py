@@ -520,6 +520,8 @@ class RecordReader:
             segs = self._indexed_tensor(frame, desc, entry, where).segments
         elif entry.record_type == _MODL:
             segs = S.parse_model(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict).segments
+        elif entry.record_type == _FILE:
+            segs = S.parse_file(desc, frame.body_offset, frame.body_length, self.limits, where, self.strict).segments
         else:
             segs = ()
         if segs or frame.body_length:

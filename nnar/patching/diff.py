@@ -58,10 +58,13 @@ class RecordStat:
     new_bytes: int  # the record's size in NEW: what sending it whole would cost
     base_names: tuple[str, ...] = ()  # the partner's tensors
     segments: list[str] = dataclasses.field(default_factory=list)  # per segment: "p0 xor/1 1.2 KiB"
+    path: str = ""  # a FILE record's (FORMAT.md §5.7)
 
     def label(self) -> str:
         if self.names:
             return self.names[0] + (f" (+{len(self.names) - 1} in group)" if len(self.names) > 1 else "")
+        if self.path:
+            return f"(file {self.path})"
         return {"META": "(metadata)", "MODL": "(model structure)", "ALIS": "(aliases)"}.get(self.record_type,
                                                                                           self.record_type)
 
@@ -70,6 +73,8 @@ class RecordStat:
                "patch_bytes": self.patch_bytes, "new_bytes": self.new_bytes, "segments": self.segments}
         if self.action == "renamed":
             out["from"] = list(self.base_names)
+        if self.path:
+            out["path"] = self.path
         return out
 
 
@@ -213,6 +218,7 @@ class _Differ:
         self.by_name: dict[str, int] = {}
         self.by_digest: dict[bytes, int] = {}
         self.modl: int | None = None
+        self.by_path: dict[str, int] = {}
         for k in range(len(self.old.index()) + 1):
             rec = self.old.read_stored(k)
             info = _BaseInfo(rec.record_type, _names(rec), _identity(rec))
@@ -224,6 +230,8 @@ class _Differ:
                 self.by_digest.setdefault(rec.desc["digest"], k)
             elif rec.record_type == "MODL":
                 self.modl = k
+            elif rec.record_type == "FILE":
+                self.by_path.setdefault(rec.desc.get("path"), k)
 
     def partner(self, rec: StoredRecord, names: tuple[str, ...]) -> tuple[int | None, bool]:
         """(OLD record to derive from, whether found by digest: a rename)."""
@@ -231,6 +239,8 @@ class _Differ:
             return 0, False
         if rec.record_type == "MODL":
             return self.modl, False
+        if rec.record_type == "FILE":  # a folder's file: its partner is the file of the same path
+            return self.by_path.get(rec.desc.get("path")), False
         if rec.record_type != "TENS":
             return None, False
         for n in names:
@@ -278,7 +288,8 @@ class _Differ:
         else:
             action = "changed" if rec.record_type != "TENS" or op.descriptor is not None else "unchanged"
         return op, RecordStat(rec.number, rec.record_type, names, action, cost, new_bytes,
-                              self.base[k].names if k is not None else (), notes)
+                              self.base[k].names if k is not None else (), notes,
+                              rec.desc.get("path", "") if rec.record_type == "FILE" else "")
 
     def segment(self, rec: StoredRecord, ref: SegmentRef, data, base, ranges=None) -> tuple[SegmentOp, int, str]:
         """The cheapest way to give one segment: (how, bytes it costs in the patch, note)."""

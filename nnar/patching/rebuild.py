@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import constants as C
 from .. import pipeline as P
-from ..archive import _decode, _structure, reader
+from ..archive import _decode, _structure, read_file_record, reader
 from ..container import framing as F
 from ..container import schema as S
 from ..container.content import ContentDigest, canonical, content_form
@@ -33,7 +33,8 @@ from ..limits import Limits
 from . import delta as D
 from .schema import PatchHeader, RecordOp, SegmentOp
 
-_META, _TENS, _MODL, _ALIS = "META", "TENS", "MODL", "ALIS"
+_META, _TENS, _MODL, _ALIS, _FILE = "META", "TENS", "MODL", "ALIS", "FILE"
+_WITH_SEGMENTS = (_TENS, _MODL, _FILE)
 
 
 def apply_content(header: PatchHeader, payloads: Iterator[np.ndarray], base_f, sink, limits: Limits,
@@ -70,7 +71,7 @@ def apply_content(header: PatchHeader, payloads: Iterator[np.ndarray], base_f, s
             desc = dict(desc, segments=[dict(s, length=memoryview(d).nbytes)
                                         for s, (d, _) in zip(desc["segments"], segments)])
         stored, desc_flag = F.encode_descriptor(desc)
-        flags = (0 if rtype == _MODL else C.RECORD_FLAG_MUST_UNDERSTAND) | desc_flag
+        flags = (0 if rtype in (_MODL, _FILE) else C.RECORD_FLAG_MUST_UNDERSTAND) | desc_flag
         offset = sink.pos
         pieces = frame_record(offset, rtype.encode(), stored, flags, segments, preamble if i == 0 else b"")
         frame = F.parse_frame(pieces[0], offset)
@@ -99,7 +100,7 @@ def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, desc: dict, pa
               strict: bool, where: str, assemble, next_payload) -> tuple[list[tuple[bytes, bool]], bool]:
     """The stored bytes of each segment of the rebuilt record (with whether it is verbatim), and
     whether any of them came from the patch (then the record is decoded and checked)."""
-    if rtype not in (_TENS, _MODL):
+    if rtype not in _WITH_SEGMENTS:
         if op.segments:
             raise BadDescriptor(f"a {rtype} record has no segments, found {len(op.segments)}", where=where)
         return [], False
@@ -176,6 +177,13 @@ def _check(base: RecordReader, rtype: str, desc: dict, frame: F.Frame, segments,
         if entries:
             raise BadLayout("a MODL record must come first after META", where=where)
         rec = S.parse_model(desc, frame.body_offset, frame.body_length, limits, where, strict)
+    elif rtype == _FILE:
+        if entries and entries[-1].record_type not in (_MODL, _FILE):
+            raise BadLayout("a FILE record must follow META, MODL or another FILE record", where=where)
+        rec = S.parse_file(desc, frame.body_offset, frame.body_length, limits, where, strict)
+        if "\0" + rec.path in names:  # paths and tensor names share the set, apart
+            raise BadLayout(f"duplicate file path {rec.path!r}", where=where)
+        names.add("\0" + rec.path)
     else:
         rec = S.parse_tensor(desc, frame.offset, frame.body_offset, frame.body_length, limits, where, strict)
         for name in rec.names:
@@ -188,6 +196,8 @@ def _check(base: RecordReader, rtype: str, desc: dict, frame: F.Frame, segments,
     result = types.SimpleNamespace(limits=limits, strict=strict, src=types.SimpleNamespace(mem=None))
     if rtype == _MODL:
         return hashlib.sha256(_structure(result, rec, stored)[1]).digest()
-    if rebuilt:  # copied records decode as their partners did; rebuilt ones are proved here
+    if rebuilt and rtype == _FILE:
+        read_file_record(result, rec, stored)  # its bytes against its digest
+    elif rebuilt:  # copied records decode as their partners did; rebuilt ones are proved here
         _decode(result, rec, stored, verify=True)
     return b""

@@ -30,8 +30,9 @@ INDEX_KEYS = ("flags", "descriptor")
 SOURCES = ("base", "patch", "delta")
 DELTA_OPS = ("xor", "add")
 WIDTHS = (1, 2, 4, 8)
-#: record types a patch may rebuild (the first must be META)
+#: record types a patch may rebuild (the first must be META); a content patch (1.4) also FILE
 REBUILDABLE = ("META", "MODL", "TENS", "ALIS")
+CONTENT_REBUILDABLE = REBUILDABLE + ("FILE",)
 MAX_ENCODER_ENTRIES = 16
 
 
@@ -171,8 +172,9 @@ def _record_op(r: Any, i: int, limits: Limits, where: str, strict: bool, content
     rtype = None
     if "type" in r:
         rtype = _str(r["type"], f"{what} type", where)
-        if rtype not in REBUILDABLE:
-            raise BadDescriptor(f"{what} type: expected one of {', '.join(REBUILDABLE)}, found {rtype!r:.20}",
+        known = CONTENT_REBUILDABLE if content else REBUILDABLE
+        if rtype not in known:
+            raise BadDescriptor(f"{what} type: expected one of {', '.join(known)}, found {rtype!r:.20}",
                                 where=where)
     flags = _flags(r["flags"], f"{what} flags", where) if "flags" in r else None
     desc = _bytes(r["descriptor"], f"{what} descriptor", where, limits) if "descriptor" in r else None
