@@ -12,7 +12,6 @@ segment bytes and never looks inside them; this module never sees a file offset.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -235,7 +234,7 @@ def decode_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping
               for name, (chain, raw_length, _) in segments.items()}
     jobs = [(name, *chains[name], raw_length, data, where) for name, (_, raw_length, data) in segments.items()]
     ex = threads.pool() if len(jobs) > 1 and sum(j[3] for j in jobs) >= threads.PARALLEL_MIN_BYTES else None
-    if ex is None or threading.current_thread().name.startswith("nnar-decode"):
+    if ex is None or threads.in_pool():
         streams = {job[0]: _decode_chain(*job) for job in jobs}
     else:  # one stream per thread; map yields in record order, so the first failure in order is raised
         streams = dict(zip([j[0] for j in jobs], ex.map(lambda job: _decode_chain(*job), jobs)))

@@ -46,6 +46,11 @@ def set_threads(n: int | None) -> None:
             _pool = None
 
 
+def in_pool() -> bool:
+    """Whether the caller is one of the pool's threads (which must not wait on the pool)."""
+    return threading.current_thread().name.startswith("nnar-decode")
+
+
 def pool() -> ThreadPoolExecutor | None:
     """The shared pool, or None when decoding runs in the calling thread."""
     global _pool
