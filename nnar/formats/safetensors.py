@@ -49,6 +49,12 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _parse_int(text: str):
+    """A JSON integer; one written with a minus sign (``-0`` too) is kept a float, as the library
+    reads it, so that no shape or offset with a sign passes where the library refuses it."""
+    return float(text) if text.startswith("-") else int(text)
+
+
 def _is_index(x) -> bool:
     """A JSON non-negative integer that fits a u64 (a bool is not an integer here)."""
     return type(x) is int and 0 <= x < _U64
@@ -116,7 +122,7 @@ def _parse_header(raw: bytes) -> dict:
             raise InvalidInput(f"safetensors header: expected a map of tensor entries, found {containers} JSON "
                                f"objects and arrays for {keys} keys")
     try:
-        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_int=_parse_int)
     except _Duplicate as e:
         raise InvalidInput(f"safetensors header: expected each key once, found {e.key!r:.80} twice") from None
     except (ValueError, RecursionError) as e:
