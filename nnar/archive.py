@@ -168,9 +168,19 @@ class Encoded:
 
 
 def encode_lossless(arrays: list[np.ndarray], spec: TensorSpec, candidates) -> Encoded:
-    """A record of one tensor, or a group (their elements one after the other), losslessly."""
+    """A record of one tensor, or a group (their elements one after the other), by the cheapest
+    candidate: losslessly, unless the caller gave a pipeline with a lossy stage, whose record
+    then carries the digest of what it decodes to (FORMAT.md §5.2.4), not of its input."""
     data = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(-1) for a in arrays])
-    return Encoded(planner.encode(data, spec, candidates), digest_of(data))
+    enc = planner.encode(data, spec, candidates)
+    if all(getattr(c, "lossless", True) for stage in enc.pipeline for c in [_codec_of(stage)]):
+        return Encoded(enc, digest_of(data))
+    return Encoded(enc, digest_of(P.decode_encoded(enc, DEFAULT_LIMITS, "a lossy pipeline's output")))
+
+
+def _codec_of(stage: dict):
+    from .codecs import get_codec_class
+    return get_codec_class(stage["codec"])
 
 
 def encode_lossy(name: str, dtype: str, data: np.ndarray, settings: TensorSettings, level: int,

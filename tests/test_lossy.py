@@ -247,3 +247,18 @@ def test_config_parsing():
     assert s.quant == "kmeans" and s.bits == 3
     assert not config.from_mapping("balanced").settings_for("b", (10,), True).lossy  # 1-D: lossless
     assert config.from_mapping("balanced").settings_for("e", (64, 64), False).lossless  # integers: lossless
+
+
+def test_an_explicit_lossy_pipeline_records_the_digest_of_what_decodes():
+    """ArchiveWriter.write(pipeline=...) with a narrowing stage: the record's digest is of the
+    decoded array (FORMAT.md §5.2.4), so the archive verifies (it recorded the input's before)."""
+    import io
+    from nnar import pipeline as P
+    from nnar.archive import ArchiveWriter
+    from nnar.codecs.cast import Cast
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    buf = io.BytesIO()
+    with ArchiveWriter(buf) as wr:
+        wr.write("w", w, pipeline=P.Pipeline(array_codecs=(Cast("float16"),)))
+    nnar.verify(buf.getvalue())
+    assert np.array_equal(nnar.unpack(buf.getvalue())["w"], w.astype(np.float16).astype(np.float32))
