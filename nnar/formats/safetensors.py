@@ -230,11 +230,20 @@ def write(f, tensors, metadata, layout=None, structure=None) -> None:
     streams straight through; otherwise it is spooled to a temporary file first."""
     if layout is not None:
         f.write(_header(layout, metadata))
-        for (name, arr, dt), (lname, ldt, lshape) in zip(tensors, layout, strict=True):
+        # not zip(): like enumerate, it keeps its last result tuple, and the previous array in it,
+        # alive while the next tensor decodes
+        k = 0
+        for name, arr, dt in tensors:
+            if k >= len(layout):
+                raise InvalidInput(f"tensor {name!r}: more tensors than the announced layout")
+            lname, ldt, lshape = layout[k]
+            k += 1
             if (name, dt, tuple(arr.shape)) != (lname, ldt, tuple(lshape)):
                 raise InvalidInput(f"tensor {name!r} does not match the announced layout")
             f.write(as_bytes(arr))
             del arr  # not kept while the next tensor decodes
+        if k != len(layout):
+            raise InvalidInput(f"expected {len(layout)} tensors as announced, found {k}")
         return
     with tempfile.TemporaryFile() as spool:
         seen = []
