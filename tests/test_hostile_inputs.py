@@ -213,3 +213,13 @@ def test_a_zip_checkpoint_torch_misreads_loads_the_same_every_time():
     (only,) = results
     stored = zipfile.ZipFile(io.BytesIO(data)).read("archive/data/0")
     assert dict((n, b) for n, _, b in only)["emb"] == stored
+
+
+def test_a_legacy_checkpoint_with_unlisted_storages_is_refused():
+    """The fuzzer's legacy (pre-zip) checkpoint whose storage list is empty: torch fills no
+    storage and hands out heap memory; nnar walks the pickles (stubs, no code) and refuses."""
+    path = Path(__file__).resolve().parents[1] / "fuzz" / "crashes" / \
+        "torch-legacy-unlisted-storage-bea9a91d2cce20d8d7f895e3aad72d6cb7d9ed42"
+    import io
+    with pytest.raises(nnar.InvalidInput, match="does not store"):
+        nnar.pack(io.BytesIO(path.read_bytes()), fmt="torch")

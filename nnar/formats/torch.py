@@ -250,7 +250,9 @@ def _check_storages(torch, f, obj) -> None:
 
     here = f.tell()
     if f.read(4) != b"PK\x03\x04":  # as torch tells a zip checkpoint from a legacy one
-        return  # a legacy checkpoint: its storages are read in sequence from the file itself
+        f.seek(here)
+        _check_legacy(f)
+        return
     f.seek(here)
     try:
         with zipfile.ZipFile(f) as z:
@@ -269,6 +271,73 @@ def _check_storages(torch, f, obj) -> None:
     if sorted(loaded) != records:
         raise InvalidInput(f"input: expected the checkpoint's {len(loaded)} storages to hold its {len(records)} data "
                            "records, found storages whose bytes are not in the file (a damaged ZIP entry)")
+
+
+class _Stub:
+    """Whatever a legacy checkpoint's pickle names, without loading it: no code runs here."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _Walk(pickle.Unpickler):
+    """Unpickles with stubs for every class and records the storages the pickle refers to."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.storages: dict[str, int] = {}  # key → elements declared
+
+    def find_class(self, module, name):
+        return type(f"{module}.{name}", (_Stub,), {})
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[2], str):
+            self.storages[pid[2]] = pid[4] if isinstance(pid[4], int) else -1
+        return _Stub()
+
+
+class _Plain(pickle.Unpickler):
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name}: expected plain data")
+
+
+def _check_legacy(f) -> None:
+    """A legacy (pre-zip) checkpoint: five pickles (magic, protocol, system info, the object,
+    the storage keys), then each listed storage's bytes. torch creates every storage the object
+    refers to at its declared size and fills only those the key list names: one it does not name
+    comes back as uninitialized memory (the fuzzer found one: the heap's pointers, different at
+    each load). So every storage referred to must be listed; the pickles are walked here with
+    stubs, no class loaded and no code run."""
+    here = f.tell()
+    try:
+        for _ in range(3):
+            _Plain(f).load()
+        walk = _Walk(f)
+        walk.load()
+        keys = _Plain(f).load()
+    except Exception as e:  # noqa: BLE001  hostile pickles raise anything; torch then says what is wrong
+        f.seek(here)
+        raise InvalidInput(f"input: expected a PyTorch checkpoint (torch.save), found a legacy one whose pickles "
+                           f"do not read ({type(e).__name__}: {str(e)[:100]})") from None
+    f.seek(here)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise InvalidInput("input: a legacy PyTorch checkpoint whose storage list is not a list of keys")
+    missing = sorted(set(walk.storages) - set(keys))
+    if missing:
+        raise InvalidInput(f"input: a legacy PyTorch checkpoint whose tensors use {len(missing)} storage(s) it does "
+                           f"not store ({', '.join(missing[:3])}): torch would hand out uninitialized memory")
 
 
 def _holds_tensors(value: Any, torch) -> bool:
