@@ -223,3 +223,20 @@ def test_a_legacy_checkpoint_with_unlisted_storages_is_refused():
     import io
     with pytest.raises(nnar.InvalidInput, match="does not store"):
         nnar.pack(io.BytesIO(path.read_bytes()), fmt="torch")
+
+
+def test_a_legacy_checkpoint_naming_a_huge_memo_index_costs_nothing():
+    """The second 30-minute fuzz_torch run: 161 bytes whose pickle puts a value at memo index
+    2^31, for which the C unpickler grows a 16 GiB array. nnar's walk of the pickles uses the
+    Python unpickler (a dict memo) and checks declared lengths against the file first."""
+    import io
+    path = Path(__file__).resolve().parents[1] / "fuzz" / "crashes" / \
+        "torch-legacy-huge-string-9209242fc3fcee2f02abf74dfedc8661304969ea"
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(nnar.NnarError):
+            nnar.pack(io.BytesIO(path.read_bytes()), fmt="torch")
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20
+    finally:
+        tracemalloc.stop()

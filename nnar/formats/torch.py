@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import pickle
+import pickletools
 import re
 import warnings
 import weakref
@@ -292,7 +293,8 @@ class _Stub:
         pass
 
 
-class _Walk(pickle.Unpickler):
+class _Walk(pickle._Unpickler):  # noqa: SLF001  the Python unpickler: its memo is a dict, where the
+    # C one grows an array to the largest memo index a pickle names (2^31 in a 161-byte file)
     """Unpickles with stubs for every class and records the storages the pickle refers to."""
 
     def __init__(self, f):
@@ -308,7 +310,7 @@ class _Walk(pickle.Unpickler):
         return _Stub()
 
 
-class _Plain(pickle.Unpickler):
+class _Plain(pickle._Unpickler):  # noqa: SLF001  (see _Walk)
     def find_class(self, module, name):
         raise pickle.UnpicklingError(f"{module}.{name}: expected plain data")
 
@@ -321,12 +323,22 @@ def _check_legacy(f) -> None:
     each load). So every storage referred to must be listed; the pickles are walked here with
     stubs, no class loaded and no code run."""
     here = f.tell()
+    capped = _Capped(f)  # a declared length never reserves more than the file holds
+
+    def load(unpickler):
+        # pickletools reads every opcode's declared length from the file first (a short read is
+        # an error); the unpickler itself would allocate a BINBYTES8's declared size up front
+        start = capped.tell()
+        for _ in pickletools.genops(capped):
+            pass
+        capped.seek(start)
+        u = unpickler(capped)
+        return u, u.load()
     try:
         for _ in range(3):
-            _Plain(f).load()
-        walk = _Walk(f)
-        walk.load()
-        keys = _Plain(f).load()
+            load(_Plain)
+        walk, _ = load(_Walk)
+        _, keys = load(_Plain)
     except Exception as e:  # noqa: BLE001  hostile pickles raise anything; torch then says what is wrong
         f.seek(here)
         raise InvalidInput(f"input: expected a PyTorch checkpoint (torch.save), found a legacy one whose pickles "
