@@ -668,28 +668,40 @@ nnar_status nnar_model_info(nnar_archive *a, int *present, nnar_text *format, ui
     return s;
 }
 
+/* A parsed MODL or FILE record's bytes, its body read and checked, decoded into *buf: the
+ * caller's (of exactly the record's length), or allocated here when *buf is NULL. */
+static nnar_status decode_bytes(nnar_archive *a, nnar_record *rec, uint8_t **buf, size_t out_size)
+{
+    nnar_ctx *ctx = &a->ctx;
+    const uint8_t *body;
+    uint8_t *owned = NULL;
+    nnar_status s = NNAR_OK;
+    if (*buf && out_size != rec->length)
+        return nnar_fail(ctx, NNAR_INVALID_ARGUMENT, "output buffer: expected %llu bytes, found %zu",
+                         (unsigned long long)rec->length, out_size);
+    s = read_body(a, &rec->head, &body, &owned);
+    if (s == NNAR_OK) s = nnar_check_padding(ctx, rec, body);
+    if (s == NNAR_OK && !*buf) {
+        *buf = (uint8_t *)nnar_alloc(ctx, (size_t)rec->length);
+        if (!*buf) s = NNAR_OUT_OF_MEMORY;
+    }
+    if (s == NNAR_OK) s = nnar_decode_record(ctx, rec, body, *buf);
+    nnar_free(ctx, owned);
+    return s;
+}
+
 /* MODL steps 2-4: the structure decoded into out (allocated here when *out is NULL). */
 static nnar_status read_model(nnar_archive *a, uint8_t **out, uint64_t *length, size_t out_size)
 {
     nnar_ctx *ctx = &a->ctx;
     nnar_record rec;
-    const uint8_t *body;
-    uint8_t *owned = NULL, *buf = *out;
+    uint8_t *buf = *out;
     nnar_status s;
     memset(&rec, 0, sizeof rec);
     NNAR_TRY(head_at(a, &a->ix.entries[0], &rec.head));
     nnar_set_where(ctx, "MODL record at offset %llu", (unsigned long long)rec.head.offset);
     s = nnar_parse_model(ctx, &rec);
-    if (s == NNAR_OK && buf && out_size != rec.length)
-        s = nnar_fail(ctx, NNAR_INVALID_ARGUMENT, "output buffer: expected %llu bytes, found %zu", (unsigned long long)rec.length, out_size);
-    if (s == NNAR_OK) s = read_body(a, &rec.head, &body, &owned);
-    if (s == NNAR_OK) s = nnar_check_padding(ctx, &rec, body);
-    if (s == NNAR_OK && !buf) {
-        buf = (uint8_t *)nnar_alloc(ctx, (size_t)rec.length);
-        if (!buf) s = NNAR_OUT_OF_MEMORY;
-    }
-    if (s == NNAR_OK) s = nnar_decode_record(ctx, &rec, body, buf);
-    nnar_free(ctx, owned);
+    if (s == NNAR_OK) s = decode_bytes(a, &rec, &buf, out_size);
     *length = rec.length;
     nnar_record_free(ctx, &rec);
     if (s != NNAR_OK && !*out) nnar_free(ctx, buf);
@@ -727,23 +739,13 @@ static nnar_status read_file_record(nnar_archive *a, uint32_t entry, uint8_t **o
 {
     nnar_ctx *ctx = &a->ctx;
     nnar_record rec;
-    const uint8_t *body;
-    uint8_t *owned = NULL, *buf = *out, d[32];
+    uint8_t *buf = *out, d[32];
     nnar_status s;
     memset(&rec, 0, sizeof rec);
     NNAR_TRY(head_at(a, &a->ix.entries[entry], &rec.head));
     nnar_set_where(ctx, "FILE record at offset %llu", (unsigned long long)rec.head.offset);
     s = nnar_parse_file(ctx, &rec);
-    if (s == NNAR_OK && buf && out_size != rec.length)
-        s = nnar_fail(ctx, NNAR_INVALID_ARGUMENT, "output buffer: expected %llu bytes, found %zu", (unsigned long long)rec.length, out_size);
-    if (s == NNAR_OK) s = read_body(a, &rec.head, &body, &owned);
-    if (s == NNAR_OK) s = nnar_check_padding(ctx, &rec, body);
-    if (s == NNAR_OK && !buf) {
-        buf = (uint8_t *)nnar_alloc(ctx, (size_t)rec.length);
-        if (!buf) s = NNAR_OUT_OF_MEMORY;
-    }
-    if (s == NNAR_OK) s = nnar_decode_record(ctx, &rec, body, buf);
-    nnar_free(ctx, owned);
+    if (s == NNAR_OK) s = decode_bytes(a, &rec, &buf, out_size);
     if (s == NNAR_OK) {
         nnar_sha256 sha;
         nnar_sha256_init(&sha);

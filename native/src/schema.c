@@ -203,6 +203,22 @@ nnar_status nnar_parse_tensor(nnar_ctx *ctx, nnar_record *rec)
     return parse_segments(ctx, rec, mp_get(&h->doc, 0, "segments"));
 }
 
+/* MODL and FILE (§5.4, §5.7): `pipeline` and `segments` of bytes decoded as a uint8 array of
+ * `length` elements, as a TENS record's array is. */
+static nnar_status bytes_record(nnar_ctx *ctx, nnar_record *rec)
+{
+    nnar_head *h = &rec->head;
+    rec->pipeline = mp_get(&h->doc, 0, "pipeline");
+    if (NODE(h, rec->pipeline)->type != MP_ARRAY) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "pipeline: expected a list");
+    rec->dtype = NNAR_UINT8;
+    rec->dtype_name = (const uint8_t *)"uint8";
+    rec->dtype_len = 5;
+    rec->array_size = rec->length;
+    rec->array_rank = 1;
+    rec->array_shape1 = rec->length;
+    return parse_segments(ctx, rec, mp_get(&h->doc, 0, "segments"));
+}
+
 nnar_status nnar_parse_model(nnar_ctx *ctx, nnar_record *rec)
 {
     static const char *const keys[] = {"format", "length", "pipeline", "segments", NULL};
@@ -219,15 +235,7 @@ nnar_status nnar_parse_model(nnar_ctx *ctx, nnar_record *rec)
     if (!mp_u63(NODE(h, mp_get(&h->doc, 0, "length")), &rec->length))
         return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "length: expected an integer in [0, 2^63-1]");
     NNAR_TRY(nnar_check_limit(ctx, "model structure bytes", rec->length, ctx->limits.max_tensor_bytes, "max_tensor_bytes"));
-    rec->pipeline = mp_get(&h->doc, 0, "pipeline");
-    if (NODE(h, rec->pipeline)->type != MP_ARRAY) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "pipeline: expected a list");
-    rec->dtype = NNAR_UINT8;
-    rec->dtype_name = (const uint8_t *)"uint8";
-    rec->dtype_len = 5;
-    rec->array_size = rec->length;
-    rec->array_rank = 1;
-    rec->array_shape1 = rec->length;
-    return parse_segments(ctx, rec, mp_get(&h->doc, 0, "segments"));
+    return bytes_record(ctx, rec);
 }
 
 nnar_status nnar_check_path(nnar_ctx *ctx, const mp_node *n)
@@ -273,15 +281,7 @@ nnar_status nnar_parse_file(nnar_ctx *ctx, nnar_record *rec)
     if (NODE(h, dig)->type != MP_BIN || NODE(h, dig)->len != NNAR_DIGEST_SIZE)
         return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "digest: expected 32 bytes (bin)");
     rec->digest = NODE(h, dig)->v.p;
-    rec->pipeline = mp_get(&h->doc, 0, "pipeline");
-    if (NODE(h, rec->pipeline)->type != MP_ARRAY) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "pipeline: expected a list");
-    rec->dtype = NNAR_UINT8;
-    rec->dtype_name = (const uint8_t *)"uint8";
-    rec->dtype_len = 5;
-    rec->array_size = rec->length;
-    rec->array_rank = 1;
-    rec->array_shape1 = rec->length;
-    return parse_segments(ctx, rec, mp_get(&h->doc, 0, "segments"));
+    return bytes_record(ctx, rec);
 }
 
 void nnar_record_free(nnar_ctx *ctx, nnar_record *rec)

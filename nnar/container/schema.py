@@ -48,6 +48,18 @@ def _int(v: Any, what: str, where: str, lo: int = 0, hi: int = MAX_U63) -> int:
     return v
 
 
+def _digest(v: Any, where: str) -> bytes:
+    if not isinstance(v, bytes) or len(v) != C.DIGEST_SIZE:
+        raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {v!r:.80}", where=where)
+    return v
+
+
+def segment_maps(segments: list) -> list[dict]:
+    """The descriptor's ``segments`` (§5.2.3) for encoded segments, their stored lengths taken."""
+    return [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length, "codecs": s.codecs}
+            for s in segments]
+
+
 def _str(v: Any, what: str, where: str) -> str:
     if not isinstance(v, str):
         raise BadDescriptor(f"{what}: expected a string, found {type(v).__name__}", where=where)
@@ -209,9 +221,7 @@ def parse_tensor(d: dict, frame_offset: int, body_offset: int, body_length: int,
     spec = record_spec(dtype, [m.spec.shape for m in members])
     if known:
         limits.check("record array bytes", spec.nbytes, "max_tensor_bytes", where)
-    digest = d["digest"]
-    if not isinstance(digest, bytes) or len(digest) != C.DIGEST_SIZE:
-        raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {digest!r:.80}", where=where)
+    digest = _digest(d["digest"], where)
     if not isinstance(d["pipeline"], list):
         raise BadDescriptor("pipeline: expected a list", where=where)
     out = _segments(d["segments"], body_offset, body_length, limits, where, strict)
@@ -284,8 +294,7 @@ def tensor_descriptor(members: list[tuple[str, tuple[int, ...]]], dtype: str, di
     return {
         "tensors": [[name, list(shape)] for name, shape in members], "dtype": dtype, "digest": digest,
         "pipeline": pipeline,
-        "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
-                      "codecs": s.codecs} for s in segments],
+        "segments": segment_maps(segments),
         **extra,
     }
 
@@ -403,8 +412,7 @@ def parse_model(d: dict, body_offset: int, body_length: int, limits: Limits, whe
 
 def model_descriptor(fmt: str, length: int, pipeline: list, segments: list) -> dict:
     return {"format": fmt, "length": length, "pipeline": pipeline,
-            "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
-                          "codecs": s.codecs} for s in segments]}
+            "segments": segment_maps(segments)}
 
 
 # -- ALIS (§5.5, since 1.2) ---------------------------------------------------------------------
@@ -473,9 +481,7 @@ def parse_file(d: dict, body_offset: int, body_length: int, limits: Limits, wher
     path = check_path(d["path"], where)
     length = _int(d["length"], "length", where)
     limits.check("file bytes", length, "max_tensor_bytes", where)
-    digest = d["digest"]
-    if not isinstance(digest, bytes) or len(digest) != C.DIGEST_SIZE:
-        raise BadDescriptor(f"digest: expected {C.DIGEST_SIZE} bytes, found {digest!r:.80}", where=where)
+    digest = _digest(d["digest"], where)
     if not isinstance(d["pipeline"], list):
         raise BadDescriptor("pipeline: expected a list", where=where)
     segs = _segments(d["segments"], body_offset, body_length, limits, where, strict)
@@ -484,5 +490,4 @@ def parse_file(d: dict, body_offset: int, body_length: int, limits: Limits, wher
 
 def file_descriptor(path: str, length: int, digest: bytes, pipeline: list, segments: list) -> dict:
     return {"path": path, "length": length, "digest": digest, "pipeline": pipeline,
-            "segments": [{"name": s.name, "length": memoryview(s.data).nbytes, "raw_length": s.raw_length,
-                          "codecs": s.codecs} for s in segments]}
+            "segments": segment_maps(segments)}

@@ -98,7 +98,7 @@ def apply(base_f, patch_f, out: BinaryIO | None, limits: Limits = DEFAULT_LIMITS
     header, records = read_header(patch)
     if header.kind == "content":
         from .rebuild import apply_content
-        apply_content(header, _payloads(patch, records), base_f, _Sink(out), limits, progress, _assemble, _payload)
+        apply_content(header, _payloads(patch, records), base_f, _Sink(out), limits, progress)
         return header
     length, digest = file_digest(base_f)
     if (length, digest) != (header.base_length, header.base_digest):
@@ -185,22 +185,29 @@ def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, flags: int, st
                                         where=seg_where)
                 data = bdata
             else:
-                base_length = bref.raw_length if sop.ranges is None else sum(n for _, n in sop.ranges)
-                if base_length != ref.raw_length or ref.raw_length % sop.width:
-                    raise BadDescriptor(f"delta: base stream of {base_length} bytes, result stream of "
-                                        f"{ref.raw_length}: expected equal lengths, a multiple of {sop.width}",
-                                        where=seg_where)
-                stream = P.decode_segment(ref.name, bref.codecs, bref.raw_length, bdata, limits, seg_where, strict)
-                if sop.ranges is not None:
-                    stream = _assemble(stream, sop.ranges, seg_where)
-                d = _payload(payloads, D.DTYPE_NAME[sop.width], ref.raw_length // sop.width, seg_where)
-                data = P.reencode_segment(ref.name, ref.codecs, D.apply(stream, d, sop.op, sop.width), seg_where,
-                                          strict)
+                data = P.reencode_segment(ref.name, ref.codecs,
+                                          delta_stream(sop, ref, bref, bdata, payloads, limits, strict, seg_where),
+                                          seg_where, strict)
                 if memoryview(data).nbytes != ref.length:
                     raise DigestMismatch(f"encoding the rebuilt stream again gave {memoryview(data).nbytes} bytes, "
                                          f"expected {ref.length}", where=seg_where)
         out.append((data, ref.verbatim))
     return out
+
+
+def delta_stream(sop: SegmentOp, ref, bref, bdata, payloads: Iterator[np.ndarray], limits: Limits, strict: bool,
+                 where: str) -> bytes:
+    """A ``"delta"`` segment's result stream (spec/patch.md §5): the partner's stream (``bref``,
+    ``bdata``), lined up by ``ranges``, combined with the next payload tensor."""
+    base_length = bref.raw_length if sop.ranges is None else sum(n for _, n in sop.ranges)
+    if base_length != ref.raw_length or ref.raw_length % sop.width:
+        raise BadDescriptor(f"delta: base stream of {base_length} bytes, result stream of {ref.raw_length}: expected "
+                            f"equal lengths, a multiple of {sop.width}", where=where)
+    stream = P.decode_segment(ref.name, bref.codecs, bref.raw_length, bdata, limits, where, strict)
+    if sop.ranges is not None:
+        stream = _assemble(stream, sop.ranges, where)
+    d = _payload(payloads, D.DTYPE_NAME[sop.width], ref.raw_length // sop.width, where)
+    return D.apply(stream, d, sop.op, sop.width)
 
 
 def _assemble(stream, ranges, where: str) -> bytes:

@@ -30,7 +30,7 @@ from ..container.content import ContentDigest, canonical, content_form
 from ..container.records import RecordReader, StoredRecord, frame_record
 from ..errors import BadDescriptor, BadLayout, DigestMismatch, WrongBase
 from ..limits import Limits
-from . import delta as D
+from .apply import _payload, delta_stream
 from .schema import PatchHeader, RecordOp, SegmentOp
 
 _META, _TENS, _MODL, _ALIS, _FILE = "META", "TENS", "MODL", "ALIS", "FILE"
@@ -38,7 +38,7 @@ _WITH_SEGMENTS = (_TENS, _MODL, _FILE)
 
 
 def apply_content(header: PatchHeader, payloads: Iterator[np.ndarray], base_f, sink, limits: Limits,
-                  progress: Callable[[int, int], None] | None, assemble, next_payload) -> None:
+                  progress: Callable[[int, int], None] | None) -> None:
     """Write the result of a content patch to ``sink`` (see :func:`nnar.patching.apply.apply`)."""
     base = reader(base_f, limits)
     found = base.content_digest()
@@ -66,7 +66,7 @@ def apply_content(header: PatchHeader, payloads: Iterator[np.ndarray], base_f, s
             desc = F.unpack_descriptor(op.descriptor, f"{where} descriptor", limits)
         else:
             desc = content_form(src.record_type, src.desc)
-        segments, rebuilt = _segments(op, src, rtype, desc, payloads, limits, strict, where, assemble, next_payload)
+        segments, rebuilt = _segments(op, src, rtype, desc, payloads, limits, strict, where)
         if segments:  # the stored lengths are this machine's: its encoders wrote the rebuilt segments
             desc = dict(desc, segments=[dict(s, length=memoryview(d).nbytes)
                                         for s, (d, _) in zip(desc["segments"], segments)])
@@ -97,7 +97,7 @@ def apply_content(header: PatchHeader, payloads: Iterator[np.ndarray], base_f, s
 
 
 def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, desc: dict, payloads, limits: Limits,
-              strict: bool, where: str, assemble, next_payload) -> tuple[list[tuple[bytes, bool]], bool]:
+              strict: bool, where: str) -> tuple[list[tuple[bytes, bool]], bool]:
     """The stored bytes of each segment of the rebuilt record (with whether it is verbatim), and
     whether any of them came from the patch (then the record is decoded and checked)."""
     if rtype not in _WITH_SEGMENTS:
@@ -119,7 +119,7 @@ def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, desc: dict, pa
     for ref, sop in zip(refs, ops):
         seg_where = f"{where}, segment {ref.name!r}"
         if sop.source == "patch":
-            data = next_payload(payloads, "uint8", None, seg_where).tobytes()
+            data = _payload(payloads, "uint8", None, seg_where).tobytes()
             rebuilt = True
         else:
             if ref.name not in from_base:
@@ -134,18 +134,10 @@ def _segments(op: RecordOp, src: StoredRecord | None, rtype: str, desc: dict, pa
                                         where=seg_where)
                 data = bdata
             else:
-                base_length = bref.raw_length if sop.ranges is None else sum(n for _, n in sop.ranges)
-                if base_length != ref.raw_length or ref.raw_length % sop.width:
-                    raise BadDescriptor(f"delta: base stream of {base_length} bytes, result stream of "
-                                        f"{ref.raw_length}: expected equal lengths, a multiple of {sop.width}",
-                                        where=seg_where)
-                stream = P.decode_segment(ref.name, bref.codecs, bref.raw_length, bdata, limits, seg_where, strict)
-                if sop.ranges is not None:
-                    stream = assemble(stream, sop.ranges, seg_where)
-                d = next_payload(payloads, D.DTYPE_NAME[sop.width], ref.raw_length // sop.width, seg_where)
                 # this machine's encoders: the bytes may differ from the server's, the stream may not
-                data = P.reencode_segment(ref.name, ref.codecs, D.apply(stream, d, sop.op, sop.width), seg_where,
-                                          strict)
+                data = P.reencode_segment(ref.name, ref.codecs,
+                                          delta_stream(sop, ref, bref, bdata, payloads, limits, strict, seg_where),
+                                          seg_where, strict)
                 rebuilt = True
         out.append((data, ref.verbatim))
     return out, rebuilt
