@@ -32,12 +32,13 @@ typedef enum nnar_status {
     NNAR_CODEC_DATA,           /* codec-data */
     NNAR_DIGEST,               /* digest */
     NNAR_LIMIT_EXCEEDED,       /* limit-exceeded */
-    NNAR_WRONG_BASE,           /* wrong-base (patches; not produced by this reader yet) */
+    NNAR_WRONG_BASE,           /* wrong-base: a patch applied to an archive other than its base */
     NNAR_IO_ERROR = 100,       /* io-error: the operating system failed a read */
     NNAR_OUT_OF_MEMORY,        /* out-of-memory: the allocator returned NULL */
     NNAR_NOT_FOUND,            /* not-found: no tensor of that name */
     NNAR_INVALID_ARGUMENT,     /* invalid-argument: a caller error (buffer too small, ...) */
-    NNAR_STOPPED               /* stopped: a callback asked to stop */
+    NNAR_STOPPED,              /* stopped: a callback asked to stop */
+    NNAR_OUTPUT_EXISTS         /* output-exists: the output of a patch exists (and force was not given) */
 } nnar_status;
 
 /* The stable code of a status, as the spec and the Python package spell it ("bad-magic"). */
@@ -200,6 +201,43 @@ typedef struct nnar_stream_visitor {
 nnar_status nnar_read_stream(nnar_read_fn read, void *read_user, const nnar_options *options,
                              const nnar_stream_visitor *visitor, uint8_t content[32],
                              nnar_error *err);
+
+/* ---- Patches (spec/patch.md) ------------------------------------------------------------ */
+
+/* Write size bytes from buf; return 0 on success, nonzero on an error (io-error). */
+typedef int (*nnar_write_fn)(void *user, const void *buf, size_t size);
+
+typedef struct nnar_patch_info {
+    int content;               /* 1: a content patch (1.4, patch.md §3-§6); 0: a byte patch (1.3, §9) */
+    uint16_t result_minor;     /* the PTCH descriptor's result_minor */
+    uint8_t result_content[32];/* the result's content digest (computed; equal to the patch's) */
+    uint64_t result_length;    /* bytes written */
+    uint32_t records;          /* records of the result before its INDX record */
+} nnar_patch_info;
+
+/* Apply a patch (spec/patch.md §6, or §9 for a byte patch) to the base archive at base_path
+ * (or, with base_path NULL, at base_data[0 .. base_size)), reading the patch once, in order,
+ * through read (a pipe or a download: nothing is read twice), and writing the result in order
+ * through write. Every check of patch.md is made: the base's content digest (or bytes) against
+ * the patch (wrong-base, before anything is written), every payload tensor's digest, every
+ * rebuilt record as a reader checks it (its array's digest when anything of it came from the
+ * patch), the patch's own index and trailer, and the result's content digest (or SHA-256)
+ * against the patch's (digest). Memory is bounded by one record of each input at a time, plus
+ * the names of the result (for its index). On an error the bytes written so far are not an
+ * archive: discard them (nnar_patch_file does). info (may be NULL) is filled on success. The
+ * base is only read. Rebuilt segments are encoded with this library's encoders (nnar.zstd
+ * through libzstd, whose encoder state is libzstd's allocation; nnar.huffman). */
+nnar_status nnar_patch_stream(const char *base_path, const void *base_data, size_t base_size, nnar_read_fn read,
+                              void *read_user, nnar_write_fn write, void *write_user, const nnar_options *options,
+                              nnar_patch_info *info, nnar_error *err);
+
+/* nnar_patch_stream into the file out_path: written to a temporary file beside it, synced,
+ * and moved into place only after every check passed (a hard link, or with force a rename
+ * over an existing file); on any error nothing is left behind. An existing out_path is
+ * refused (output-exists) unless force; an out_path that is the base is refused
+ * (invalid-argument). */
+nnar_status nnar_patch_file(const char *base_path, nnar_read_fn read, void *read_user, const char *out_path, int force,
+                            const nnar_options *options, nnar_patch_info *info, nnar_error *err);
 
 #ifdef __cplusplus
 }

@@ -841,3 +841,95 @@ nnar_status nnar_verify(nnar_archive *a, uint8_t content[32], int *has_stored)
     nnar_free(ctx, digests);
     return s;
 }
+
+/* ---- for the patcher (patch.md): the base's content digest and its records as stored --------- */
+
+nnar_ctx *nnar_archive_ctx(nnar_archive *a) { return &a->ctx; }
+nnar_source *nnar_archive_source(nnar_archive *a) { return &a->src; }
+uint32_t nnar_archive_records(const nnar_archive *a) { return a->ix.count; }
+
+/* The content digest (§5.3.1) from the descriptors and the MODL structure alone: no tensor is
+ * decoded (patch.md §6 step 2). */
+nnar_status nnar_archive_content(nnar_archive *a, uint8_t out[32])
+{
+    nnar_ctx *ctx = &a->ctx;
+    nnar_index *ix = &a->ix;
+    nnar_sha256 sha;
+    uint8_t d[32], structure[32];
+    uint32_t i;
+    nnar_record_digest(&a->meta, NULL, d);
+    nnar_sha256_init(&sha);
+    nnar_sha256_update(&sha, d, 32);
+    for (i = 0; i < ix->count; i++) {
+        const uint8_t *t = ix->entries[i].type;
+        if (type_is(t, "TENS")) {
+            nnar_head h;
+            NNAR_TRY(head_at(a, &ix->entries[i], &h));
+            nnar_record_digest(&h, NULL, d);
+            nnar_head_free(ctx, &h);
+        } else if (type_is(t, "MODL")) {
+            uint8_t *buf = NULL;
+            uint64_t length = 0;
+            nnar_status s = read_model(a, &buf, &length, 0);
+            if (s == NNAR_OK) {
+                nnar_sha256 m;
+                nnar_sha256_init(&m);
+                nnar_sha256_update(&m, buf, (size_t)length);
+                nnar_sha256_final(&m, structure);
+            }
+            nnar_free(ctx, buf);
+            NNAR_TRY(s);
+            nnar_record_digest(&a->heads[i], structure, d);
+        } else {
+            const uint8_t *extra = type_is(t, "ALIS") || type_is(t, "PTCH") || type_is(t, "FILE") ? NULL : a->extra[i];
+            nnar_record_digest(&a->heads[i], extra, d);
+        }
+        nnar_sha256_update(&sha, d, 32);
+    }
+    nnar_sha256_final(&sha, out);
+    return NNAR_OK;
+}
+
+/* Record `number` as stored (0: META; i: the i-th index entry), its CRCs and padding checked:
+ * its head, its parsed descriptor (TENS, MODL, FILE) and its body (valid until the next call,
+ * or until nnar_stored_free). */
+nnar_status nnar_archive_stored(nnar_archive *a, uint32_t number, nnar_stored *out)
+{
+    nnar_ctx *ctx = &a->ctx;
+    const nnar_entry *e;
+    nnar_record *rec = &out->rec;
+    nnar_status s = NNAR_OK;
+    memset(out, 0, sizeof *out);
+    if (number == 0) {
+        out->head = &a->meta;
+        return NNAR_OK;
+    }
+    e = &a->ix.entries[number - 1];
+    NNAR_TRY(head_at(a, e, &rec->head));
+    out->head = &rec->head;
+    out->owns = 1;
+    nnar_set_where(ctx, "%.4s record at offset %llu", (const char *)e->type, (unsigned long long)e->offset);
+    NNAR_TRY(read_body(a, &rec->head, &out->body, &out->owned));
+    if (type_is(e->type, "TENS")) {
+        uint32_t k;
+        s = nnar_parse_tensor(ctx, rec);
+        if (s == NNAR_OK) {
+            int same = rec->member_count == e->name_count;
+            for (k = 0; same && k < e->name_count; k++)
+                same = rec->members[k].name_len == a->ix.name_lens[e->first_name + k] &&
+                       memcmp(rec->members[k].name, a->ix.names[e->first_name + k], rec->members[k].name_len) == 0;
+            if (!same) s = nnar_fail(ctx, NNAR_BAD_LAYOUT, "the index names other tensors than this record's descriptor");
+        }
+    } else if (type_is(e->type, "MODL")) s = nnar_parse_model(ctx, rec);
+    else if (type_is(e->type, "FILE")) s = nnar_parse_file(ctx, rec);
+    NNAR_TRY(s);
+    if (rec->segment_count) NNAR_TRY(nnar_check_padding(ctx, rec, out->body));
+    return NNAR_OK;
+}
+
+void nnar_stored_free(nnar_archive *a, nnar_stored *st)
+{
+    nnar_free(&a->ctx, st->owned);
+    if (st->owns) nnar_record_free(&a->ctx, &st->rec);
+    memset(st, 0, sizeof *st);
+}

@@ -140,6 +140,7 @@ nnar_status nnar_read_head(nnar_ctx *ctx, nnar_source *src, uint64_t offset, con
         nnar_head_free(ctx, h);
         return nnar_fail(ctx, NNAR_CHECKSUM, "record header: expected CRC-32 0x%08x, computed 0x%08x", header_crc, crc);
     }
+    h->stored = stored;
     h->desc = stored;
     h->desc_size = h->descriptor_length;
     if (h->flags & NNAR_FLAG_DESCRIPTOR_ZSTD) {

@@ -25,6 +25,7 @@
 /* ---- context: allocator, limits, error ---------------------------------------------------- */
 
 typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 
 #define NNAR_POOL 6
 #define NNAR_POOL_MIN (256u << 10)
@@ -36,6 +37,7 @@ typedef struct nnar_ctx {
     int strict;             /* format_minor <= the reader's (§10) */
     char where[160];        /* the structure being read, for messages */
     ZSTD_DCtx *zstd;        /* made on first use, reused */
+    ZSTD_CCtx *zstd_c;      /* the encoder (patches), likewise */
     /* large blocks freed, kept for the next record (fresh pages cost more than decoding) */
     void *pool[NNAR_POOL];
 } nnar_ctx;
@@ -108,6 +110,10 @@ int mp_u63(const mp_node *n, uint64_t *out);     /* an int in [0, 2^63-1] */
 /* Canonical encoding (§5.3.1) of node i into a SHA-256, with segment lengths zeroed when
  * zero_segment_lengths; returns its length when sha is NULL. */
 uint64_t mp_canonical(const mp_doc *doc, uint32_t i, int zero_segment_lengths, nnar_sha256 *sha);
+/* The canonical encoding of a whole descriptor into out (NULL: only its length). With
+ * segment_mode, each segment's `length` is lengths[j] (appended where missing), or 0 when
+ * lengths is NULL (the content form of §5.3.1). */
+uint64_t mp_encode(const mp_doc *doc, int segment_mode, const uint64_t *lengths, uint8_t *out);
 
 /* ---- names, dtypes, sets of names ---------------------------------------------------------- */
 
@@ -165,6 +171,7 @@ typedef struct nnar_head {
     uint32_t body_crc;
     uint8_t *owned_stored;  /* stored descriptor when copied */
     uint8_t *owned_plain;   /* decompressed descriptor */
+    const uint8_t *stored;  /* the descriptor as stored (valid while the head is) */
     const uint8_t *desc;    /* the descriptor as decoded */
     size_t desc_size;
     mp_doc doc;
@@ -229,6 +236,11 @@ typedef struct nnar_record {
 } nnar_record;
 
 nnar_status nnar_parse_meta(nnar_ctx *ctx, nnar_head *h);
+/* A `segments` list (§5.2.3) without its layout; with probe, each `length` is ignored (a
+ * patch's content-form descriptor: the applier sets it) and taken as raw_length for a verbatim
+ * segment, 0 otherwise. *out is allocated here. */
+nnar_status nnar_segment_entries(nnar_ctx *ctx, const mp_doc *doc, uint32_t segs, int probe, nnar_segment **out,
+                                 uint32_t *count);
 /* TENS steps 1-10 (the head is moved into rec). */
 nnar_status nnar_parse_tensor(nnar_ctx *ctx, nnar_record *rec);
 /* MODL step 2. */
@@ -280,6 +292,49 @@ nnar_status nnar_decode_segments(nnar_ctx *ctx, const nnar_record *rec, const ui
 /* Whether the record is one tensor stored raw in one verbatim segment (§8.3): its bytes are
  * the tensor's, so a reader may read them straight into the caller's buffer. */
 int nnar_record_is_raw(const nnar_record *rec);
+
+/* A segment's stream decoded through its codecs (exactly raw_length bytes), and a stream
+ * encoded through them (patches); *out allocated here. */
+nnar_status nnar_decode_chain(nnar_ctx *ctx, const mp_doc *doc, uint32_t codecs, uint64_t raw_length, const uint8_t *in,
+                              size_t in_size, uint8_t **out);
+nnar_status nnar_encode_chain(nnar_ctx *ctx, const mp_doc *doc, uint32_t codecs, const uint8_t *in, size_t in_size,
+                              uint8_t **out, size_t *out_size);
+
+/* ---- the base of a patch (archive.c) ------------------------------------------------------------ */
+
+typedef struct nnar_stored {
+    const nnar_head *head;   /* the record's head (META's: the archive's) */
+    nnar_record rec;         /* TENS, MODL, FILE: parsed (rec.head is the head) */
+    const uint8_t *body;
+    uint8_t *owned;
+    int owns;
+} nnar_stored;
+nnar_ctx *nnar_archive_ctx(nnar_archive *a);
+nnar_source *nnar_archive_source(nnar_archive *a);
+uint32_t nnar_archive_records(const nnar_archive *a);    /* entries of the index */
+nnar_status nnar_archive_content(nnar_archive *a, uint8_t out[32]);
+nnar_status nnar_archive_stored(nnar_archive *a, uint32_t number, nnar_stored *out);
+void nnar_stored_free(nnar_archive *a, nnar_stored *st);
+
+/* ---- a patch read in order (stream.c) --------------------------------------------------------- */
+
+typedef struct nnar_instream nnar_instream;
+typedef struct nnar_payload {
+    nnar_dtype dtype;
+    uint32_t rank;
+    uint64_t size;          /* elements (the one dimension when rank is 1) */
+    const uint8_t *data;    /* valid until the next call */
+    uint64_t nbytes;
+} nnar_payload;
+/* The patch's preamble, META and first record, which must be PTCH (its head: *ptch). *out is
+ * set even on an error (close it). */
+nnar_status nnar_instream_open(const nnar_options *options, nnar_error *err, nnar_read_fn read, void *user,
+                               nnar_instream **out, const nnar_head **ptch, uint16_t *minor);
+/* The next payload tensor, decoded and checked against its record's digest; *end at the end
+ * of the patch (its index, content digest and trailer checked). */
+nnar_status nnar_instream_next(nnar_instream *in, nnar_payload *p, int *end);
+nnar_ctx *nnar_instream_ctx(nnar_instream *in);
+void nnar_instream_close(nnar_instream *in);
 
 /* ---- content digest (content.c) ------------------------------------------------------------ */
 

@@ -331,12 +331,21 @@ int mp_u63(const mp_node *n, uint64_t *out)
 
 /* ---- canonical encoding (§5.3.1) ---------------------------------------------------------- */
 
-typedef struct emitter { nnar_sha256 *sha; uint64_t length; } emitter;
+/* An emitter writes to a SHA-256, to a buffer, or only counts. lengths (when given) replace
+ * the segments' `length` values (a map without one gets it appended), else they are 0. */
+typedef struct emitter {
+    nnar_sha256 *sha;
+    uint8_t *out;
+    uint64_t length;
+    const uint64_t *lengths;
+    uint32_t seg;
+} emitter;
 
 static void emit(emitter *e, const void *p, size_t n)
 {
-    e->length += n;
     if (e->sha) nnar_sha256_update(e->sha, p, n);
+    if (e->out && n) memcpy(e->out + e->length, p, n);
+    e->length += n;
 }
 
 static void emit_be(emitter *e, uint8_t tag, uint64_t v, int width)
@@ -393,28 +402,46 @@ static void canon(const mp_doc *doc, uint32_t i, int mode, emitter *e)
     case MP_ARRAY:
         emit_len(e, n->len, 0x90, 15, 0, 0xDC, 0xDD);
         for (k = i + 1, c = 0; c < n->len; c++) {
+            if (mode == 2) e->seg = c;
             canon(doc, k, mode == 2 ? 3 : 0, e);
             k = doc->nodes[k].end;
         }
         break;
-    case MP_MAP:
-        emit_len(e, n->len, 0x80, 15, 0, 0xDE, 0xDF);
+    case MP_MAP: {
+        int add = mode == 3 && e->lengths && mp_get(doc, i, "length") == MP_NONE;
+        emit_len(e, n->len + (add ? 1u : 0u), 0x80, 15, 0, 0xDE, 0xDF);
         for (k = i + 1, c = 0; c < n->len; c++) {
             uint32_t v = doc->nodes[k].end;
             canon(doc, k, 0, e);
-            if (mode == 3 && mp_str_eq(&doc->nodes[k], "length")) { uint8_t z = 0; emit(e, &z, 1); }
+            if (mode == 3 && mp_str_eq(&doc->nodes[k], "length")) emit_uint(e, e->lengths ? e->lengths[e->seg] : 0);
             else canon(doc, v, mode == 1 && mp_str_eq(&doc->nodes[k], "segments") && doc->nodes[v].type == MP_ARRAY ? 2 : 0, e);
             k = doc->nodes[v].end;
         }
+        if (add) {
+            static const uint8_t key[7] = {0xA6, 'l', 'e', 'n', 'g', 't', 'h'};
+            emit(e, key, 7);
+            emit_uint(e, e->lengths[e->seg]);
+        }
         break;
+    }
     }
 }
 
 uint64_t mp_canonical(const mp_doc *doc, uint32_t i, int zero_segment_lengths, nnar_sha256 *sha)
 {
     emitter e;
+    memset(&e, 0, sizeof e);
     e.sha = sha;
-    e.length = 0;
     canon(doc, i, zero_segment_lengths ? 1 : 0, &e);
+    return e.length;
+}
+
+uint64_t mp_encode(const mp_doc *doc, int segment_mode, const uint64_t *lengths, uint8_t *out)
+{
+    emitter e;
+    memset(&e, 0, sizeof e);
+    e.out = out;
+    e.lengths = lengths;
+    canon(doc, 0, segment_mode ? 1 : 0, &e);
     return e.length;
 }

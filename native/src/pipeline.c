@@ -258,3 +258,94 @@ done:
     nnar_free(ctx, stages);
     return s;
 }
+
+/* One segment's stream (§6.1 step 4 for a single segment): its codecs checked and bounded,
+ * then decoded to exactly raw_length bytes. *out is allocated here (a copy for a verbatim
+ * segment). A patch's delta reads its partner's stream this way (patch.md §5). */
+nnar_status nnar_decode_chain(nnar_ctx *ctx, const mp_doc *doc, uint32_t codecs, uint64_t raw_length, const uint8_t *in,
+                              size_t in_size, uint8_t **out)
+{
+    const mp_node *cn = &doc->nodes[codecs];
+    nnar_stage *chain;
+    uint64_t bounds[16];
+    const uint8_t *data = in;
+    size_t size = in_size;
+    uint8_t *owned = NULL;
+    uint32_t i, k;
+    nnar_status s = NNAR_OK;
+    *out = NULL;
+    if (cn->type != MP_ARRAY) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment codecs: expected a list");
+    NNAR_TRY(nnar_check_limit(ctx, "codecs of a segment", cn->len, ctx->limits.max_stages, "max_stages"));
+    chain = (nnar_stage *)nnar_alloc_zero(ctx, (2 * (size_t)cn->len + 1) * sizeof *chain);
+    if (!chain) return NNAR_OUT_OF_MEMORY;
+    for (i = 0, k = codecs + 1; i < cn->len && s == NNAR_OK; i++, k = doc->nodes[k].end)
+        s = build_stage(ctx, doc, k, &chain[i], &chain[cn->len + i]);
+    for (i = 0; i < cn->len && s == NNAR_OK; i++)
+        if (chain[i].codec->kind != NNAR_BYTES_BYTES)
+            s = nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment: expected bytes-bytes codecs, found %s (%s)", chain[i].codec->id,
+                          kind_name(chain[i].codec->kind));
+    if (s == NNAR_OK) {
+        bounds[0] = raw_length;
+        for (i = 0; i + 1 < cn->len; i++) {
+            uint64_t b = chain[i].codec->bound(bounds[i]);
+            bounds[i + 1] = b < ctx->limits.max_tensor_bytes ? b : ctx->limits.max_tensor_bytes;
+        }
+    }
+    for (i = cn->len; s == NNAR_OK && i-- > 0;) {
+        uint8_t *o = NULL;
+        size_t osz = 0;
+        s = chain[i].codec->bb_decode(ctx, &chain[i], data, size, bounds[i], &o, &osz);
+        nnar_free(ctx, owned);
+        owned = o;
+        data = o;
+        size = osz;
+    }
+    nnar_free(ctx, chain);
+    if (s == NNAR_OK && size != raw_length)
+        s = nnar_fail(ctx, NNAR_CODEC_DATA, "segment: expected %llu decoded bytes, found %zu", (unsigned long long)raw_length, size);
+    if (s == NNAR_OK && !owned) {
+        owned = (uint8_t *)nnar_alloc(ctx, size);
+        if (!owned) s = NNAR_OUT_OF_MEMORY;
+        else if (size) memcpy(owned, data, size);
+    }
+    if (s != NNAR_OK) { nnar_free(ctx, owned); return s; }
+    *out = owned;
+    return NNAR_OK;
+}
+
+/* Encode a stream with a segment's codecs, in order, each with its config (patch.md §5): each
+ * stage resolved as for decoding, then run. *out is allocated here (a copy for no codecs). */
+nnar_status nnar_encode_chain(nnar_ctx *ctx, const mp_doc *doc, uint32_t codecs, const uint8_t *in, size_t in_size,
+                              uint8_t **out, size_t *out_size)
+{
+    const mp_node *cn = &doc->nodes[codecs];
+    nnar_stage stage, inner;
+    const uint8_t *data = in;
+    size_t size = in_size;
+    uint8_t *owned = NULL;
+    uint32_t i, k;
+    nnar_status s = NNAR_OK;
+    *out = NULL;
+    *out_size = 0;
+    for (i = 0, k = codecs + 1; i < cn->len && s == NNAR_OK; i++, k = doc->nodes[k].end) {
+        uint8_t *o = NULL;
+        size_t osz = 0;
+        s = build_stage(ctx, doc, k, &stage, &inner);
+        if (s == NNAR_OK && stage.codec->kind != NNAR_BYTES_BYTES)
+            s = nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment: expected bytes-bytes codecs, found %s (%s)", stage.codec->id,
+                          kind_name(stage.codec->kind));
+        if (s == NNAR_OK) s = stage.codec->bb_encode(ctx, &stage, data, size, &o, &osz);
+        nnar_free(ctx, owned);
+        owned = o;
+        if (s == NNAR_OK) { data = o; size = osz; }
+    }
+    if (s == NNAR_OK && !owned) {
+        owned = (uint8_t *)nnar_alloc(ctx, size);
+        if (!owned) s = NNAR_OUT_OF_MEMORY;
+        else if (size) memcpy(owned, data, size);
+    }
+    if (s != NNAR_OK) { nnar_free(ctx, owned); return s; }
+    *out = owned;
+    *out_size = size;
+    return NNAR_OK;
+}

@@ -54,52 +54,74 @@ static nnar_status check_fidelity(nnar_ctx *ctx, const nnar_head *h, uint32_t f)
     return NNAR_OK;
 }
 
-/* TENS step 9 and 10, MODL step 2: the segment maps, laid out by §5.2.3. */
-static nnar_status parse_segments(nnar_ctx *ctx, nnar_record *rec, uint32_t segs)
+static int falsy(const mp_node *n)
+{
+    return (n->type == MP_ARRAY || n->type == MP_MAP || n->type == MP_STR || n->type == MP_BIN) ? n->len == 0
+         : n->type == MP_NIL || (n->type == MP_BOOL && !n->v.b) || (n->type == MP_INT && n->v.u == 0) ||
+           (n->type == MP_FLOAT && n->v.f == 0.0);
+}
+
+nnar_status nnar_segment_entries(nnar_ctx *ctx, const mp_doc *doc, uint32_t segs, int probe, nnar_segment **out,
+                                 uint32_t *count)
 {
     static const char *const keys[] = {"name", "length", "raw_length", "codecs", NULL};
-    nnar_head *h = &rec->head;
-    const mp_node *n = NODE(h, segs);
+    static const char *const probe_keys[] = {"name", "raw_length", "codecs", NULL};
+    static const char *const probe_optional[] = {"length", NULL};
+    const mp_node *n = &doc->nodes[segs];
+    nnar_segment *list;
     uint32_t k, i, j;
-    uint64_t pos, body = NNAR_BODY_OFFSET(h);
+    *out = NULL;
+    *count = 0;
     if (n->type != MP_ARRAY) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segments: expected a list");
     NNAR_TRY(nnar_check_limit(ctx, "segments", n->len, ctx->limits.max_segments, "max_segments"));
-    rec->segments = (nnar_segment *)nnar_alloc_zero(ctx, (size_t)n->len * sizeof *rec->segments);
-    if (!rec->segments) return NNAR_OUT_OF_MEMORY;
-    rec->segment_count = n->len;
-    for (k = segs + 1, i = 0; i < n->len; i++, k = NODE(h, k)->end) {
-        nnar_segment *s = &rec->segments[i];
+    list = (nnar_segment *)nnar_alloc_zero(ctx, (size_t)n->len * sizeof *list);
+    if (!list) return NNAR_OUT_OF_MEMORY;
+    *out = list;
+    *count = n->len;
+    for (k = segs + 1, i = 0; i < n->len; i++, k = doc->nodes[k].end) {
+        nnar_segment *s = &list[i];
         uint32_t name, codecs;
         char what[32];
-        if (NODE(h, k)->type != MP_MAP)
+        if (doc->nodes[k].type != MP_MAP)
             return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment %u: expected a map", (unsigned)i);
         sprintf(what, "segment %u", (unsigned)i);
-        NNAR_TRY(mp_check_keys(ctx, &h->doc, k, keys, NULL, ctx->strict, what));
-        name = mp_get(&h->doc, k, "name");
-        if (NODE(h, name)->type != MP_STR) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment %u name: expected a string", (unsigned)i);
-        s->name = NODE(h, name)->v.p;
-        s->name_len = NODE(h, name)->len;
+        NNAR_TRY(mp_check_keys(ctx, doc, k, probe ? probe_keys : keys, probe ? probe_optional : NULL, ctx->strict, what));
+        name = mp_get(doc, k, "name");
+        if (doc->nodes[name].type != MP_STR) return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment %u name: expected a string", (unsigned)i);
+        s->name = doc->nodes[name].v.p;
+        s->name_len = doc->nodes[name].len;
         for (j = 0; j < i; j++)
-            if (rec->segments[j].name_len == s->name_len && memcmp(rec->segments[j].name, s->name, s->name_len) == 0)
+            if (list[j].name_len == s->name_len && memcmp(list[j].name, s->name, s->name_len) == 0)
                 return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment %u: duplicate segment name '%.*s'", (unsigned)i,
                                  (int)s->name_len, (const char *)s->name);
-        if (!mp_u63(NODE(h, mp_get(&h->doc, k, "length")), &s->length))
+        codecs = mp_get(doc, k, "codecs");
+        if (!probe && !mp_u63(&doc->nodes[mp_get(doc, k, "length")], &s->length))
             return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment '%.*s' length: expected an integer in [0, 2^63-1]",
                              (int)s->name_len, (const char *)s->name);
-        if (!mp_u63(NODE(h, mp_get(&h->doc, k, "raw_length")), &s->raw_length))
+        if (!mp_u63(&doc->nodes[mp_get(doc, k, "raw_length")], &s->raw_length))
             return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment '%.*s' raw_length: expected an integer in [0, 2^63-1]",
                              (int)s->name_len, (const char *)s->name);
+        if (probe) s->length = falsy(&doc->nodes[codecs]) ? s->raw_length : 0;
         NNAR_TRY(nnar_check_limit(ctx, "segment raw_length", s->raw_length, ctx->limits.max_tensor_bytes, "max_tensor_bytes"));
-        codecs = mp_get(&h->doc, k, "codecs");
-        if (NODE(h, codecs)->type != MP_ARRAY)
+        if (doc->nodes[codecs].type != MP_ARRAY)
             return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment '%.*s' codecs: expected a list", (int)s->name_len,
                              (const char *)s->name);
         s->codecs = codecs;
-        if (NODE(h, codecs)->len == 0 && s->length != s->raw_length)
+        if (doc->nodes[codecs].len == 0 && s->length != s->raw_length)
             return nnar_fail(ctx, NNAR_BAD_DESCRIPTOR, "segment '%.*s': stored verbatim, so expected length == raw_length, "
                              "found %llu != %llu", (int)s->name_len, (const char *)s->name,
                              (unsigned long long)s->length, (unsigned long long)s->raw_length);
     }
+    return NNAR_OK;
+}
+
+/* TENS step 9 and 10, MODL step 2: the segment maps, laid out by §5.2.3. */
+static nnar_status parse_segments(nnar_ctx *ctx, nnar_record *rec, uint32_t segs)
+{
+    nnar_head *h = &rec->head;
+    uint32_t i;
+    uint64_t pos, body = NNAR_BODY_OFFSET(h);
+    NNAR_TRY(nnar_segment_entries(ctx, &h->doc, segs, 0, &rec->segments, &rec->segment_count));
     pos = body;
     for (i = 0; i < rec->segment_count; i++) {
         nnar_segment *s = &rec->segments[i];

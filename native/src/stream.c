@@ -125,7 +125,7 @@ static void drop_last(stream_state *st)
     }
 }
 
-static nnar_status tensor_record(stream_state *st, nnar_head *h, const nnar_stream_visitor *v)
+static nnar_status tensor_record(stream_state *st, nnar_head *h, const nnar_stream_visitor *v, int decode)
 {
     nnar_ctx *ctx = &st->ctx;
     nnar_record *rec = &st->last;
@@ -152,6 +152,10 @@ static nnar_status tensor_record(stream_state *st, nnar_head *h, const nnar_stre
     for (k = 0; k < rec->member_count; k++) NNAR_TRY(add_name(st, rec->members[k].name, rec->members[k].name_len));
     NNAR_TRY(body_of(st, &rec->head, &body, &owned));
     s = nnar_check_padding(ctx, rec, body);
+    if (!decode) {
+        nnar_free(ctx, owned);
+        return s;
+    }
     if (s == NNAR_OK) {
         st->last_array = (uint8_t *)nnar_alloc(ctx, (size_t)nbytes);
         if (!st->last_array) s = NNAR_OUT_OF_MEMORY;
@@ -432,7 +436,7 @@ static nnar_status run(stream_state *st, const nnar_stream_visitor *v, uint8_t c
                 nnar_head_free(ctx, &h);
                 return s;
             }
-            if (!memcmp(h.type, "TENS", 4)) s = tensor_record(st, &h, v);
+            if (!memcmp(h.type, "TENS", 4)) s = tensor_record(st, &h, v, 1);
             else if (!memcmp(h.type, "ALIS", 4)) s = alias_record(st, &h, v);
             else if (!memcmp(h.type, "MODL", 4)) s = model_record(st, &h, v);
             else if (!memcmp(h.type, "FILE", 4)) s = file_record(st, &h, v);
@@ -467,4 +471,170 @@ nnar_status nnar_read_stream(nnar_read_fn read, void *read_user, const nnar_opti
     nnar_nameset_free(&st.ctx, &st.paths);
     nnar_ctx_free(&st.ctx);
     return s;
+}
+
+/* ---- a patch, read in order (patch.md §6 steps 1 and 8): its PTCH record, then its payload
+ * tensors one at a time, as the applier needs them; then its index and trailer --------------- */
+
+struct nnar_instream {
+    stream_state st;
+    nnar_head ptch;
+    uint64_t pos, first;
+    uint32_t member;         /* next member of st.last to hand out */
+    int ended;
+};
+
+static nnar_status record_then_fail(stream_state *st, nnar_head *h, int *ptch)
+{
+    nnar_ctx *ctx = &st->ctx;
+    nnar_status s;
+    *ptch = 0;
+    if (!memcmp(h->type, "PTCH", 4)) {
+        uint8_t d[32];
+        if (st->seen_count) return nnar_fail(ctx, NNAR_BAD_LAYOUT, "a PTCH record must come first after META");
+        if (h->body_length)
+            return nnar_fail(ctx, NNAR_BAD_LAYOUT, "PTCH record: expected an empty body, found %llu bytes",
+                             (unsigned long long)h->body_length);
+        NNAR_TRY(add_seen(st, h, 0, 0));
+        nnar_record_digest(h, NULL, d);
+        nnar_sha256_update(&st->content, d, 32);
+        *ptch = 1;
+        return NNAR_OK;
+    }
+    if (!memcmp(h->type, "TENS", 4)) s = tensor_record(st, h, NULL, 0);
+    else if (!memcmp(h->type, "ALIS", 4)) s = alias_record(st, h, NULL);
+    else if (!memcmp(h->type, "MODL", 4)) s = model_record(st, h, NULL);
+    else if (!memcmp(h->type, "FILE", 4)) s = file_record(st, h, NULL);
+    else return other_record(st, h);   /* skipped when it may be */
+    NNAR_TRY(s);
+    return nnar_fail(ctx, NNAR_BAD_LAYOUT, "not a patch: expected a PTCH record first after META, found %.4s",
+                     (const char *)h->type);
+}
+
+nnar_status nnar_instream_open(const nnar_options *options, nnar_error *err, nnar_read_fn read, void *user,
+                               nnar_instream **out, const nnar_head **ptch, uint16_t *minor)
+{
+    nnar_ctx tmp;
+    nnar_instream *in;
+    stream_state *st;
+    uint8_t preamble[16], d[32];
+    nnar_head meta, h;
+    nnar_status s;
+    int found = 0;
+    nnar_ctx_init(&tmp, options, err);
+    in = (nnar_instream *)nnar_alloc_zero(&tmp, sizeof *in);
+    *out = NULL;
+    if (!in) return NNAR_OUT_OF_MEMORY;
+    st = &in->st;
+    nnar_ctx_init(&st->ctx, options, err);
+    nnar_source_stream(&st->src, read, user);
+    nnar_sha256_init(&st->content);
+    nnar_nameset_init(&st->nameset);
+    nnar_nameset_init(&st->paths);
+    *out = in;
+    NNAR_TRY(nnar_read_preamble(&st->ctx, &st->src, preamble, minor));
+    NNAR_TRY(nnar_read_head(&st->ctx, &st->src, NNAR_PREAMBLE_SIZE, preamble, &meta));
+    s = nnar_parse_meta(&st->ctx, &meta);
+    if (s == NNAR_OK) {
+        nnar_record_digest(&meta, NULL, d);
+        nnar_sha256_update(&st->content, d, 32);
+    }
+    in->pos = in->first = NNAR_HEAD_END(&meta);
+    nnar_head_free(&st->ctx, &meta);
+    NNAR_TRY(s);
+    while (!found) {
+        NNAR_TRY(nnar_read_head(&st->ctx, &st->src, in->pos, NULL, &h));
+        in->pos = NNAR_HEAD_END(&h);
+        if (!memcmp(h.type, "INDX", 4)) {
+            s = finish(st, &h, in->first, NULL);
+            nnar_head_free(&st->ctx, &h);
+            NNAR_TRY(s);
+            return nnar_fail(&st->ctx, NNAR_BAD_LAYOUT, "not a patch: expected a PTCH record first after META, found none");
+        }
+        s = record_then_fail(st, &h, &found);
+        if (found) in->ptch = h;
+        else nnar_head_free(&st->ctx, &h);
+        NNAR_TRY(s);
+    }
+    *ptch = &in->ptch;
+    return NNAR_OK;
+}
+
+nnar_status nnar_instream_next(nnar_instream *in, nnar_payload *p, int *end)
+{
+    stream_state *st = &in->st;
+    nnar_ctx *ctx = &st->ctx;
+    nnar_stream_visitor v;
+    nnar_head h;
+    nnar_status s;
+    *end = 0;
+    memset(&v, 0, sizeof v);
+    v.check_digests = 1;
+    while (!st->have_last || in->member >= st->last.member_count) {
+        if (in->ended) { *end = 1; return NNAR_OK; }
+        NNAR_TRY(nnar_read_head(ctx, &st->src, in->pos, NULL, &h));
+        in->pos = NNAR_HEAD_END(&h);
+        if (!memcmp(h.type, "INDX", 4)) {
+            drop_last(st);
+            s = finish(st, &h, in->first, NULL);
+            nnar_head_free(ctx, &h);
+            NNAR_TRY(s);
+            in->ended = 1;
+            continue;
+        }
+        if (!memcmp(h.type, "TENS", 4)) {
+            s = tensor_record(st, &h, &v, 1);
+            nnar_head_free(ctx, &h);
+            NNAR_TRY(s);
+            in->member = 0;
+            continue;
+        }
+        if (!memcmp(h.type, "PTCH", 4)) {
+            int found;
+            s = record_then_fail(st, &h, &found);   /* not first: bad-layout */
+            nnar_head_free(ctx, &h);
+            return s;
+        }
+        if (!memcmp(h.type, "ALIS", 4)) s = alias_record(st, &h, NULL);
+        else if (!memcmp(h.type, "MODL", 4)) s = model_record(st, &h, NULL);
+        else if (!memcmp(h.type, "FILE", 4)) s = file_record(st, &h, NULL);
+        else { s = other_record(st, &h); nnar_head_free(ctx, &h); NNAR_TRY(s); continue; }
+        nnar_head_free(ctx, &h);
+        NNAR_TRY(s);
+        return nnar_fail(ctx, NNAR_BAD_LAYOUT, "patch: expected only TENS records after PTCH, found %.4s", (const char *)h.type);
+    }
+    {
+        const nnar_member *m = &st->last.members[in->member];
+        p->dtype = st->last.dtype;
+        p->rank = m->rank;
+        p->size = m->size;
+        p->data = st->last_array + m->start * nnar_dtype_size(st->last.dtype);
+        p->nbytes = m->size * nnar_dtype_size(st->last.dtype);
+        in->member++;
+    }
+    return NNAR_OK;
+}
+
+nnar_ctx *nnar_instream_ctx(nnar_instream *in) { return &in->st.ctx; }
+
+void nnar_instream_close(nnar_instream *in)
+{
+    stream_state *st;
+    nnar_ctx tmp;
+    size_t i;
+    if (!in) return;
+    st = &in->st;
+    drop_last(st);
+    nnar_head_free(&st->ctx, &in->ptch);
+    for (i = 0; i < st->kept_count; i++) nnar_head_free(&st->ctx, &st->kept[i]);
+    nnar_free(&st->ctx, st->kept);
+    nnar_free(&st->ctx, st->seen);
+    nnar_free(&st->ctx, st->names);
+    nnar_nameset_free(&st->ctx, &st->nameset);
+    nnar_nameset_free(&st->ctx, &st->paths);
+    nnar_ctx_free(&st->ctx);
+    tmp = st->ctx;
+    tmp.zstd = NULL;
+    tmp.zstd_c = NULL;
+    nnar_free(&tmp, in);
 }

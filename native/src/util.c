@@ -60,7 +60,9 @@ void nnar_ctx_free(nnar_ctx *ctx)
 {
     int i;
     if (ctx->zstd) ZSTD_freeDCtx(ctx->zstd);
+    if (ctx->zstd_c) ZSTD_freeCCtx(ctx->zstd_c);
     ctx->zstd = NULL;
+    ctx->zstd_c = NULL;
     for (i = 0; i < NNAR_POOL; i++)
         if (ctx->pool[i]) { release(ctx, (unsigned char *)ctx->pool[i] - HEADER); ctx->pool[i] = NULL; }
 }
@@ -173,6 +175,7 @@ const char *nnar_status_code(nnar_status s)
     case NNAR_IO_ERROR: return "io-error";
     case NNAR_OUT_OF_MEMORY: return "out-of-memory";
     case NNAR_NOT_FOUND: return "not-found";
+    case NNAR_OUTPUT_EXISTS: return "output-exists";
     case NNAR_INVALID_ARGUMENT: return "invalid-argument";
     case NNAR_STOPPED: return "stopped";
     }

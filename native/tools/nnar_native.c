@@ -1,4 +1,4 @@
-/* nnar-native: ls, verify and unpack on top of libnnar, as users exercise the Python tool.
+/* nnar-native: ls, verify, unpack and patch on top of libnnar, as users exercise the Python tool.
  * Exit status: 0 ok, 1 an nnar error (one line on stderr: "nnar-native: CODE: message"),
  * 2 a usage error. */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
@@ -23,9 +23,11 @@ static const char *usage =
     "usage: nnar-native ls FILE [--json]\n"
     "       nnar-native verify FILE [--stream]\n"
     "       nnar-native unpack FILE DIR [--stream]\n"
+    "       nnar-native patch BASE PATCH -o OUT [--force]\n"
     "ls lists tensors; verify checks every CRC and digest (at random, or in order with --stream);\n"
     "unpack writes one .npy per tensor, named by its percent-encoded name ('%MODL.bin': the structure;\n"
-    "%FILE/NAME: each FILE record, its path percent-encoded).\n";
+    "%FILE/NAME: each FILE record, its path percent-encoded); patch applies PATCH (- for stdin, read once,\n"
+    "in order) to BASE and writes the result to OUT once every check passed (--force replaces OUT).\n";
 
 static int report(nnar_status s, const char *message)
 {
@@ -384,13 +386,31 @@ static int cmd_unpack(const char *path, const char *dir, int stream)
     return 0;
 }
 
+static int cmd_patch(const char *base, const char *patch, const char *out, int force)
+{
+    nnar_error err;
+    nnar_patch_info info;
+    nnar_status s;
+    FILE *f = strcmp(patch, "-") == 0 ? stdin : fopen(patch, "rb");
+    if (!f) { fprintf(stderr, "nnar-native: io-error: cannot open '%s': %s\n", patch, strerror(errno)); return 1; }
+    s = nnar_patch_file(base, read_file, f, out, force, NULL, &info, &err);
+    if (f != stdin) fclose(f);
+    if (s != NNAR_OK) return report(s, err.message);
+    printf("wrote %s: %llu bytes, %u records, content ", out, (unsigned long long)info.result_length, (unsigned)info.records);
+    hex(stdout, info.result_content, 32);
+    printf(" (%s patch)\n", info.content ? "content" : "byte");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int i, json = 0, stream = 0, npos = 0;
-    const char *pos[3] = {NULL, NULL, NULL};
+    int i, json = 0, stream = 0, force = 0, npos = 0;
+    const char *pos[3] = {NULL, NULL, NULL}, *output = NULL;
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = 1;
         else if (strcmp(argv[i], "--stream") == 0) stream = 1;
+        else if (strcmp(argv[i], "--force") == 0) force = 1;
+        else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc) output = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { fputs(usage, stdout); return 0; }
         else if (npos < 3) pos[npos++] = argv[i];
         else { fputs(usage, stderr); return 2; }
@@ -398,6 +418,7 @@ int main(int argc, char **argv)
     if (npos == 2 && strcmp(pos[0], "ls") == 0) return cmd_ls(pos[1], json);
     if (npos == 2 && strcmp(pos[0], "verify") == 0) return cmd_verify(pos[1], stream);
     if (npos == 3 && strcmp(pos[0], "unpack") == 0) return cmd_unpack(pos[1], pos[2], stream);
+    if (npos == 3 && strcmp(pos[0], "patch") == 0 && output) return cmd_patch(pos[1], pos[2], output, force);
     fputs(usage, stderr);
     return 2;
 }

@@ -71,4 +71,4 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, c
     return NNAR_OK;
 }
 
-const nnar_codec nnar_codec_affine = {"nnar.affine", NNAR_ARRAY_BYTES, no_keys, config, NULL, NULL, names, lengths, decode, NULL, NULL};
+const nnar_codec nnar_codec_affine = {"nnar.affine", NNAR_ARRAY_BYTES, no_keys, config, NULL, NULL, names, lengths, decode, NULL, NULL, NULL};

@@ -119,4 +119,4 @@ static nnar_status aa_decode(nnar_ctx *ctx, const nnar_stage *st, nnar_spec in, 
     return NNAR_OK;
 }
 
-const nnar_codec nnar_codec_cast = {"nnar.cast", NNAR_ARRAY_ARRAY, no_keys, config, out_spec, aa_decode, NULL, NULL, NULL, NULL, NULL};
+const nnar_codec nnar_codec_cast = {"nnar.cast", NNAR_ARRAY_ARRAY, no_keys, config, out_spec, aa_decode, NULL, NULL, NULL, NULL, NULL, NULL};

@@ -53,4 +53,4 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, c
                        nnar_dtype_size(spec.dtype), out);
 }
 
-const nnar_codec nnar_codec_codebook = {"nnar.codebook", NNAR_ARRAY_BYTES, param_keys, config, NULL, NULL, names, lengths, decode, NULL, NULL};
+const nnar_codec nnar_codec_codebook = {"nnar.codebook", NNAR_ARRAY_BYTES, param_keys, config, NULL, NULL, names, lengths, decode, NULL, NULL, NULL};

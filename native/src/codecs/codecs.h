@@ -59,6 +59,10 @@ typedef struct nnar_codec {
     uint64_t (*bound)(uint64_t n);
     nnar_status (*bb_decode)(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in, size_t in_size,
                              uint64_t max_out, uint8_t **out, size_t *out_size);
+    /* bytes->bytes encoding with the stage's config (a patch's rebuilt streams); *out is
+     * allocated here. Params are empty for every bytes->bytes codec of this format. */
+    nnar_status (*bb_encode)(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in, size_t in_size, uint8_t **out,
+                             size_t *out_size);
 } nnar_codec;
 
 extern const nnar_codec nnar_codec_raw, nnar_codec_byteplanes, nnar_codec_zstd, nnar_codec_huffman,
@@ -75,6 +79,10 @@ nnar_status nnar_param(nnar_ctx *ctx, const nnar_stage *st, uint32_t params, con
                        uint32_t *node);
 /* Unknown params keys (nested ones for sparse): 1 when there is one. */
 int nnar_unknown_params(const nnar_stage *st, uint32_t params);
+
+/* huffman_enc.c: nnar.huffman's encoder (Encoding of huffman.md, lengths as nnar chooses them). */
+nnar_status nnar_huffman_encode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in, size_t in_size, uint8_t **out,
+                                size_t *out_size);
 
 /* packing.md */
 uint64_t nnar_packed_length(uint64_t count, int bits);

@@ -107,4 +107,4 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in
     return NNAR_OK;
 }
 
-const nnar_codec nnar_codec_huffman = {"nnar.huffman", NNAR_BYTES_BYTES, no_keys, config, NULL, NULL, NULL, NULL, NULL, bound, decode};
+const nnar_codec nnar_codec_huffman = {"nnar.huffman", NNAR_BYTES_BYTES, no_keys, config, NULL, NULL, NULL, NULL, NULL, bound, decode, nnar_huffman_encode};

@@ -202,4 +202,4 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, c
     return r;
 }
 
-const nnar_codec nnar_codec_sparse = {"nnar.sparse", NNAR_ARRAY_BYTES, param_keys, config, NULL, NULL, names, lengths, decode, NULL, NULL};
+const nnar_codec nnar_codec_sparse = {"nnar.sparse", NNAR_ARRAY_BYTES, param_keys, config, NULL, NULL, names, lengths, decode, NULL, NULL, NULL};
