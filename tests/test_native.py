@@ -75,9 +75,15 @@ def _configure_and_build(src: Path, build: Path, compiler: str | None, *options:
     return subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
 
+#: the builds of this session, shared with the modules that import the fixture (test_native_patch)
+_BUILT: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory) -> dict[str, Path]:
     """Both builds, made in parallel once per session: {"release": tool, "sanitized": tool}."""
+    if _BUILT:
+        return _BUILT
     _toolchain_or_fail()
     root = tmp_path_factory.mktemp("native-build")
     clang = shutil.which("clang")
@@ -93,6 +99,7 @@ def builds(tmp_path_factory) -> dict[str, Path]:
                         pytrace=False)
         assert "warning:" not in log, log
         out[name] = root / name / "nnar-native"
+    _BUILT.update(out)
     return out
 
 

@@ -1,0 +1,426 @@
+"""The patcher of libnnar (native/src/patch*.c, ``nnar-native patch``) against spec/patch.md and
+against the Python package (``nnar diff`` / ``nnar patch``), on the builds of test_native.py.
+
+- every patch vector of spec/vectors/patch: a valid one gives its result (the same content
+  digest; a byte patch, the exact bytes), an invalid one its code, and no output file;
+- patches that the Python package makes between archives it writes (lossless, lossy presets,
+  groups, Huffman pipelines, renamed, added and removed tensors, aliases, MODL, model folders
+  with FILE records), applied by the C tool: the content of the new archive, verified by both
+  readers; a chain v1 -> v2 -> v3 applied in C;
+- mutated patches (bit flips, byte changes, truncations): the same code as Python, the output
+  never created, the base unchanged (ASan + UBSan build);
+- output handling: an existing output refused without --force, the patch read from a pipe;
+- every allocation failure while patching is out-of-memory and frees everything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nnar
+import nnar.config
+from nnar import pipeline as P
+from nnar.codecs.byteplanes import BytePlanes
+from nnar.codecs.huffman import Huffman
+from nnar.codecs.raw import Raw
+from nnar.codecs.zstd import Zstd
+from test_native import (NATIVE, VECTORS, _array, _write, builds, code_of, run, san,  # noqa: F401 (fixtures)
+                         tool)
+
+PATCHES = VECTORS / "patch"
+PATCH_MANIFEST = json.loads((PATCHES / "manifest.json").read_text())
+def SLOW(n: int):
+    return settings(max_examples=n, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def content_of(data: bytes) -> bytes:
+    with nnar.open(data) as a:
+        return a.content_digest()
+
+
+def c_patch(exe, base, patch, out, *extra, stdin=None):
+    return run(exe, "patch", base, patch, "-o", out, *extra, stdin=stdin)
+
+
+def python_code(base: bytes, patch: bytes, tmp_path) -> str | None:
+    out = tmp_path / "py-result.nnar"
+    out.unlink(missing_ok=True)
+    try:
+        nnar.patch(base, patch, str(out))
+    except nnar.NnarError as e:
+        return e.code
+    return None
+
+
+def _assert_good_result(exe, out, want: bytes) -> None:
+    """The C result has NEW's content and verifies in both readers."""
+    got = out.read_bytes()
+    assert content_of(got) == content_of(want)
+    nnar.verify(got)
+    r = run(exe, "verify", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split()[-1] == content_of(want).hex()
+
+
+# -- the frozen vectors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PATCH_MANIFEST["valid"]))
+def test_valid_patch_vector(san, tmp_path, name):
+    v = PATCH_MANIFEST["valid"][name]
+    out = tmp_path / "result.nnar"
+    base = PATCHES / v["base"]
+    before = base.read_bytes()
+    r = c_patch(san, base, PATCHES / v["patch"], out)
+    assert r.returncode == 0, r.stderr
+    want = (PATCHES / v["result"]).read_bytes()
+    if v.get("kind") == "content":
+        _assert_good_result(san, out, want)
+    else:   # a byte patch binds the exact bytes
+        assert out.read_bytes() == want
+    assert base.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", sorted(PATCH_MANIFEST["invalid"]))
+def test_invalid_patch_vector(san, tmp_path, name):
+    v = PATCH_MANIFEST["invalid"][name]
+    out = tmp_path / "result.nnar"
+    assert code_of(c_patch(san, PATCHES / v["base"], PATCHES / v["patch"], out)) == v["error"], v["why"]
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+# -- output handling ---------------------------------------------------------------------------------
+
+
+def test_output_refused_unless_forced_and_patch_from_a_pipe(tool, tmp_path):
+    v = PATCH_MANIFEST["valid"]["content-fine-tune-rename-add-remove"]
+    base, patch = PATCHES / v["base"], PATCHES / v["patch"]
+    out = tmp_path / "out.nnar"
+    out.write_bytes(b"keep me")
+    assert code_of(c_patch(tool, base, patch, out)) == "output-exists"
+    assert out.read_bytes() == b"keep me"
+    assert c_patch(tool, base, patch, out, "--force").returncode == 0
+    _assert_good_result(tool, out, (PATCHES / v["result"]).read_bytes())
+    piped = tmp_path / "piped.nnar"
+    assert c_patch(tool, base, "-", piped, stdin=patch.read_bytes()).returncode == 0
+    assert piped.read_bytes() == out.read_bytes()
+    assert code_of(c_patch(tool, base, patch, base)) == "invalid-argument"
+    assert run(tool, "patch", base, patch).returncode == 2   # no -o: usage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nnar", "piped.nnar"]
+
+
+# -- against the Python package -----------------------------------------------------------------------
+
+PRESETS = [None, "fp16", "int8", {"quant": "kmeans", "bits": 4}, "tiny", {"prune": 0.7}]
+HUFFMAN = [P.Pipeline((), Raw(), ((Huffman(),),)), P.Pipeline((), BytePlanes(), ((Huffman(),),)),
+           P.Pipeline((), BytePlanes(), ((Zstd(1), Huffman()),))]
+
+
+@st.composite
+def versions(draw):
+    """A model and its next version: tensors fine-tuned (every weight moved a little), one
+    renamed, one added, one removed; written with a preset or explicit Huffman pipelines."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    old = []
+    for i in range(draw(st.integers(2, 5))):
+        dtype = draw(st.sampled_from(["float32", "float16", "int8", "float32"]))
+        big = draw(st.booleans())
+        shape = (draw(st.integers(16, 40)), draw(st.integers(32, 64))) if big else (draw(st.integers(0, 12)),)
+        old.append((f"t{i}.{'weight' if big else 'bias'}", dtype, _array(rng, dtype, shape, False)))
+    new = []
+    for name, dtype, a in old:
+        if dtype.startswith("float") and draw(st.booleans()):
+            a = (a + (rng.normal(size=a.shape) * 0.001).astype(dtype)).astype(dtype)
+        new.append((name, dtype, a))
+    if len(new) > 2 and draw(st.booleans()):
+        new.pop(draw(st.integers(0, len(new) - 1)))
+    if draw(st.booleans()):
+        name, dtype, a = new[0]
+        new[0] = (name + ".renamed", dtype, a)
+    if draw(st.booleans()):
+        new.append(("added.weight", "float32", _array(rng, "float32", (24, 40), False)))
+    huffman = draw(st.booleans())
+    config = None if huffman else draw(st.sampled_from(PRESETS))
+    alias = draw(st.booleans())
+    structure = ("onnx", bytes(rng.integers(0, 4, 300, dtype=np.uint8))) if draw(st.booleans()) else None
+    return old, new, config, huffman, alias, structure
+
+
+def _version(tensors, config, huffman, alias, structure) -> bytes:
+    pipes = None
+    if huffman:
+        pipes = [HUFFMAN[i % len(HUFFMAN)] if t[1] == "float32" else None for i, t in enumerate(tensors)]
+        if None in pipes:   # the planner for the others
+            buf = io.BytesIO()
+            with nnar.ArchiveWriter(buf, metadata={"k": "v"}, structure=structure) as w:
+                for (name, dtype, a), p in zip(tensors, pipes):
+                    w.write(name, a, **({"pipeline": p} if p is not None else {}))
+            return buf.getvalue()
+    return _write(tensors, config, alias, pipes, structure)
+
+
+def _diff(old: bytes, new: bytes, tmp_path) -> bytes:
+    path = tmp_path / "p.nnarpatch"
+    path.unlink(missing_ok=True)
+    nnar.diff(old, new, str(path))
+    return path.read_bytes()
+
+
+@SLOW(15)
+@given(case=versions())
+def test_python_patches_apply_in_c(tool, tmp_path, case):
+    old_t, new_t, config, huffman, alias, structure = case
+    old = _version(old_t, config, huffman, alias, structure)
+    new = _version(new_t, config, huffman, alias, structure)
+    patch = _diff(old, new, tmp_path)
+    (tmp_path / "old.nnar").write_bytes(old)
+    (tmp_path / "p.nnarpatch").write_bytes(patch)
+    out = tmp_path / "c.nnar"
+    out.unlink(missing_ok=True)
+    r = c_patch(tool, tmp_path / "old.nnar", tmp_path / "p.nnarpatch", out)
+    assert r.returncode == 0, r.stderr
+    _assert_good_result(tool, out, new)
+
+
+def _folder(root, config: bytes, weights: dict, extra: dict) -> bytes:
+    from safetensors.numpy import save_file
+    root.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(root / "model.safetensors"))
+    (root / "config.json").write_bytes(config)
+    for name, data in extra.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return nnar.pack(str(root))
+
+
+def test_chain_of_folders_applied_in_c(tool, tmp_path):
+    """v1 -> v2 -> v3 of a model folder (FILE records, a MODL layout): each patch made by Python
+    from the server's archives, applied in C to the device's own copy."""
+    rng = np.random.default_rng(5)
+    w = {"enc.weight": (rng.normal(size=(64, 48)) * 0.05).astype(np.float32),
+         "enc.bias": np.zeros(48, np.float32), "head.weight": (rng.normal(size=(48, 10)) * 0.05).astype(np.float32)}
+    v1 = _folder(tmp_path / "v1", b'{"rev": 1}', w, {"tokenizer.json": b'{"vocab": [1, 2, 3]}'})
+    w2 = dict(w, **{"head.weight": (w["head.weight"] + 1e-3).astype(np.float32)})
+    v2 = _folder(tmp_path / "v2", b'{"rev": 2}', w2, {"tokenizer.json": b'{"vocab": [1, 2, 3]}', "sub/notes.txt": b"hi"})
+    w3 = {k: (v * 1.01).astype(np.float32) for k, v in w2.items()}
+    v3 = _folder(tmp_path / "v3", b'{"rev": 3}', w3, {"tokenizer.json": b'{"vocab": [1, 2, 3, 4]}'})
+    with nnar.open(v1) as a:
+        assert "config.json" in a.files() and a.structure[0] == "folder"
+    paths = {}
+    for name, data in (("v1", v1), ("p12", _diff(v1, v2, tmp_path)), ("p23", _diff(v2, v3, tmp_path))):
+        paths[name] = tmp_path / f"{name}.bin"
+        paths[name].write_bytes(data)
+    c2, c3 = tmp_path / "c2.nnar", tmp_path / "c3.nnar"
+    assert c_patch(tool, paths["v1"], paths["p12"], c2).returncode == 0
+    _assert_good_result(tool, c2, v2)
+    r = c_patch(tool, c2, paths["p23"], c3)
+    assert r.returncode == 0, r.stderr
+    _assert_good_result(tool, c3, v3)
+    # the device's v2 is not the server's byte for byte in general, but the patch applies to either
+    assert code_of(c_patch(tool, paths["v1"], paths["p23"], tmp_path / "x.nnar")) == "wrong-base"
+
+
+# -- mutated patches -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def patch_pairs(tmp_path_factory) -> list[tuple[bytes, bytes]]:
+    """(base, patch) pairs: Python's patches between versions of several kinds, and the vectors'."""
+    tmp = tmp_path_factory.mktemp("pairs")
+    rng = np.random.default_rng(3)
+    model = [("emb.weight", "float32", (rng.normal(size=(40, 64)) * 0.05).astype(np.float32)),
+             ("emb.bias", "float32", rng.normal(size=16).astype(np.float32)),
+             ("ids", "int64", np.arange(-20, 20, dtype=np.int64)),
+             ("half", "float16", rng.normal(size=(24, 24)).astype(np.float16))]
+    moved = [(n, d, (a + (rng.normal(size=a.shape) * 1e-3).astype(d)).astype(d) if d.startswith("float") else a)
+             for n, d, a in model]
+    moved[1] = ("emb.bias.renamed", moved[1][1], moved[1][2])
+    pairs = []
+    for config, huffman in ((None, False), ({"quant": "kmeans", "bits": 4}, False), (None, True)):
+        old = _version(model, config, huffman, True, ("onnx", b"graph" * 40))
+        new = _version(moved + [("added", "float32", np.ones((8, 40), np.float32))], config, huffman, True,
+                       ("onnx", b"graph" * 41))
+        pairs.append((old, _diff(old, new, tmp)))
+    for name in ("content-folder", "content-group-ranges", "raw-width-4", "group-ranges"):
+        v = PATCH_MANIFEST["valid"][name]
+        pairs.append(((PATCHES / v["base"]).read_bytes(), (PATCHES / v["patch"]).read_bytes()))
+    return pairs
+
+
+@st.composite
+def mutations(draw, n: int):
+    which = draw(st.integers(0, n - 1))
+    kind = draw(st.sampled_from(["flip", "flips", "truncate", "byte"]))
+    return which, kind, draw(st.integers(0, 2**31)), draw(st.integers(1, 8))
+
+
+@SLOW(120)
+@given(m=mutations(7))
+def test_mutated_patches_give_the_same_code(san, patch_pairs, tmp_path, m):
+    which, kind, where, count = m
+    base, patch = patch_pairs[which]
+    data = bytearray(patch)
+    pos = where % len(data)
+    if kind == "flip":
+        data[pos] ^= 1 << (where % 8)
+    elif kind == "flips":
+        for k in range(count):
+            data[(pos + 977 * k) % len(data)] ^= 0xFF
+    elif kind == "truncate":
+        data = data[:pos]
+    else:
+        data[pos] = (data[pos] + count) % 256
+    data = bytes(data)
+    work = tmp_path / "m"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "base.nnar").write_bytes(base)
+    (work / "p.nnarpatch").write_bytes(data)
+    out = work / "out.nnar"
+    got = code_of(c_patch(san, work / "base.nnar", work / "p.nnarpatch", out))
+    want = python_code(base, data, tmp_path)
+    assert got == want
+    assert (work / "base.nnar").read_bytes() == base
+    if got is None:
+        assert content_of(out.read_bytes()) == content_of(nnar_result(base, data, tmp_path))
+    else:
+        assert sorted(p.name for p in work.iterdir()) == ["base.nnar", "p.nnarpatch"]
+
+
+def nnar_result(base: bytes, patch: bytes, tmp_path) -> bytes:
+    out = tmp_path / "py-ok.nnar"
+    out.unlink(missing_ok=True)
+    nnar.patch(base, patch, str(out))
+    return out.read_bytes()
+
+
+def _rewrite(patch: bytes, edit=None, drop: int | None = None, extra=None) -> bytes:
+    """The patch written again with its PTCH map edited, a payload tensor dropped or one added
+    (as tools/make_vectors.py makes the invalid patch vectors): patches no correct nnar writes,
+    whose CRCs are all right, so the applier's own checks are what answers."""
+    from nnar.container.records import RecordReader
+    from nnar.patching.apply import _payloads, read_header
+    r = RecordReader(io.BytesIO(patch), patch=True)
+    header, records = read_header(r)
+    tensors = list(_payloads(r, records))
+    m = header.to_map()
+    if edit:
+        edit(m, tensors)
+    buf = io.BytesIO()
+    with nnar.ArchiveWriter(buf, source_format="nnar-patch", patch=m) as w:
+        for i, t in enumerate(tensors):
+            if i != drop:
+                w.write(f"t{i}", t, pipeline=P.Pipeline())
+        if extra is not None:
+            w.write("extra", extra, pipeline=P.Pipeline())
+    return buf.getvalue()
+
+
+VALUES = [None, 0, 1, 2, 3, 7, 999, -1, 2**40, 1.0, 2.0, 4.0, True, "", "TENS", "META", "ALIS", "MODL", "FILE", "XXXX",
+          b"", b"\x80", b"\x81\xa1a\x01", "xor", "add", "base", "patch", "delta", [], [[0, 4]], [[None, 8]],
+          [[0, 2**40]], [[1, 2, 3]], {}, {"from": "base"}, {"from": "patch"}, {"from": "delta", "op": "xor", "width": 1}]
+
+
+@st.composite
+def edits(draw, n: int):
+    """One edit of a patch's PTCH map or payload: a field of a record op or segment op set to a
+    value of any type, a key deleted, ops swapped, a payload tensor dropped or added."""
+    which = draw(st.integers(0, n - 1))
+    kind = draw(st.sampled_from(["record", "segment", "delete", "swap", "drop", "extra", "top"]))
+    key = draw(st.sampled_from(["base", "type", "descriptor", "segments", "from", "op", "width", "ranges", "flags",
+                                "body_crc", "result_minor", "base_content", "result_content", "records", "encoder"]))
+    return which, kind, draw(st.integers(0, 2**31)), key, draw(st.sampled_from(VALUES))
+
+
+def _edit(kind, where, key, value):
+    def edit(m, tensors):
+        ops = m["records"]
+        op = ops[where % len(ops)]
+        segs = [s for o in ops for s in o.get("segments", [])]
+        if kind == "record":
+            op[key] = value
+        elif kind == "segment" and segs:
+            segs[where % len(segs)][key] = value
+        elif kind == "delete":
+            target = segs[where % len(segs)] if segs and where % 2 else op
+            target.pop(key, None)
+        elif kind == "swap" and len(ops) > 2:
+            i = 1 + where % (len(ops) - 1)
+            j = 1 + (where // 7) % (len(ops) - 1)
+            ops[i], ops[j] = ops[j], ops[i]
+        elif kind == "top":
+            m[key] = value
+    return edit
+
+
+@SLOW(100)
+@given(e=edits(7))
+def test_edited_patches_give_the_same_code(san, patch_pairs, tmp_path, e):
+    which, kind, where, key, value = e
+    base, patch = patch_pairs[which]
+    try:
+        if kind == "drop":
+            data = _rewrite(patch, drop=where % 3)
+        elif kind == "extra":
+            data = _rewrite(patch, extra=np.zeros(where % 9, np.uint8))
+        else:
+            data = _rewrite(patch, _edit(kind, where, key, value))
+    except (nnar.NnarError, TypeError, ValueError, OverflowError):   # the writer refuses it
+        return
+    work = tmp_path / "e"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "base.nnar").write_bytes(base)
+    (work / "p.nnarpatch").write_bytes(data)
+    out = work / "out.nnar"
+    got = code_of(c_patch(san, work / "base.nnar", work / "p.nnarpatch", out))
+    assert got == python_code(base, data, tmp_path)
+    assert out.exists() == (got is None)
+
+
+# -- allocation failures ---------------------------------------------------------------------------------
+
+
+def test_every_allocation_failure_while_patching(builds, tmp_path):
+    """native/tests/alloc_failures.c with a base and a patch: every allocation failed in turn is
+    out-of-memory, nothing leaks, nothing is written."""
+    cc = shutil.which("clang") or shutil.which("gcc") or "cc"
+    exe = tmp_path / "alloc_failures"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-g",
+                           "-fsanitize=address,undefined", f"-I{NATIVE / 'include'}",
+                           str(NATIVE / "tests" / "alloc_failures.c"), str(builds["sanitized"].parent / "libnnar.a"),
+                           "-lzstd", "-o", str(exe)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("content-fine-tune-rename-add-remove", "content-folder", "content-structure", "group-ranges"):
+        v = PATCH_MANIFEST["valid"][name]
+        r = run(exe, PATCHES / v["base"], PATCHES / v["patch"])
+        assert r.returncode == 0 and r.stdout.startswith(b"ok "), (name, r.stdout, r.stderr)
+
+
+# -- the fuzzing corpus of the patch harness ------------------------------------------------------------
+
+
+def test_patch_fuzz_corpus_replays_clean(builds, tmp_path):
+    """native/fuzz/fuzz_patch.c (a fixed base, the fuzzed bytes as the patch) on every file of
+    native/fuzz/corpus_patch, replayed without libFuzzer under ASan and UBSan."""
+    corpus = sorted((NATIVE / "fuzz" / "corpus_patch").glob("*"))
+    assert len(corpus) >= 10, "native/fuzz/corpus_patch is missing files"
+    cc = shutil.which("clang") or shutil.which("gcc") or "cc"
+    exe = tmp_path / "replay_patch"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-g",
+                           "-fsanitize=address,undefined", f"-I{NATIVE / 'include'}", f"-I{NATIVE / 'fuzz'}",
+                           str(NATIVE / "fuzz" / "fuzz_patch.c"), str(NATIVE / "fuzz" / "replay.c"),
+                           str(builds["sanitized"].parent / "libnnar.a"), "-lzstd", "-o", str(exe)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    r = run(exe, *corpus)
+    assert r.returncode == 0, r.stderr[-2000:]
