@@ -909,8 +909,8 @@ nnar_status nnar_archive_stored(nnar_archive *a, uint32_t number, nnar_stored *o
     out->head = &rec->head;
     out->owns = 1;
     nnar_set_where(ctx, "%.4s record at offset %llu", (const char *)e->type, (unsigned long long)e->offset);
-    NNAR_TRY(read_body(a, &rec->head, &out->body, &out->owned));
-    if (type_is(e->type, "TENS")) {
+    s = read_body(a, &rec->head, &out->body, &out->owned);
+    if (s == NNAR_OK && type_is(e->type, "TENS")) {
         uint32_t k;
         s = nnar_parse_tensor(ctx, rec);
         if (s == NNAR_OK) {
@@ -920,11 +920,11 @@ nnar_status nnar_archive_stored(nnar_archive *a, uint32_t number, nnar_stored *o
                        memcmp(rec->members[k].name, a->ix.names[e->first_name + k], rec->members[k].name_len) == 0;
             if (!same) s = nnar_fail(ctx, NNAR_BAD_LAYOUT, "the index names other tensors than this record's descriptor");
         }
-    } else if (type_is(e->type, "MODL")) s = nnar_parse_model(ctx, rec);
-    else if (type_is(e->type, "FILE")) s = nnar_parse_file(ctx, rec);
-    NNAR_TRY(s);
-    if (rec->segment_count) NNAR_TRY(nnar_check_padding(ctx, rec, out->body));
-    return NNAR_OK;
+    } else if (s == NNAR_OK && type_is(e->type, "MODL")) s = nnar_parse_model(ctx, rec);
+    else if (s == NNAR_OK && type_is(e->type, "FILE")) s = nnar_parse_file(ctx, rec);
+    if (s == NNAR_OK && rec->segment_count) s = nnar_check_padding(ctx, rec, out->body);
+    if (s != NNAR_OK) nnar_stored_free(a, out);
+    return s;
 }
 
 void nnar_stored_free(nnar_archive *a, nnar_stored *st)

@@ -1,8 +1,9 @@
 /* The caller's allocator is the only one the library uses (libzstd's decoder state aside), and
  * every allocation failure is a status, never a crash or a leak: open and verify an archive with
  * an allocator that fails at the k-th call, for every k until one run needs no failure; then the
- * same in order. Each run must end with every block freed.
- * usage: alloc_failures ARCHIVE */
+ * same in order. Each run must end with every block freed. With a base and a patch, the same
+ * for applying the patch (the base in memory, the patch read in order, the result discarded).
+ * usage: alloc_failures ARCHIVE | alloc_failures BASE PATCH */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,15 +52,23 @@ static unsigned char *slurp(const char *path, size_t *n)
     return d;
 }
 
+static int discard(void *user, const void *buf, size_t size)
+{
+    (void)buf;
+    *(size_t *)user += size;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    size_t n;
-    unsigned char *data;
+    size_t n, pn = 0;
+    unsigned char *data, *patch = NULL;
     long k, runs = 0;
-    int mode;
-    if (argc != 2) return 2;
+    int mode, first = 0, last = 1;
+    if (argc != 2 && argc != 3) return 2;
     data = slurp(argv[1], &n);
-    for (mode = 0; mode < 2; mode++) {
+    if (argc == 3) { patch = slurp(argv[2], &pn); first = last = 2; }
+    for (mode = first; mode <= last; mode++) {
         for (k = 1;; k++) {
             counting c;
             nnar_allocator al;
@@ -80,6 +89,11 @@ int main(int argc, char **argv)
                     s = nnar_verify(a, NULL, NULL);
                     nnar_close(a);
                 }
+            } else if (mode == 2) {
+                cursor cur;
+                size_t written = 0;
+                cur.p = patch; cur.n = pn; cur.pos = 0;
+                s = nnar_patch_stream(NULL, data, n, read_cursor, &cur, discard, &written, &o, NULL, &err);
             } else {
                 cursor cur;
                 nnar_stream_visitor v;
@@ -106,5 +120,6 @@ int main(int argc, char **argv)
     }
     printf("ok %ld runs\n", runs);
     free(data);
+    free(patch);
     return 0;
 }

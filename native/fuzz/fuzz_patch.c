@@ -1,0 +1,54 @@
+/* libFuzzer harness for the patcher: the first byte chooses one of four fixed bases (the small
+ * bases of spec/vectors/patch, in patch_bases.h: content patches over groups, a folder and
+ * k-means, a byte patch over groups), the rest is the patch, read in uneven chunks as from a
+ * pipe, the result discarded. The contract: a status, never a crash, a hang, a leak or undefined
+ * behaviour. Build: cmake -DNNAR_FUZZ=ON with CC=clang; run:
+ * ./fuzz_patch -max_total_time=1800 corpus_patch/ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nnar.h"
+#include "patch_bases.h"
+
+typedef struct cursor { const unsigned char *p; size_t n, pos; } cursor;
+
+static long long read_cursor(void *user, void *buf, size_t size)
+{
+    cursor *c = (cursor *)user;
+    size_t k = c->n - c->pos < size ? c->n - c->pos : size;
+    if (k > 1 && (c->pos & 1)) k = k / 2;
+    memcpy(buf, c->p + c->pos, k);
+    c->pos += k;
+    return (long long)k;
+}
+
+static int sink(void *user, const void *buf, size_t size)
+{
+    unsigned long *total = (unsigned long *)user;
+    if (size) *total += ((const unsigned char *)buf)[size - 1];   /* the bytes are there */
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
+    nnar_limits limits;
+    nnar_options opt;
+    nnar_error err;
+    nnar_patch_info info;
+    cursor c;
+    unsigned long total = 0;
+    unsigned which;
+    if (size < 1) return 0;
+    which = data[0] % NBASES;
+    nnar_limits_default(&limits);
+    limits.max_tensor_bytes = 1u << 24;
+    limits.max_total_bytes = 1u << 26;
+    limits.max_descriptor_bytes = 1u << 20;
+    memset(&opt, 0, sizeof opt);
+    opt.limits = &limits;
+    c.p = data + 1; c.n = size - 1; c.pos = 0;
+    nnar_patch_stream(NULL, bases[which], (size_t)base_sizes[which], read_cursor, &c, sink, &total, &opt, &info, &err);
+    return 0;
+}
