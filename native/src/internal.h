@@ -76,6 +76,8 @@ typedef struct nnar_sha256 {
 void nnar_sha256_init(nnar_sha256 *s);
 void nnar_sha256_update(nnar_sha256 *s, const void *data, size_t size);
 void nnar_sha256_final(nnar_sha256 *s, uint8_t out[32]);
+/* sha256_x86.c: n blocks through the CPU's SHA instructions when it has them (1), else 0. */
+int nnar_sha256_blocks_fast(uint32_t h[8], const uint8_t *p, size_t n, const uint32_t *k);
 
 /* ---- msgpack (FORMAT.md §4.2) ------------------------------------------------------------- */
 

@@ -151,6 +151,7 @@ nnar_status nnar_patch_bytes(patcher *p, const char *base_path, const void *base
     NNAR_TRY(s);
     p->n_base = nnar_archive_records(p->base) + 1;
     ctx->strict = p->h.result_minor <= NNAR_FORMAT_MINOR;
+    p->sink.hash = 1;   /* step 8: the result's SHA-256 */
     nnar_preamble(preamble, p->h.result_minor);
     NNAR_TRY(nnar_sink_put(&p->sink, preamble, 16));
     for (i = 0; i < p->h.nops; i++) NNAR_TRY(byte_record(p, i, preamble));

@@ -55,6 +55,10 @@ void nnar_sha256_update(nnar_sha256 *s, const void *data, size_t size)
         compress(s->h, s->block);
         s->used = 0;
     }
+    if (size >= 64 && nnar_sha256_blocks_fast(s->h, p, size / 64, K)) {
+        p += size / 64 * 64;
+        size %= 64;
+    }
     while (size >= 64) { compress(s->h, p); p += 64; size -= 64; }
     memcpy(s->block, p, size);
     s->used = size;

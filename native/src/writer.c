@@ -16,7 +16,7 @@ static void put64(uint8_t *p, uint64_t v) { int i; for (i = 0; i < 8; i++) p[i] 
 nnar_status nnar_sink_put(nnar_sink *s, const void *data, size_t size)
 {
     if (!size) return NNAR_OK;
-    nnar_sha256_update(&s->sha, data, size);
+    if (s->hash) nnar_sha256_update(&s->sha, data, size);
     s->pos += size;
     if (s->write && s->write(s->user, data, size) != 0)
         return nnar_fail(s->ctx, NNAR_IO_ERROR, "write failed at offset %llu", (unsigned long long)(s->pos - size));

@@ -7,12 +7,13 @@
 #define NNAR_DESCRIPTOR_ZSTD_MIN_BYTES 128   /* nnar compresses a descriptor from this size, */
 #define NNAR_DESCRIPTOR_ZSTD_LEVEL 19        /* at this level, when that makes it smaller */
 
-/* The output: counted and hashed (SHA-256 of every byte) on its way to write (NULL: nowhere). */
+/* The output: counted, and with hash its SHA-256 taken, on its way to write (NULL: nowhere). */
 typedef struct nnar_sink {
     nnar_ctx *ctx;
     nnar_write_fn write;
     void *user;
     uint64_t pos;
+    int hash;
     nnar_sha256 sha;
 } nnar_sink;
 nnar_status nnar_sink_put(nnar_sink *s, const void *data, size_t size);
