@@ -406,6 +406,32 @@ def test_every_allocation_failure_while_patching(builds, tmp_path):
         assert r.returncode == 0 and r.stdout.startswith(b"ok "), (name, r.stdout, r.stderr)
 
 
+def test_patching_holds_a_few_records(builds, tmp_path):
+    """native/tests/peak_memory.c with a base and a patch: the library's peak through the
+    caller's allocator, for 8 and for 64 records of 1 MiB each moved by a fine-tune, stays a few
+    records' worth (the base's record, its streams, the payload, the rebuilt record and its check,
+    and the blocks each context keeps for reuse), not the archive."""
+    cc = shutil.which("gcc") or shutil.which("cc") or "clang"
+    exe = tmp_path / "peak_memory"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", f"-I{NATIVE / 'include'}",
+                           str(NATIVE / "tests" / "peak_memory.c"), str(builds["release"].parent / "libnnar.a"),
+                           "-lzstd", "-o", str(exe)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for n in (8, 64):
+        old = {f"w{i}": (rng.normal(size=(256, 1024)) * 0.02).astype(np.float32) for i in range(n)}
+        new = {k: (v + (rng.normal(size=v.shape) * 1e-4).astype(np.float32)) for k, v in old.items()}
+        base, patch = tmp_path / f"a{n}.nnar", tmp_path / f"p{n}.nnarpatch"
+        base.write_bytes(nnar.pack(old))
+        patch.write_bytes(_diff(base.read_bytes(), nnar.pack(new), tmp_path))
+        r = run(exe, base, patch)
+        peak, live = map(int, r.stdout.split())
+        assert r.returncode == 0 and live == 0
+        peaks[n] = peak
+    assert peaks[64] < 2 * peaks[8] and peaks[64] < 16 << 20, peaks
+
+
 # -- the fuzzing corpus of the patch harness ------------------------------------------------------------
 
 

@@ -99,7 +99,7 @@ static nnar_status read_body(nnar_archive *a, const nnar_head *h, const uint8_t 
         }
         *body = a->scratch;
     }
-    if (crc != h->body_crc) {
+    if (NNAR_CRC_DIFFERS(crc, h->body_crc)) {
         nnar_free(ctx, *owned);
         *owned = NULL;
         return nnar_fail(ctx, NNAR_CHECKSUM, "record body: expected CRC-32 0x%08x, computed 0x%08x", h->body_crc, crc);
@@ -565,7 +565,7 @@ static nnar_status decode_raw_in_place(nnar_archive *a, const nnar_record *rec, 
         crc = nnar_crc32(crc, out + done, want);
         done += want;
     }
-    if (crc != h->body_crc)
+    if (NNAR_CRC_DIFFERS(crc, h->body_crc))
         return nnar_fail(ctx, NNAR_CHECKSUM, "record body: expected CRC-32 0x%08x, computed 0x%08x", h->body_crc, crc);
     for (k = 0; k < pad; k++)
         if (padding[k])

@@ -136,7 +136,7 @@ nnar_status nnar_read_head(nnar_ctx *ctx, nnar_source *src, uint64_t offset, con
     NNAR_TRY(nnar_read_bytes(ctx, src, offset + NNAR_FRAME_SIZE, h->descriptor_length, &stored, &h->owned_stored,
                              "descriptor"));
     crc = nnar_crc32(crc, stored, h->descriptor_length);
-    if (crc != header_crc) {
+    if (NNAR_CRC_DIFFERS(crc, header_crc)) {
         nnar_head_free(ctx, h);
         return nnar_fail(ctx, NNAR_CHECKSUM, "record header: expected CRC-32 0x%08x, computed 0x%08x", header_crc, crc);
     }
@@ -166,7 +166,7 @@ nnar_status nnar_parse_trailer(nnar_ctx *ctx, const uint8_t *t, uint64_t offset,
     if (memcmp(t + 24, END_MAGIC, 8) != 0)
         return nnar_fail(ctx, NNAR_TRUNCATED, "expected end magic 4e 4e 41 52 45 4e 44 1a, found other bytes (the archive "
                          "is truncated, or its writer did not finish)");
-    if (crc != found) return nnar_fail(ctx, NNAR_CHECKSUM, "expected CRC-32 0x%08x, computed 0x%08x", crc, found);
+    if (NNAR_CRC_DIFFERS(crc, found)) return nnar_fail(ctx, NNAR_CHECKSUM, "expected CRC-32 0x%08x, computed 0x%08x", crc, found);
     if (reserved) return nnar_fail(ctx, NNAR_RESERVED_NONZERO, "reserved field: expected 0, found 0x%08x", reserved);
     if (archive_length != offset + NNAR_TRAILER_SIZE)
         return nnar_fail(ctx, NNAR_BAD_LAYOUT, "archive_length says %llu bytes, the archive has %llu",

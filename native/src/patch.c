@@ -7,7 +7,7 @@
  * content digest compared with the patch's before the caller may keep anything. */
 #include "patch.h"
 
-#define CHUNK_MIN (1u << 20)
+#define CHUNK_MIN (64u << 10)   /* the arena of the result's names grows by this */
 
 /* ---- shared with patch_bytes.c -------------------------------------------------------------- */
 

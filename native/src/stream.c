@@ -82,7 +82,7 @@ static nnar_status body_of(stream_state *st, const nnar_head *h, const uint8_t *
     uint32_t crc;
     NNAR_TRY(nnar_read_bytes(&st->ctx, &st->src, NNAR_BODY_OFFSET(h), h->body_length, body, owned, "record body"));
     crc = nnar_crc32(0, *body, (size_t)h->body_length);
-    if (crc != h->body_crc) {
+    if (NNAR_CRC_DIFFERS(crc, h->body_crc)) {
         nnar_free(&st->ctx, *owned);
         *owned = NULL;
         return nnar_fail(&st->ctx, NNAR_CHECKSUM, "record body: expected CRC-32 0x%08x, computed 0x%08x", h->body_crc, crc);

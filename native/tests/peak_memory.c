@@ -1,6 +1,7 @@
-/* Peak memory of reading an archive in order (§8.1), through a counting allocator: what
- * "memory bounded by one record" means, measured. Prints the peak of live bytes.
- * usage: peak_memory ARCHIVE */
+/* Peak memory of reading an archive in order (§8.1), or of applying a patch to a base (the
+ * patch read in order, the result discarded), through a counting allocator: what "memory
+ * bounded by one record" means, measured. Prints the peak of live bytes, and what is live after.
+ * usage: peak_memory ARCHIVE | peak_memory BASE PATCH */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,12 @@ static long long read_file(void *user, void *buf, size_t size)
     return n < size && ferror((FILE *)user) ? -1 : (long long)n;
 }
 
+static int discard(void *user, const void *buf, size_t size)
+{
+    (void)user; (void)buf; (void)size;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     counting c = {0, 0};
@@ -46,7 +53,8 @@ int main(int argc, char **argv)
     nnar_error err;
     nnar_status s;
     FILE *f;
-    if (argc != 2 || !(f = fopen(argv[1], "rb"))) return 2;
+    if (argc != 2 && argc != 3) return 2;
+    if (!(f = fopen(argv[argc - 1], "rb"))) return 2;
     al.malloc = count_malloc;
     al.free = count_free;
     al.user = &c;
@@ -54,7 +62,8 @@ int main(int argc, char **argv)
     o.allocator = &al;
     memset(&v, 0, sizeof v);
     v.check_digests = 1;
-    s = nnar_read_stream(read_file, f, &o, &v, NULL, &err);
+    if (argc == 3) s = nnar_patch_stream(argv[1], NULL, 0, read_file, f, discard, NULL, &o, NULL, &err);
+    else s = nnar_read_stream(read_file, f, &o, &v, NULL, &err);
     fclose(f);
     if (s != NNAR_OK) { printf("%s: %s\n", nnar_status_code(s), err.message); return 1; }
     printf("%zu %zu\n", c.peak, c.live);
