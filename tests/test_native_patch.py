@@ -387,6 +387,51 @@ def test_edited_patches_give_the_same_code(san, patch_pairs, tmp_path, e):
     assert out.exists() == (got is None)
 
 
+@pytest.fixture(scope="session")
+def huffman_encode(builds, tmp_path_factory):
+    """native/tests/huffman_encode.c: the library's Huffman encoder on a file's bytes."""
+    cc = shutil.which("gcc") or shutil.which("cc") or "clang"
+    exe = tmp_path_factory.mktemp("huffman") / "huffman_encode"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", f"-I{NATIVE / 'include'}",
+                           f"-I{NATIVE / 'src'}", str(NATIVE / "tests" / "huffman_encode.c"),
+                           str(builds["release"].parent / "libnnar.a"), "-lzstd", "-o", str(exe)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return exe
+
+
+@st.composite
+def histograms(draw):
+    """Byte strings of every shape a code can take: empty, one symbol, uniform, skewed, and
+    Fibonacci-like counts whose Huffman code is deeper than 15 bits (package-merge)."""
+    kind = draw(st.sampled_from(["random", "skewed", "fibonacci", "few"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "random":
+        return rng.integers(0, 256, draw(st.integers(0, 3000)), dtype=np.uint8).tobytes()
+    if kind == "skewed":
+        return rng.geometric(draw(st.floats(0.05, 0.95)), draw(st.integers(1, 5000))).clip(0, 255).astype(np.uint8).tobytes()
+    if kind == "few":
+        return bytes(rng.choice(draw(st.lists(st.integers(0, 255), min_size=1, max_size=4)), draw(st.integers(1, 500))))
+    counts, a, b = [], 1, draw(st.integers(1, 3))
+    for _ in range(draw(st.integers(16, 26))):
+        counts.append(a)
+        a, b = b, a + b
+    symbols = rng.permutation(256)[:len(counts)]
+    return b"".join(bytes([int(s)]) * c for s, c in zip(symbols, counts))
+
+
+@SLOW(40)
+@given(data=histograms())
+def test_huffman_encoder_writes_pythons_bytes(huffman_encode, tmp_path, data):
+    """A byte patch rebuilds Huffman segments exactly only if the encoders agree byte for byte
+    (huffman.md, Encoding: nnar's lengths, package-merge above 15 bits)."""
+    path = tmp_path / "in.bin"
+    path.write_bytes(data)
+    r = run(huffman_encode, path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == bytes(Huffman().encode(data)[0])
+
+
 # -- allocation failures ---------------------------------------------------------------------------------
 
 
