@@ -335,7 +335,7 @@ def edits(draw, n: int):
     """One edit of a patch's PTCH map or payload: a field of a record op or segment op set to a
     value of any type, a key deleted, ops swapped, a payload tensor dropped or added."""
     which = draw(st.integers(0, n - 1))
-    kind = draw(st.sampled_from(["record", "segment", "delete", "swap", "drop", "extra", "top"]))
+    kind = draw(st.sampled_from(["record", "segment", "delete", "swap", "drop", "extra", "top", "desc", "desc"]))
     key = draw(st.sampled_from(["base", "type", "descriptor", "segments", "from", "op", "width", "ranges", "flags",
                                 "body_crc", "result_minor", "base_content", "result_content", "records", "encoder"]))
     return which, kind, draw(st.integers(0, 2**31)), key, draw(st.sampled_from(VALUES))
@@ -359,7 +359,27 @@ def _edit(kind, where, key, value):
             ops[i], ops[j] = ops[j], ops[i]
         elif kind == "top":
             m[key] = value
+        elif kind == "desc":   # inside a descriptor an op gives: a key of it or of a segment map
+            import msgpack
+            given = [o for o in ops if isinstance(o.get("descriptor"), bytes)]
+            if not given:
+                return
+            o = given[where % len(given)]
+            d = msgpack.unpackb(o["descriptor"], raw=False, strict_map_key=False)
+            segs = d.get("segments") if isinstance(d.get("segments"), list) else []
+            target = segs[(where // 3) % len(segs)] if segs and where % 3 else d
+            name = DESC_KEYS[(where // 11) % len(DESC_KEYS)]
+            if isinstance(target, dict):
+                if value is None and where % 2:
+                    target.pop(name, None)
+                else:
+                    target[name] = value
+            o["descriptor"] = msgpack.packb(d, use_bin_type=True)
     return edit
+
+
+DESC_KEYS = ["length", "raw_length", "codecs", "name", "tensors", "dtype", "digest", "pipeline", "segments", "path",
+             "format", "aliases", "fidelity", "extra"]
 
 
 @SLOW(100)
