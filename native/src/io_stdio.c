@@ -62,6 +62,7 @@ void nnar_io_close(nnar_source *src)
 /* ---- output: a temporary file beside the result, renamed into place once complete ---------- */
 
 #if defined(_WIN32)
+#include <io.h>
 #include <windows.h>
 #include <sys/stat.h>
 #else
@@ -142,7 +143,9 @@ nnar_status nnar_io_commit(nnar_ctx *ctx, void *file, const char *tmp, const cha
 {
     FILE *f = (FILE *)file;
     int bad = fflush(f) != 0;
-#if !defined(_WIN32)
+#if defined(_WIN32)
+    bad = bad || _commit(_fileno(f)) != 0;
+#else
     bad = bad || fsync(fileno(f)) != 0;
 #endif
     bad = fclose(f) != 0 || bad;
