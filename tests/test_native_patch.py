@@ -71,6 +71,12 @@ def _assert_good_result(exe, out, want: bytes) -> None:
     assert r.stdout.decode().split()[-1] == content_of(want).hex()
 
 
+@pytest.fixture(params=["release", "sanitized"])
+def either(request, builds):
+    """Each build in turn: the release build (gcc) and the ASan + UBSan one (clang)."""
+    return builds[request.param]
+
+
 # -- the frozen vectors ------------------------------------------------------------------------------
 
 
@@ -175,9 +181,9 @@ def _diff(old: bytes, new: bytes, tmp_path) -> bytes:
     return path.read_bytes()
 
 
-@SLOW(15)
+@SLOW(10)
 @given(case=versions())
-def test_python_patches_apply_in_c(tool, tmp_path, case):
+def test_python_patches_apply_in_c(either, tmp_path, case):
     old_t, new_t, config, huffman, alias, structure = case
     old = _version(old_t, config, huffman, alias, structure)
     new = _version(new_t, config, huffman, alias, structure)
@@ -186,9 +192,9 @@ def test_python_patches_apply_in_c(tool, tmp_path, case):
     (tmp_path / "p.nnarpatch").write_bytes(patch)
     out = tmp_path / "c.nnar"
     out.unlink(missing_ok=True)
-    r = c_patch(tool, tmp_path / "old.nnar", tmp_path / "p.nnarpatch", out)
+    r = c_patch(either, tmp_path / "old.nnar", tmp_path / "p.nnarpatch", out)
     assert r.returncode == 0, r.stderr
-    _assert_good_result(tool, out, new)
+    _assert_good_result(either, out, new)
 
 
 def _folder(root, config: bytes, weights: dict, extra: dict) -> bytes:
@@ -202,7 +208,7 @@ def _folder(root, config: bytes, weights: dict, extra: dict) -> bytes:
     return nnar.pack(str(root))
 
 
-def test_chain_of_folders_applied_in_c(tool, tmp_path):
+def test_chain_of_folders_applied_in_c(either, tmp_path):
     """v1 -> v2 -> v3 of a model folder (FILE records, a MODL layout): each patch made by Python
     from the server's archives, applied in C to the device's own copy."""
     rng = np.random.default_rng(5)
@@ -220,13 +226,13 @@ def test_chain_of_folders_applied_in_c(tool, tmp_path):
         paths[name] = tmp_path / f"{name}.bin"
         paths[name].write_bytes(data)
     c2, c3 = tmp_path / "c2.nnar", tmp_path / "c3.nnar"
-    assert c_patch(tool, paths["v1"], paths["p12"], c2).returncode == 0
-    _assert_good_result(tool, c2, v2)
-    r = c_patch(tool, c2, paths["p23"], c3)
+    assert c_patch(either, paths["v1"], paths["p12"], c2).returncode == 0
+    _assert_good_result(either, c2, v2)
+    r = c_patch(either, c2, paths["p23"], c3)
     assert r.returncode == 0, r.stderr
-    _assert_good_result(tool, c3, v3)
+    _assert_good_result(either, c3, v3)
     # the device's v2 is not the server's byte for byte in general, but the patch applies to either
-    assert code_of(c_patch(tool, paths["v1"], paths["p23"], tmp_path / "x.nnar")) == "wrong-base"
+    assert code_of(c_patch(either, paths["v1"], paths["p23"], tmp_path / "x.nnar")) == "wrong-base"
 
 
 # -- mutated patches -----------------------------------------------------------------------------------
