@@ -376,9 +376,17 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         options = {"path": os.fspath(dst) if _is_path(dst) else None, "quantized": keep_quantized, "force": force} \
             if fmt == "onnx" else {}
         if fmt == "safetensors" and _is_path(src) and os.fspath(src) != "-":
-            # the header first, from the index: the data then streams to the output once, not
-            # through a temporary copy (unpack at the speed of decoding, not of writing twice)
             with Archive(src, limits) as a:
+                if select is None and _is_path(dst) and os.fspath(dst) != "-":
+                    # every tensor decoded straight into the mapped output file, from the index
+                    st = formats.module(fmt)
+                    try:
+                        with _output(dst, force, (src,)) as out:
+                            return st.write_archive(out, a, reader.metadata, verify=verify, progress=progress)
+                    except st.CannotMap:
+                        pass  # the file system cannot size the output up front: stream it instead
+                # the header first, from the index: the data then streams to the output once, not
+                # through a temporary copy (unpack at the speed of decoding, not of writing twice)
                 options["layout"] = [(i.name, i.dtype, i.shape) for i in a.infos()
                                      if select is None or select(i.name)]
         with _output(dst, force, (src,) if _is_path(src) else ()) as out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import dataclasses
 import hashlib
 import math
@@ -18,7 +19,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__, dtypes, lossy, planner, remote
+from . import __version__, dtypes, lossy, planner, remote, threads
 from . import pipeline as P
 from .codecs.abc import TensorSpec, as_bytes
 from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
@@ -473,15 +474,15 @@ class ArchiveWriter:
 
 
 def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: bool,
-            consume: bool = False) -> np.ndarray:
-    """The record's whole array, checked against its digest when ``verify`` (``consume``:
-    :func:`nnar.pipeline.decode`'s)."""
+            consume: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    """The record's whole array, checked against its digest when ``verify`` (``consume`` and
+    ``out``: :func:`nnar.pipeline.decode`'s)."""
     where = f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
     if rec.spec.dtype not in dtypes.DTYPE_NAMES:
         raise UnsupportedDtype(f"unsupported dtype: expected one of {', '.join(dtypes.DTYPE_NAMES)}, found "
                                f"{rec.spec.dtype!r} (a newer nnar wrote it)", where=where)
-    array = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict, consume)
-    if reader.src.mem is not None and np.may_share_memory(array, np.frombuffer(reader.src.mem, np.uint8)):
+    array = P.decode(rec.spec, rec.pipeline, segments, reader.limits, where, reader.strict, consume, out)
+    if out is None and reader.src.mem is not None and np.may_share_memory(array, np.frombuffer(reader.src.mem, np.uint8)):
         array = array.copy()  # a raw tensor read in place: never hand out a view of the caller's buffer
     if verify:
         found = digest_of(array)
@@ -489,6 +490,10 @@ def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: b
             raise DigestMismatch(f"decoded tensor: expected SHA-256 {rec.digest.hex()}, computed {found.hex()}",
                                  where=where)
     return array
+
+
+def _decoded_bytes(rec: S.TensorRecord) -> int:
+    return rec.spec.size * rec.spec.storage_dtype.itemsize
 
 
 def _member(rec: S.TensorRecord, array: np.ndarray, m: S.Member) -> np.ndarray:
@@ -607,13 +612,55 @@ class Archive:
         member = next(m for m in rec.members if m.name == target)
         return _member(rec, _decode(self._reader, rec, segments, verify), member)
 
+    def records(self, *, verify: bool = False) -> Iterator[tuple[list[str], list[tuple[str, str]], TensorSpec, Callable]]:
+        """Each TENS record in archive order, to decode where the caller wants it:
+        ``(names, aliases, spec, decode)``, where ``names`` are its tensors (stored one after the
+        other in its array), ``aliases`` the (alias, target) pairs of the ALIS record after it,
+        ``spec`` the record array's, and ``decode(out=None)`` reads the record, checks its CRC
+        (and its digest, with ``verify``) and decodes its array, into ``out`` if given."""
+        for entry in self._reader.tensor_entries():
+            spec = self._reader.read_descriptor(entry).spec
+
+            def decode(out: np.ndarray | None = None, entry=entry) -> np.ndarray:
+                rec, segments = self._reader.read_tensor(entry)
+                return _decode(self._reader, rec, segments, verify, consume=True, out=out)
+            yield list(entry.names), list(self._aliases_at.get(entry.offset, ())), spec, decode
+
+    def check_content(self) -> None:
+        """Compare the content digest computed from the records with the index's (written since
+        format 1.4): records of two archives spliced together are found here."""
+        if self._reader.stored_content is not None:
+            check_content(self._reader.stored_content, self.content_digest(), "INDX record")
+
+    def read_into(self, name: str, out: np.ndarray, *, verify: bool = False) -> np.ndarray:
+        """Decode a tensor into ``out``, a writable C-contiguous array of its storage dtype and
+        shape (bfloat16 as uint16, ...): a buffer the caller reuses, or memory mapped from an
+        output file. A tensor stored alone in its record is decoded straight into it."""
+        target = self._alias_of.get(name, name)
+        rec, segments = self._reader.read_tensor(self._entry(target))
+        if len(rec.members) == 1:
+            return _decode(self._reader, rec, segments, verify, consume=True, out=out)
+        member = next(m for m in rec.members if m.name == target)
+        if out.dtype != member.spec.storage_dtype or out.shape != member.spec.shape:
+            raise InvalidInput(f"out: expected a {member.spec.storage_dtype}{list(member.spec.shape)} array, "
+                               f"found {out.dtype}{list(out.shape)}")
+        np.copyto(out, _member(rec, _decode(self._reader, rec, segments, verify, consume=True), member), casting="no")
+        return out
+
     def items(self, *, verify: bool = False) -> Iterator[tuple[str, np.ndarray]]:
         """Every tensor in archive order, each record decoded once; an alias is the same array
         object as its target."""
-        for entry in self._reader.tensor_entries():
-            rec, segments = self._reader.read_tensor(entry)
-            array = _decode(self._reader, rec, segments, verify)
+        def records():
+            for entry in self._reader.tensor_entries():
+                yield (entry, *self._reader.read_tensor(entry))
+
+        # the next records are decoded on the decoding threads while this one is handed out
+        for (entry, rec, _), result in threads.ahead(
+                records(), lambda item: _decode(self._reader, item[1], item[2], verify, consume=True),
+                lambda item: _decoded_bytes(item[1])):
+            array = result()
             arrays = {m.name: _member(rec, array, m) for m in rec.members}
+            array = None
             yield from arrays.items()
             for a, t in self._aliases_at.get(entry.offset, ()):
                 yield a, arrays[t]
@@ -646,15 +693,20 @@ class Archive:
     def verify(self) -> list[TensorInfo]:
         """Check every CRC and decode every record against its digest; return the infos."""
         out = []
-        for entry in self._reader.tensor_entries():
-            rec, segments = self._reader.read_tensor(entry)
-            _decode(self._reader, rec, segments, verify=True)
+
+        def records():
+            for entry in self._reader.tensor_entries():
+                yield (entry, *self._reader.read_tensor(entry))
+
+        for (entry, rec, _), result in threads.ahead(
+                records(), lambda item: _decode(self._reader, item[1], item[2], True, consume=True) is None,
+                lambda item: _decoded_bytes(item[1])):
+            result()
             out += _with_aliases(_record_infos(rec), self._aliases_at.get(entry.offset, ()))
         self.structure  # noqa: B018  decoded, so its CRC and codecs are checked too
         for path in self._files:
             self.read_file(path)
-        if self._reader.stored_content is not None:  # records of two archives spliced together are found here
-            check_content(self._reader.stored_content, self.content_digest(), "INDX record")
+        self.check_content()
         return out
 
     def content_digest(self) -> bytes:
@@ -724,20 +776,31 @@ class StreamReader:
         yield from self._items
 
     def __iter__(self) -> Iterator[tuple[TensorInfo, np.ndarray]]:
-        return self.read_with(self.decode_record)
+        return self.read_with(self.decode_record, ahead=True)
 
-    def read_with(self, read_record: Callable[[S.TensorRecord, dict], list]) -> Iterator[tuple[TensorInfo, Any]]:
+    def read_with(self, read_record: Callable[[S.TensorRecord, dict], list],
+                  ahead: bool = False) -> Iterator[tuple[TensorInfo, Any]]:
         """``(info, value)`` per tensor in archive order, where ``read_record(record, segments)``
         gives the values of a record's tensors (:meth:`decode_record` gives their arrays;
-        :mod:`nnar.quantized` gives quantized forms). An alias gets its target's very value."""
+        :mod:`nnar.quantized` gives quantized forms). An alias gets its target's very value.
+        With ``ahead``, the next records are decoded on the decoding threads while this one is
+        handed out (:func:`nnar.threads.ahead`)."""
+        def work(item):
+            return read_record(item[1], item[2]) if item[0] == "TENS" else None
+
+        def weight(item):
+            return _decoded_bytes(item[1]) if item[0] == "TENS" else 0
+
+        records = threads.ahead(self._records(), work, weight) if ahead else \
+            ((item, functools.partial(work, item)) for item in self._records())
         last: dict[str, tuple[TensorInfo, Any]] = {}
-        for item in self._records():
+        for item, result in records:
             if item[0] == "TENS":
-                _, rec, segments = item
+                rec = item[1]
                 item = None
                 last = {}  # the previous record's arrays: not kept alive while this one decodes
-                values = read_record(rec, segments)
-                segments = None
+                values = result()
+                result = None
                 last = {i.name: (i, v) for i, v in zip(_record_infos(rec), values)}
                 del values
                 yield from last.values()

@@ -20,7 +20,7 @@ from . import threads
 from .codecs import get_codec_class
 from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, Buffer, BytesBytesCodec, Codec, TensorSpec
 from .codecs.raw import Raw
-from .errors import BadDescriptor, CodecDataError, NnarError, UnsupportedCodec
+from .errors import BadDescriptor, CodecDataError, InvalidInput, NnarError, UnsupportedCodec
 from .limits import Limits
 
 STAGE_KEYS = frozenset({"codec", "config", "params"})
@@ -302,17 +302,30 @@ def decode(
     where: str,
     strict: bool = True,
     consume: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode one tensor. ``segments`` maps stream name → (codec records, raw_length, bytes).
     With ``consume`` (a dict), it is emptied once the streams are decoded: the stored bytes can
     then be freed before the array is built, so a record costs its streams and its array at
-    once, not its body too."""
+    once, not its body too. With ``out`` (a C-contiguous array of the spec's storage dtype and
+    shape), the tensor is decoded into it and ``out`` returned."""
+    if out is not None and (out.dtype != spec.storage_dtype or out.shape != spec.shape or not out.flags.c_contiguous
+                            or not out.flags.writeable):
+        raise InvalidInput(f"out: expected a writable C-contiguous {spec.storage_dtype}{list(spec.shape)} array, "
+                           f"found {out.dtype}{list(out.shape)}")
     aa, (ab, ab_params), ab_spec, streams = decode_streams(spec, stages, segments, limits, where, strict)
     if consume and isinstance(segments, dict):
         segments.clear()
+    if out is not None and not aa:  # straight into the caller's buffer
+        _run(ab.decode_into, where, streams, ab_spec, ab_params, out)
+        return out
     array = _run(ab.decode, where, streams, ab_spec, ab_params)
     del streams
-    return decode_array_stages(spec, aa, array, where)
+    array = decode_array_stages(spec, aa, array, where)
+    if out is None:
+        return array
+    np.copyto(out, array, casting="no")
+    return out
 
 
 def decode_array_stages(spec: TensorSpec, aa, array: np.ndarray, where: str) -> np.ndarray:

@@ -9,9 +9,11 @@ command line) sets the number; 1 decodes everything in the calling thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from .errors import InvalidInput
 
@@ -61,3 +63,81 @@ def pool() -> ThreadPoolExecutor | None:
         if _pool is None:
             _pool = ThreadPoolExecutor(n, thread_name_prefix="nnar-decode")
         return _pool
+
+
+def split(n: int, min_part: int) -> list[tuple[int, int]]:
+    """``range(n)`` cut into at most :func:`count` contiguous parts of at least ``min_part``
+    (one part when decoding runs in one thread, or the caller is a pool thread)."""
+    parts = 1 if in_pool() else max(1, min(count(), n // max(1, min_part)))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def run_parts(fn, parts: list[tuple[int, int]]) -> list:
+    """``fn(start, stop)`` for each part: the first in the calling thread, the others in the pool
+    (numpy's copies and ufuncs, zlib and zstd release the GIL, so the parts run at once).
+    Results in part order; the first failing part's error is raised."""
+    ex = pool() if len(parts) > 1 else None
+    if ex is None:
+        return [fn(a, b) for a, b in parts]
+    futures = [ex.submit(fn, a, b) for a, b in parts[1:]]
+    try:
+        first = fn(*parts[0])
+    except BaseException:
+        wait(futures)  # the parts share the caller's buffers: none may still be writing
+        raise
+    return [first, *(f.result() for f in futures)]
+
+
+#: records decoded ahead of the caller hold at most this many decoded bytes together
+AHEAD_BYTES = 64 << 20
+
+
+def ahead(items, work, weight, budget: int = AHEAD_BYTES):
+    """``(item, result)`` for each item, in order, where ``result()`` returns ``work(item)``, with
+    the work of the next items done in the pool while the caller uses this one: the iterator (reading records, checking CRCs) runs
+    in the calling thread, one record's decoding overlaps the next one's reading.
+
+    ``weight(item)`` is the memory its work will hold; items of ``PARALLEL_MIN_BYTES`` or more
+    are worked on alone, in the calling thread, when the caller calls ``result()`` (after it let
+    go of the previous item's result; their own work runs in parts on the pool), and at most
+    ``budget`` bytes are ahead at once. An error of the iterator, or of an item's work,
+    is raised where that item would have been: after every item before it."""
+    ex = pool()
+    if ex is None or in_pool():
+        for item in items:
+            yield item, functools.partial(work, item)
+        return
+    items = iter(items)
+    pending: deque = deque()  # (item, future, weight)
+    held = 0
+    nxt, failure, done = None, None, False
+    while True:
+        while not done and failure is None:
+            if nxt is None:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    done = True
+                    break
+                except BaseException as e:  # raised after the items before it
+                    failure = e
+                    break
+                nxt = (item, weight(item))
+            item, w = nxt
+            if w >= PARALLEL_MIN_BYTES or held + w > budget:
+                break
+            pending.append((item, ex.submit(work, item), w))
+            held += w
+            nxt = None
+        if pending:
+            item, future, w = pending.popleft()
+            held -= w
+            yield item, future.result
+        elif nxt is not None:  # a large item, alone
+            (item, _), nxt = nxt, None
+            yield item, functools.partial(work, item)
+        elif failure is not None:
+            raise failure
+        else:
+            return

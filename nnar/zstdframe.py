@@ -8,6 +8,8 @@ size must be within the caller's bound, and the frame must end exactly where the
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
 MAGIC = b"\x28\xb5\x2f\xfd"
@@ -48,6 +50,18 @@ def frame_length(data) -> int:
     return pos + (4 if has_checksum else 0)
 
 
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: one may not be shared between threads, and making one
+    costs ~20 µs (its context), more than decoding a small stream."""
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
 def decompress_exact(data, max_length: int) -> bytes:
     """Decode ``data``, which must be exactly one frame declaring at most ``max_length`` bytes."""
     try:
@@ -78,7 +92,7 @@ def decompress_exact(data, max_length: int) -> bytes:
             if not dobj.eof:
                 raise FrameError("zstd frame declaring 0 bytes does not end")
         else:
-            out = zstandard.ZstdDecompressor().decompress(data)  # one per call: not thread-safe
+            out = _decompressor().decompress(data)
     except zstandard.ZstdError as e:
         raise FrameError(f"corrupt zstd frame: {e}") from e
     if len(out) != size:

@@ -123,6 +123,13 @@ class ArrayBytesCodec(Codec):
         """Rebuild the array; must check every stream's name and length against ``spec``."""
         raise NotImplementedError
 
+    def decode_into(self, streams: Mapping[str, Buffer], spec: TensorSpec, params: Mapping[str, Any],
+                    out: np.ndarray) -> None:
+        """:meth:`decode` into ``out`` (an array of ``spec``'s storage dtype and shape: a caller's
+        buffer, a mapped output file). A codec that builds its output anyway copies it; one that
+        assembles it (byte planes) writes it there directly, saving a pass over memory."""
+        np.copyto(out, self.decode(streams, spec, params), casting="no")
+
     def stream_names(self, spec: TensorSpec, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The streams :meth:`decode` needs, in the order :meth:`encode` emits them."""
         raise NotImplementedError

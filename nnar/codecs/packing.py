@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
 from ..errors import CodecDataError
+
+_GATHER_CHUNK = 1 << 14  # packed bytes per np.take
+_PARALLEL_MIN_BYTES = 1 << 20  # per thread: below this, handing work over costs more than it saves
 
 
 def slot_bits(bits: int) -> int:
@@ -76,11 +80,22 @@ def expand(packed: np.ndarray, values: np.ndarray, count: int, bits: int) -> np.
     """``values[index]`` for each of the ``count`` packed indices: one gather per byte."""
     s = slot_bits(bits)
     if s == 8:
-        return np.take(values, packed)
-    per = 8 // s
-    table = np.ascontiguousarray(byte_table(values, bits))  # (256, per)
-    row = table.dtype.itemsize * per
-    # a row as one scalar, so the gather moves whole rows (8 bytes: two float32, ...)
-    row_dtype = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(row, np.dtype((np.void, row)))
-    rows = np.take(table.view(row_dtype).reshape(256), packed)
+        table = np.ascontiguousarray(values)
+    else:
+        per = 8 // s
+        table = np.ascontiguousarray(byte_table(values, bits))  # (256, per)
+        row = table.dtype.itemsize * per
+        # a row as one scalar, so the gather moves whole rows (8 bytes: two float32, ...)
+        row_dtype = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(row, np.dtype((np.void, row)))
+        table = table.view(row_dtype).reshape(256)
+    rows = np.empty(packed.size, table.dtype)
+
+    def gather(start: int, stop: int) -> None:
+        # in chunks: np.take widens its indices to intp first, 8 bytes each, best done in cache
+        for i in range(start, stop, _GATHER_CHUNK):
+            j = min(i + _GATHER_CHUNK, stop)
+            np.take(table, packed[i:j], out=rows[i:j])
+
+    # large streams in parts, one per decoding thread (np.take releases the GIL)
+    threads.run_parts(gather, threads.split(packed.size, _PARALLEL_MIN_BYTES))
     return rows.view(values.dtype).reshape(-1)[:count]

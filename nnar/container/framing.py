@@ -29,6 +29,38 @@ def crc32(data, value: int = 0) -> int:
     return zlib.crc32(data, value)
 
 
+# CRC-32 of a concatenation from the CRCs of its parts, so that parts can be summed in threads.
+# In the bit-reflected representation zlib uses, bit 31 is x^0 and the polynomial is 0xEDB88320;
+# crc(A + B) = crc(A) * x^(8 len(B)) mod P  xor  crc(B)  (zlib's crc32_combine).
+_CRC_POLY = 0xEDB88320
+
+
+def _crc_mulmod(a: int, b: int) -> int:
+    """a * b mod P, both reflected polynomials of degree < 32."""
+    product = 0
+    for bit in range(31, -1, -1):
+        if a >> bit & 1:
+            product ^= b
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return product
+
+
+_CRC_X2N = [1 << 30]  # x^(2^k) mod P for k = 0, 1, ...: x^1 is bit 30
+for _ in range(63):
+    _CRC_X2N.append(_crc_mulmod(_CRC_X2N[-1], _CRC_X2N[-1]))
+
+
+def crc32_combine(crc_a: int, crc_b: int, length_b: int) -> int:
+    """CRC-32 of A followed by B, from crc32(A), crc32(B) and B's length in bytes."""
+    shift, k, n = 1 << 31, 3, length_b  # x^0, then x^(8 n) = product of x^(2^k) over n's bits, k from 3
+    while n:
+        if n & 1:
+            shift = _crc_mulmod(_CRC_X2N[k], shift)
+        n >>= 1
+        k += 1
+    return _crc_mulmod(shift, crc_a) ^ crc_b
+
+
 def align_up(n: int, alignment: int = C.SEGMENT_ALIGNMENT) -> int:
     return -(-n // alignment) * alignment
 
