@@ -27,7 +27,9 @@
 typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 
+#ifndef NNAR_POOL
 #define NNAR_POOL 6
+#endif
 #define NNAR_POOL_MIN (256u << 10)
 
 typedef struct nnar_ctx {
