@@ -6,14 +6,14 @@ The model is MiniLM-L6 (tools/realweights.py) or, without it, a synthetic fp32 m
 the same size; v1 is it packed lossless, v2 the same after a fine-tune that moved every weight
 a little (each float32 weight plus 1e-4 x N(0, 1) of its scale), so every record is rebuilt from
 a delta. The patch is made once by Python (nnar.diff); each applier then rebuilds v2 from v1
-and the patch into a new file: best of --repeat runs, wall time, the peak RSS of the C tool.
+and the patch into a new file: best of --repeat runs, wall time (Python in this process, the C
+tool as a process), then the peak RSS of one more run of each as a process of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -83,11 +83,19 @@ def main() -> None:
         best["c"] = min(best["c"], time.perf_counter() - t)
         with nnar.open(str(out)) as a:
             assert a.content_digest() == want
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss = {}   # peak RSS of one more run of each, as a process of its own
+    for k, cmd in (("python", [sys.executable, "-c", "import sys, nnar; nnar.patch(*sys.argv[1:])"]),
+                   ("c", [str(tool), "patch"])):
+        out = work / "rss.nnar"
+        out.unlink(missing_ok=True)
+        args = [str(v1), str(patch), str(out)] if k == "python" else [str(v1), str(patch), "-o", str(out)]
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd, *args], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        rss[k] = int(done.stderr.strip().splitlines()[-1]) / 1024
     size = v2.stat().st_size / 1e6
     for k, v in best.items():
-        print(f"{k:7s} {v:6.2f} s  {size / v:6.1f} MB/s of result")
-    print(f"C / Python: {best['python'] / best['c']:.1f}x faster; C peak RSS {rss:.0f} MB "
+        print(f"{k:7s} {v:6.2f} s  {size / v:6.1f} MB/s of result, peak RSS {rss[k]:.0f} MB")
+    print(f"C / Python: {best['python'] / best['c']:.1f}x faster "
           f"(largest tensor {max(v.nbytes for v in tensors.values()) / 1e6:.1f} MB)")
     os.system(f"rm -rf '{work}'")
 
