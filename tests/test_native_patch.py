@@ -19,6 +19,7 @@ import io
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -503,29 +504,40 @@ def test_patching_holds_a_few_records(builds, tmp_path):
     assert peaks[64] < 2 * peaks[8] and peaks[64] < 16 << 20, peaks
 
 
-# -- the fuzzing corpus of the patch harness ------------------------------------------------------------
+# -- the fuzzing corpora ---------------------------------------------------------------------------
+
+SAN_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-g", "-fsanitize=address,undefined"]
 
 
-def test_patch_fuzz_corpus_replays_clean(builds, tmp_path):
-    """native/fuzz/fuzz_patch.c (a fixed base, the fuzzed bytes as the patch) on every file of
-    native/fuzz/corpus_patch, replayed without libFuzzer under ASan and UBSan: on the library as
-    built, and on one built as the fuzzer ran it, accepting any CRC (NNAR_FUZZ_NO_CRC), so the
-    corpus's inputs reach the patcher again rather than stop at a checksum."""
-    corpus = sorted((NATIVE / "fuzz" / "corpus_patch").glob("*"))
-    assert len(corpus) >= 100, "native/fuzz/corpus_patch is missing files"
+@pytest.fixture(scope="session")
+def no_crc_lib(tmp_path_factory) -> Path:
+    """libnnar as the fuzzers ran it (NNAR_FUZZ_NO_CRC: any CRC accepted), ASan + UBSan."""
+    out = tmp_path_factory.mktemp("no-crc")
     cc = shutil.which("clang") or shutil.which("gcc") or "cc"
-    flags = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-g", "-fsanitize=address,undefined",
-             f"-I{NATIVE / 'include'}", f"-I{NATIVE / 'fuzz'}"]
-    harness = [str(NATIVE / "fuzz" / "fuzz_patch.c"), str(NATIVE / "fuzz" / "replay.c")]
-    sources = sorted(map(str, (NATIVE / "src").glob("*.c"))) + sorted(map(str, (NATIVE / "src" / "codecs").glob("*.c")))
-    jobs = {
-        "checked": [cc, *flags, *harness, str(builds["sanitized"].parent / "libnnar.a"), "-lzstd",
-                    "-o", str(tmp_path / "replay_checked")],
-        "no-crc": [cc, *flags, "-O1", "-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION", *harness, *sources, "-lzstd",
-                   "-o", str(tmp_path / "replay_no_crc")],
-    }
-    for name, cmd in jobs.items():
-        done = subprocess.run(cmd, capture_output=True, text=True)
+    sources = sorted((NATIVE / "src").glob("*.c")) + sorted((NATIVE / "src" / "codecs").glob("*.c"))
+    done = subprocess.run([cc, *SAN_FLAGS, "-O1", "-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION", f"-I{NATIVE / 'include'}",
+                           "-c", *map(str, sources)], capture_output=True, text=True, cwd=out)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(["ar", "rcs", "libnnar_no_crc.a", *sorted(p.name for p in out.glob("*.o"))],
+                          capture_output=True, text=True, cwd=out)
+    assert done.returncode == 0, done.stderr
+    return out / "libnnar_no_crc.a"
+
+
+@pytest.mark.parametrize("harness,corpus,least", [("fuzz_patch", "corpus_patch", 100), ("fuzz_open", "corpus", 100)])
+def test_fuzz_corpora_replay_clean(builds, no_crc_lib, tmp_path, harness, corpus, least):
+    """Each harness on every file of its corpus, replayed without libFuzzer under ASan and UBSan,
+    on the library as built and on one built as the fuzzers ran (any CRC accepted, so the inputs
+    reach descriptors, codecs and the patcher rather than stop at a checksum). fuzz_patch: a
+    fixed base, the fuzzed bytes as the patch (native/fuzz/fuzz_patch.c)."""
+    files = sorted((NATIVE / "fuzz" / corpus).glob("*"))
+    assert len(files) >= least, f"native/fuzz/{corpus} is missing files"
+    cc = shutil.which("clang") or shutil.which("gcc") or "cc"
+    sources = [str(NATIVE / "fuzz" / f"{harness}.c"), str(NATIVE / "fuzz" / "replay.c")]
+    for name, lib in (("checked", builds["sanitized"].parent / "libnnar.a"), ("no_crc", no_crc_lib)):
+        exe = tmp_path / f"replay_{name}"
+        done = subprocess.run([cc, *SAN_FLAGS, f"-I{NATIVE / 'include'}", f"-I{NATIVE / 'fuzz'}", *sources, str(lib),
+                               "-lzstd", "-o", str(exe)], capture_output=True, text=True)
         assert done.returncode == 0, (name, done.stderr)
-        r = run(tmp_path / f"replay_{name.replace('-', '_')}", *corpus)
+        r = run(exe, *files)
         assert r.returncode == 0, (name, r.stderr[-2000:])

@@ -284,7 +284,11 @@ static nnar_status file_record(stream_state *st, nnar_head *h, const nnar_stream
     memset(&rec, 0, sizeof rec);
     NNAR_TRY(keep(st, h));   /* the path set points into its descriptor */
     rec.head = st->kept[st->kept_count - 1];
-    NNAR_TRY(nnar_parse_file(ctx, &rec));
+    s = nnar_parse_file(ctx, &rec);
+    if (s != NNAR_OK) {   /* the head belongs to kept; its segments, parsed in part, do not */
+        nnar_free(ctx, rec.segments);
+        return s;
+    }
     added = nnar_nameset_add(ctx, &st->paths, rec.path, rec.path_len);
     if (added < 0) s = NNAR_OUT_OF_MEMORY;
     else if (!added) s = nnar_fail(ctx, NNAR_BAD_LAYOUT, "duplicate file path '%.*s'", (int)rec.path_len, (const char *)rec.path);
