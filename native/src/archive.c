@@ -927,6 +927,14 @@ nnar_status nnar_archive_stored(nnar_archive *a, uint32_t number, nnar_stored *o
     return s;
 }
 
+void nnar_archive_trim(nnar_archive *a)
+{
+    nnar_free(&a->ctx, a->scratch);
+    a->scratch = NULL;
+    a->scratch_size = 0;
+    nnar_ctx_trim(&a->ctx);
+}
+
 void nnar_stored_free(nnar_archive *a, nnar_stored *st)
 {
     nnar_free(&a->ctx, st->owned);

@@ -46,6 +46,7 @@ typedef struct nnar_ctx {
 
 void nnar_ctx_init(nnar_ctx *ctx, const nnar_options *options, nnar_error *err);
 void nnar_ctx_free(nnar_ctx *ctx);
+void nnar_ctx_trim(nnar_ctx *ctx);                     /* the blocks kept for reuse, released */
 void *nnar_alloc(nnar_ctx *ctx, size_t size);          /* sets NNAR_OUT_OF_MEMORY on failure */
 void *nnar_alloc_zero(nnar_ctx *ctx, size_t size);
 void nnar_free(nnar_ctx *ctx, void *p);
@@ -325,6 +326,8 @@ nnar_source *nnar_archive_source(nnar_archive *a);
 uint32_t nnar_archive_records(const nnar_archive *a);    /* entries of the index */
 nnar_status nnar_archive_content(nnar_archive *a, uint8_t out[32]);
 nnar_status nnar_archive_stored(nnar_archive *a, uint32_t number, nnar_stored *out);
+/* Release what the handle keeps for its next read (the body buffer, kept blocks). */
+void nnar_archive_trim(nnar_archive *a);
 void nnar_stored_free(nnar_archive *a, nnar_stored *st);
 
 /* ---- a patch read in order (stream.c) --------------------------------------------------------- */

@@ -443,6 +443,10 @@ static nnar_status content_record(patcher *p, result_state *r, uint32_t i, const
         nnar_set_where(ctx, "patch record %u", (unsigned)i);
     }
     nnar_stored_free(p->base, &src);
+    /* the base's record is no longer needed: its buffer is not kept through the check below,
+     * nor the blocks the patch stream keeps */
+    nnar_archive_trim(p->base);
+    nnar_ctx_trim(nnar_instream_ctx(p->in));
     /* step 5: the descriptor with this machine's stored lengths, the frame, the body */
     if (s == NNAR_OK) {
         plain_size = mp_encode(&doc, with_segments(type) && nref, lengths, NULL);

@@ -56,15 +56,20 @@ static size_t capacity(const void *p)
     return cap;
 }
 
-void nnar_ctx_free(nnar_ctx *ctx)
+void nnar_ctx_trim(nnar_ctx *ctx)
 {
     int i;
+    for (i = 0; i < NNAR_POOL; i++)
+        if (ctx->pool[i]) { release(ctx, (unsigned char *)ctx->pool[i] - HEADER); ctx->pool[i] = NULL; }
+}
+
+void nnar_ctx_free(nnar_ctx *ctx)
+{
     if (ctx->zstd) ZSTD_freeDCtx(ctx->zstd);
     if (ctx->zstd_c) ZSTD_freeCCtx(ctx->zstd_c);
     ctx->zstd = NULL;
     ctx->zstd_c = NULL;
-    for (i = 0; i < NNAR_POOL; i++)
-        if (ctx->pool[i]) { release(ctx, (unsigned char *)ctx->pool[i] - HEADER); ctx->pool[i] = NULL; }
+    nnar_ctx_trim(ctx);
 }
 
 void *nnar_alloc(nnar_ctx *ctx, size_t size)
