@@ -210,7 +210,8 @@ typedef int (*nnar_write_fn)(void *user, const void *buf, size_t size);
 typedef struct nnar_patch_info {
     int content;               /* 1: a content patch (1.4, patch.md §3-§6); 0: a byte patch (1.3, §9) */
     uint16_t result_minor;     /* the PTCH descriptor's result_minor */
-    uint8_t result_content[32];/* the result's content digest (computed; equal to the patch's) */
+    /* a content patch: the result's content digest (equal to the patch's); a byte patch: zeros */
+    uint8_t result_content[32];
     uint64_t result_length;    /* bytes written */
     uint32_t records;          /* records of the result before its INDX record */
 } nnar_patch_info;
@@ -218,7 +219,7 @@ typedef struct nnar_patch_info {
 /* Apply a patch (spec/patch.md §6, or §9 for a byte patch) to the base archive at base_path
  * (or, with base_path NULL, at base_data[0 .. base_size)), reading the patch once, in order,
  * through read (a pipe or a download: nothing is read twice), and writing the result in order
- * through write. Every check of patch.md is made: the base's content digest (or bytes) against
+ * through write (NULL: nowhere, only check the patch). Every check of patch.md is made: the base's content digest (or bytes) against
  * the patch (wrong-base, before anything is written), every payload tensor's digest, every
  * rebuilt record as a reader checks it (its array's digest when anything of it came from the
  * patch), the patch's own index and trailer, and the result's content digest (or SHA-256)

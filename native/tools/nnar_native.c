@@ -396,8 +396,11 @@ static int cmd_patch(const char *base, const char *patch, const char *out, int f
     s = nnar_patch_file(base, read_file, f, out, force, NULL, &info, &err);
     if (f != stdin) fclose(f);
     if (s != NNAR_OK) return report(s, err.message);
-    printf("wrote %s: %llu bytes, %u records, content ", out, (unsigned long long)info.result_length, (unsigned)info.records);
-    hex(stdout, info.result_content, 32);
+    printf("wrote %s: %llu bytes, %u records", out, (unsigned long long)info.result_length, (unsigned)info.records);
+    if (info.content) {
+        printf(", content ");
+        hex(stdout, info.result_content, 32);
+    }
     printf(" (%s patch)\n", info.content ? "content" : "byte");
     return 0;
 }
