@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__, dtypes, lossy, planner, remote, threads
+from . import __version__, dtypes, lossy, pieces, planner, remote, threads
 from . import pipeline as P
 from .codecs.abc import TensorSpec, as_bytes
 from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
@@ -477,7 +477,7 @@ def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: b
             consume: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """The record's whole array, checked against its digest when ``verify`` (``consume`` and
     ``out``: :func:`nnar.pipeline.decode`'s)."""
-    where = f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
+    where = _where(rec)
     if rec.spec.dtype not in dtypes.DTYPE_NAMES:
         raise UnsupportedDtype(f"unsupported dtype: expected one of {', '.join(dtypes.DTYPE_NAMES)}, found "
                                f"{rec.spec.dtype!r} (a newer nnar wrote it)", where=where)
@@ -490,6 +490,10 @@ def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: b
             raise DigestMismatch(f"decoded tensor: expected SHA-256 {rec.digest.hex()}, computed {found.hex()}",
                                  where=where)
     return array
+
+
+def _where(rec: S.TensorRecord) -> str:
+    return f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
 
 
 def _decoded_bytes(rec: S.TensorRecord) -> int:
@@ -608,9 +612,32 @@ class Archive:
 
     def read(self, name: str, *, verify: bool = False) -> np.ndarray:
         target = self._alias_of.get(name, name)
-        rec, segments = self._reader.read_tensor(self._entry(target))
+        item = self._read_record(self._entry(target))
+        rec = item[1]
         member = next(m for m in rec.members if m.name == target)
-        return _member(rec, _decode(self._reader, rec, segments, verify), member)
+        return _member(rec, self._decode_item(item, verify), member)
+
+    def _read_record(self, entry: S.IndexEntry, into: bool = False) -> tuple:
+        """``(entry, record, segments, frame)``: a record's head, and its body unless it is one
+        :mod:`nnar.pieces` decodes a piece at a time (``segments`` None: read as it decodes).
+        ``into``: the caller has a place for the array (or only checks it); otherwise pieces
+        are used only where they save memory (byte planes: not the body, streams and array at
+        once), not for raw bytes, whose whole decode is the array itself."""
+        frame, rec = self._reader.tensor_head(entry)
+        if pieces.eligible(rec) and self._reader.src.seekable and \
+                (into or rec.pipeline[0].get("codec") == "nnar.byteplanes"):
+            return entry, rec, None, frame
+        return entry, rec, self._reader.tensor_body(frame, rec), frame
+
+    def _decode_item(self, item: tuple, verify: bool, out: np.ndarray | None = None) -> np.ndarray:
+        """The array of a record :meth:`_read_record` read, into ``out`` if given."""
+        _, rec, segments, frame = item
+        if segments is not None:
+            return _decode(self._reader, rec, segments, verify, consume=True, out=out)
+        if out is None:
+            out = np.empty(rec.spec.shape, rec.spec.storage_dtype)
+        pieces.decode(self._reader, frame, rec, _where(rec), out=out, check_digest=verify)
+        return out
 
     def records(self, *, verify: bool = False) -> Iterator[tuple[list[str], list[tuple[str, str]], TensorSpec, Callable]]:
         """Each TENS record in archive order, to decode where the caller wants it:
@@ -622,8 +649,7 @@ class Archive:
             spec = self._reader.read_descriptor(entry).spec
 
             def decode(out: np.ndarray | None = None, entry=entry) -> np.ndarray:
-                rec, segments = self._reader.read_tensor(entry)
-                return _decode(self._reader, rec, segments, verify, consume=True, out=out)
+                return self._decode_item(self._read_record(entry, out is not None), verify, out)
             yield list(entry.names), list(self._aliases_at.get(entry.offset, ())), spec, decode
 
     def check_content(self) -> None:
@@ -637,27 +663,25 @@ class Archive:
         shape (bfloat16 as uint16, ...): a buffer the caller reuses, or memory mapped from an
         output file. A tensor stored alone in its record is decoded straight into it."""
         target = self._alias_of.get(name, name)
-        rec, segments = self._reader.read_tensor(self._entry(target))
-        if len(rec.members) == 1:
-            return _decode(self._reader, rec, segments, verify, consume=True, out=out)
+        item = self._read_record(self._entry(target), True)
+        rec = item[1]
         member = next(m for m in rec.members if m.name == target)
-        if out.dtype != member.spec.storage_dtype or out.shape != member.spec.shape:
-            raise InvalidInput(f"out: expected a {member.spec.storage_dtype}{list(member.spec.shape)} array, "
-                               f"found {out.dtype}{list(out.shape)}")
-        np.copyto(out, _member(rec, _decode(self._reader, rec, segments, verify, consume=True), member), casting="no")
+        if out.dtype != member.spec.storage_dtype or out.shape != member.spec.shape or not out.flags.c_contiguous \
+                or not out.flags.writeable:
+            raise InvalidInput(f"out: expected a writable C-contiguous {member.spec.storage_dtype}"
+                               f"{list(member.spec.shape)} array, found {out.dtype}{list(out.shape)}")
+        if len(rec.members) == 1:
+            return self._decode_item(item, verify, out.reshape(rec.spec.shape))
+        np.copyto(out, _member(rec, self._decode_item(item, verify), member), casting="no")
         return out
 
     def items(self, *, verify: bool = False) -> Iterator[tuple[str, np.ndarray]]:
         """Every tensor in archive order, each record decoded once; an alias is the same array
         object as its target."""
-        def records():
-            for entry in self._reader.tensor_entries():
-                yield (entry, *self._reader.read_tensor(entry))
-
+        records = (self._read_record(entry) for entry in self._reader.tensor_entries())
         # the next records are decoded on the decoding threads while this one is handed out
-        for (entry, rec, _), result in threads.ahead(
-                records(), lambda item: _decode(self._reader, item[1], item[2], verify, consume=True),
-                lambda item: _decoded_bytes(item[1])):
+        for (entry, rec, _, _), result in threads.ahead(
+                records, lambda item: self._decode_item(item, verify), lambda item: _decoded_bytes(item[1])):
             array = result()
             arrays = {m.name: _member(rec, array, m) for m in rec.members}
             array = None
@@ -694,13 +718,15 @@ class Archive:
         """Check every CRC and decode every record against its digest; return the infos."""
         out = []
 
-        def records():
-            for entry in self._reader.tensor_entries():
-                yield (entry, *self._reader.read_tensor(entry))
+        def check(item) -> None:
+            _, rec, segments, frame = item
+            if segments is None:  # a piece at a time, kept nowhere: memory of a few pieces
+                pieces.decode(self._reader, frame, rec, _where(rec), check_digest=True)
+            else:
+                _decode(self._reader, rec, segments, True, consume=True)
 
-        for (entry, rec, _), result in threads.ahead(
-                records(), lambda item: _decode(self._reader, item[1], item[2], True, consume=True) is None,
-                lambda item: _decoded_bytes(item[1])):
+        records = (self._read_record(entry, True) for entry in self._reader.tensor_entries())
+        for (entry, rec, _, _), result in threads.ahead(records, check, lambda item: _decoded_bytes(item[1])):
             result()
             out += _with_aliases(_record_infos(rec), self._aliases_at.get(entry.offset, ()))
         self.structure  # noqa: B018  decoded, so its CRC and codecs are checked too

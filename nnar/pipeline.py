@@ -215,6 +215,22 @@ def decode_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping
     ``(array_stages, (array_bytes_codec, params), spec_at_array_bytes, streams)``, what the
     array→bytes stage decodes from. :func:`decode` goes on from there; so does
     :mod:`nnar.quantized`, which reads quantized forms without expanding them."""
+    aa, (ab, ab_params), ab_spec, chains = check_streams(spec, stages, segments, limits, where, strict)
+    jobs = [(name, *chains[name], raw_length, data, where) for name, (_, raw_length, data) in segments.items()]
+    ex = threads.pool() if len(jobs) > 1 and sum(j[3] for j in jobs) >= threads.PARALLEL_MIN_BYTES else None
+    if ex is None or threads.in_pool():
+        streams = {job[0]: _decode_chain(*job) for job in jobs}
+    else:  # one stream per thread; map yields in record order, so the first failure in order is raised
+        streams = dict(zip([j[0] for j in jobs], ex.map(lambda job: _decode_chain(*job), jobs)))
+    return aa, (ab, ab_params), ab_spec, streams
+
+
+def check_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping[str, tuple[Sequence[object], int, Any]],
+                  limits: Limits, where: str, strict: bool = True):
+    """Every check of :func:`decode_streams` before it decodes anything: the pipeline, the
+    streams it needs and their raw lengths, every segment's chain. Returns
+    ``(array_stages, (array_bytes_codec, params), spec_at_array_bytes, chains)``, ``chains``
+    mapping each segment to :func:`check_chain`'s ``(codecs, bounds)``."""
     aa, (ab, ab_params), ab_spec = check_pipeline(spec, stages, limits, where, strict)
     needed = _run(ab.stream_names, where, ab_spec, ab_params)
     if set(segments) != set(needed):
@@ -232,13 +248,7 @@ def decode_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping
     # which fault is reported does not depend on the order segments are decoded in
     chains = {name: check_chain(name, chain, raw_length, limits, where, strict)
               for name, (chain, raw_length, _) in segments.items()}
-    jobs = [(name, *chains[name], raw_length, data, where) for name, (_, raw_length, data) in segments.items()]
-    ex = threads.pool() if len(jobs) > 1 and sum(j[3] for j in jobs) >= threads.PARALLEL_MIN_BYTES else None
-    if ex is None or threads.in_pool():
-        streams = {job[0]: _decode_chain(*job) for job in jobs}
-    else:  # one stream per thread; map yields in record order, so the first failure in order is raised
-        streams = dict(zip([j[0] for j in jobs], ex.map(lambda job: _decode_chain(*job), jobs)))
-    return aa, (ab, ab_params), ab_spec, streams
+    return aa, (ab, ab_params), ab_spec, chains
 
 
 def check_chain(name: str, chain: object, raw_length: int, limits: Limits, where: str, strict: bool = True):

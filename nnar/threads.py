@@ -77,7 +77,7 @@ def run_parts(fn, parts: list[tuple[int, int]]) -> list:
     """``fn(start, stop)`` for each part: the first in the calling thread, the others in the pool
     (numpy's copies and ufuncs, zlib and zstd release the GIL, so the parts run at once).
     Results in part order; the first failing part's error is raised."""
-    ex = pool() if len(parts) > 1 else None
+    ex = pool() if len(parts) > 1 and not in_pool() else None  # a pool thread never waits on the pool
     if ex is None:
         return [fn(a, b) for a, b in parts]
     futures = [ex.submit(fn, a, b) for a, b in parts[1:]]

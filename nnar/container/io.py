@@ -9,6 +9,8 @@ tiny stream that declares a huge body fails after reading what it really has.
 from __future__ import annotations
 
 import io
+import os
+import threading
 
 import numpy as np
 
@@ -21,6 +23,7 @@ class Source:
     def __init__(self, f, *, seekable: bool | None = None):
         self.f = f
         self.pos = 0
+        self._lock = threading.Lock()
         # An archive already in memory (bytes, or a BytesIO) is read as views of it, not copies.
         self.mem: memoryview | None = None
         if isinstance(f, (bytes, bytearray, memoryview)):
@@ -74,6 +77,43 @@ class Source:
                                 where=f"offset {start}")
             got += k
         self.pos += n
+        return out
+
+    def read_at(self, pos: int, n: int, what: str) -> memoryview:
+        """Exactly ``n`` bytes at ``pos`` of a seekable source, without moving :meth:`read_exact`'s
+        position (threads may read at once: files through ``os.pread``)."""
+        if self.size is not None and pos + n > self.size:
+            raise Truncated(f"{what}: expected {n} bytes, found {max(self.size - pos, 0)} before the end of the archive",
+                            where=f"offset {pos}")
+        if self.mem is not None:
+            return self.mem[pos: pos + n]
+        try:
+            fd = self.f.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is None or not hasattr(os, "pread"):
+            with self._lock:
+                here = self.pos
+                self.seek(pos)
+                try:
+                    return memoryview(self.read_exact(n, what))
+                finally:
+                    self.seek(here)
+        out, got = memoryview(bytearray(n)), 0
+        while got < n:
+            try:
+                if hasattr(os, "preadv"):  # straight into the buffer
+                    k = os.preadv(fd, [out[got:]], self.base + pos + got)
+                else:
+                    chunk = os.pread(fd, n - got, self.base + pos + got)
+                    k = len(chunk)
+                    out[got: got + k] = chunk
+            except OSError as e:
+                raise NnarIOError(f"read failed: {e}", where=f"offset {pos + got}") from e
+            if not k:
+                raise Truncated(f"{what}: expected {n} bytes, found {got} before the end of the archive",
+                                where=f"offset {pos}")
+            got += k
         return out
 
     def seek(self, pos: int) -> None:

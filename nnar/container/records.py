@@ -265,13 +265,43 @@ class RecordReader:
         body = self.src.read_exact(frame.body_length, f"{frame.type_name()} record body")
         crc = body_crc(body)
         if crc != frame.body_crc:
-            held = ""
-            if names:
-                shown = ", ".join(repr(n) for n in list(names)[:3])
-                held = f" (holding {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "") + ")"
-            raise ChecksumMismatch(f"{frame.type_name()} record body{held}: expected CRC-32 {frame.body_crc:#010x}, "
-                                   f"computed {crc:#010x}", where=f"offset {frame.body_offset}")
+            raise self._crc_error(frame, names, crc)
         return body
+
+    @staticmethod
+    def _crc_error(frame: F.Frame, names, crc: int) -> ChecksumMismatch:
+        held = ""
+        if names:
+            shown = ", ".join(repr(n) for n in list(names)[:3])
+            held = f" (holding {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "") + ")"
+        return ChecksumMismatch(f"{frame.type_name()} record body{held}: expected CRC-32 {frame.body_crc:#010x}, "
+                                f"computed {crc:#010x}", where=f"offset {frame.body_offset}")
+
+    def check_body_in_chunks(self, frame: F.Frame, rec: S.TensorRecord, chunk: int) -> None:
+        """What :meth:`read_tensor` checks of a body, reading it a chunk at a time: its CRC, then
+        the zero padding between its segments (a large record decoded in pieces is checked
+        whole first, so its errors come in the order they do for any record)."""
+        crc, pos, end = 0, frame.body_offset, frame.body_offset + frame.body_length
+        while pos < end:
+            n = min(chunk, end - pos)
+            crc = F.crc32(self.src.read_at(pos, n, f"{frame.type_name()} record body"), crc)
+            pos += n
+        if crc != frame.body_crc:
+            raise self._crc_error(frame, rec.names, crc)
+        pos = frame.body_offset
+        for s in rec.segments:
+            if s.offset > pos and any(self.src.read_at(pos, s.offset - pos, "padding")):
+                raise ReservedNonZero(f"padding before segment {s.name!r}: expected zero bytes", where=f"offset {pos}")
+            pos = s.offset + s.length
+
+    def tensor_head(self, entry: S.IndexEntry) -> tuple[F.Frame, S.TensorRecord]:
+        """A TENS record's frame and checked descriptor, without reading its body."""
+        return self._read_tensor_head(entry)
+
+    def tensor_body(self, frame: F.Frame, rec: S.TensorRecord) -> dict:
+        """:meth:`read_tensor`'s segments, right after :meth:`tensor_head` read the head."""
+        self.src.seek(frame.body_offset)
+        return self._segments(rec, self._read_body(frame, rec.names), frame.body_offset)
 
     def _tensor(self, frame: F.Frame, desc: dict) -> S.TensorRecord:
         return S.parse_tensor(desc, frame.offset, frame.body_offset, frame.body_length, self.limits,
