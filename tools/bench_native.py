@@ -6,7 +6,11 @@ same archives, side by side with a plain memcpy of the output (issue 18's target
 
 Archives: the model lossless (fp32), the same with 4-bit k-means, and stored raw (no zstd), all
 packed by nnar. Each reader decodes every tensor at random into memory, checking CRCs (not
-digests: neither reader hashes what it hands out), one core; best of --repeat runs. "C" reads
+digests: neither reader hashes what it hands out), on one core: the Python package with
+``nnar.set_threads(1)`` (it decodes on every core otherwise), the C reader has one thread. The
+rivals run in turn, round after round (--repeat rounds), and each figure is the median of its
+rounds, so a burst of load elsewhere falls on all of them; the load average is printed before
+and after. "C" reads
 the file; "C mem" opens the archive's bytes already in memory (nnar_open_memory: an app's
 mapped bundle), so a raw tensor costs its CRC and one copy. memcpy is numpy copying the
 decoded bytes into the same preallocated outputs. The library is built here
@@ -19,6 +23,7 @@ import argparse
 import ctypes
 import io
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,13 +129,22 @@ def raw_archive(tensors: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def best(fn, repeat: int) -> float:
-    times = []
+def medians(fns, repeat: int) -> list[float]:
+    """Each function timed once per round, in turn; the median of each one's rounds."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        for f, ts in zip(fns, times):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def main(argv=None) -> int:
@@ -139,6 +153,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lib", type=Path, help="a built libnnar.so (default: build one here)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    nnar.set_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         native = Native(args.lib or build_library(tmp / "build"))
@@ -149,7 +164,8 @@ def main(argv=None) -> int:
             f"{label} 4-bit k-means": nnar.pack(tensors, config={"quant": "kmeans", "bits": 4}),
             f"{label} raw (no zstd)": raw_archive(tensors),
         }
-        print(f"{label}: {len(tensors)} tensors, {total / 1e6:.1f} MB decoded; best of {args.repeat}, one core")
+        print(f"{label}: {len(tensors)} tensors, {total / 1e6:.1f} MB decoded; median of {args.repeat} rounds, one core "
+              f"(Python: set_threads(1)); load average {load()} ({os.cpu_count()} cores)")
         print(f"{'archive':34} {'stored MB':>9} {'Python MB/s':>12} {'C MB/s':>9} {'C/Python':>9} {'C mem MB/s':>11} "
               f"{'memcpy MB/s':>12} {'C mem/memcpy':>13}")
         for name, data in archives.items():
@@ -173,10 +189,11 @@ def main(argv=None) -> int:
                 for s, o in zip(src, outs):
                     np.copyto(o, s)
 
-            tp, tc, tcm, tm = (best(f, args.repeat) for f in (python, c, c_memory, memcpy))
+            tp, tc, tcm, tm = medians((python, c, c_memory, memcpy), args.repeat)
             mb = total / 1e6
             print(f"{name:34} {len(data) / 1e6:9.1f} {mb / tp:12.0f} {mb / tc:9.0f} {tp / tc:8.1f}x {mb / tcm:11.0f} "
                   f"{mb / tm:12.0f} {tcm / tm:12.1f}x")
+        print(f"load average after: {load()}")
     return 0
 
 

@@ -71,7 +71,7 @@ static nnar_status read_body(nnar_archive *a, const nnar_head *h, const uint8_t 
     uint32_t crc = 0;
     if (a->src.mem) {
         NNAR_TRY(nnar_read_bytes(ctx, &a->src, NNAR_BODY_OFFSET(h), h->body_length, body, owned, "record body"));
-        crc = nnar_crc32(0, *body, (size_t)h->body_length);
+        crc = nnar_crc32_cpu(ctx->cpu, 0, *body, (size_t)h->body_length);
     } else {
         /* from a file: into the kept buffer (no fresh pages per record), 1 MiB at a time, each
          * chunk added to the CRC while it is in cache */
@@ -94,7 +94,7 @@ static nnar_status read_body(nnar_archive *a, const nnar_head *h, const uint8_t 
             if (got < want)
                 return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found %llu",
                                  (unsigned long long)n, (unsigned long long)base, (unsigned long long)(done + got));
-            crc = nnar_crc32(crc, a->scratch + done, want);
+            crc = nnar_crc32_cpu(ctx->cpu, crc, a->scratch + done, want);
             done += want;
         }
         *body = a->scratch;
@@ -122,7 +122,7 @@ static nnar_status check_other(nnar_archive *a, uint32_t i)
         return nnar_fail(ctx, NNAR_UNSUPPORTED_RECORD, "record type '%.4s' is marked must-understand and this reader does "
                          "not know it (a newer nnar wrote it)", (const char *)h->type);
     NNAR_TRY(read_body(a, h, &body, &owned));
-    nnar_sha256_init(&sha);
+    nnar_sha256_init(&sha, ctx->cpu);
     nnar_sha256_update(&sha, body, (size_t)h->body_length);
     nnar_sha256_final(&sha, a->extra[i]);
     nnar_free(ctx, owned);
@@ -556,13 +556,20 @@ static nnar_status decode_raw_in_place(nnar_archive *a, const nnar_record *rec, 
     if (got < pad) return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found fewer",
                                     (unsigned long long)h->body_length, (unsigned long long)base);
     crc = nnar_crc32(0, padding, (size_t)pad);
+    if (a->src.mem) {
+        if (base > a->src.size || h->body_length > a->src.size - base)
+            return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found fewer",
+                             (unsigned long long)h->body_length, (unsigned long long)base);
+        crc = nnar_crc32_copy(ctx->cpu, crc, out, a->src.mem + base + pad, (size_t)n);
+        done = n;
+    }
     while (done < n) {
         size_t want = n - done < (1u << 20) ? (size_t)(n - done) : (1u << 20);
         NNAR_TRY(a->src.read_at(ctx, &a->src, base + pad + done, out + done, want, &got));
         if (got < want)
             return nnar_fail(ctx, NNAR_TRUNCATED, "record body: expected %llu bytes at offset %llu, found %llu",
                              (unsigned long long)h->body_length, (unsigned long long)base, (unsigned long long)(pad + done + got));
-        crc = nnar_crc32(crc, out + done, want);
+        crc = nnar_crc32_cpu(ctx->cpu, crc, out + done, want);
         done += want;
     }
     if (NNAR_CRC_DIFFERS(crc, h->body_crc))
@@ -596,7 +603,7 @@ digest:
     if (s == NNAR_OK && check_digest) {
         nnar_sha256 sha;
         uint8_t d[32];
-        nnar_sha256_init(&sha);
+        nnar_sha256_init(&sha, ctx->cpu);
         nnar_sha256_update(&sha, out, (size_t)(rec->array_size * nnar_dtype_size(rec->dtype)));
         nnar_sha256_final(&sha, d);
         if (memcmp(d, rec->digest, 32) != 0)
@@ -748,7 +755,7 @@ static nnar_status read_file_record(nnar_archive *a, uint32_t entry, uint8_t **o
     if (s == NNAR_OK) s = decode_bytes(a, &rec, &buf, out_size);
     if (s == NNAR_OK) {
         nnar_sha256 sha;
-        nnar_sha256_init(&sha);
+        nnar_sha256_init(&sha, ctx->cpu);
         nnar_sha256_update(&sha, buf, (size_t)rec.length);
         nnar_sha256_final(&sha, d);
         if (memcmp(d, rec.digest, 32) != 0)
@@ -803,7 +810,7 @@ nnar_status nnar_verify(nnar_archive *a, uint8_t content[32], int *has_stored)
         uint64_t length = 0;
         s = read_model(a, &buf, &length, 0);
         if (s == NNAR_OK) {
-            nnar_sha256_init(&sha);
+            nnar_sha256_init(&sha, ctx->cpu);
             nnar_sha256_update(&sha, buf, (size_t)length);
             nnar_sha256_final(&sha, structure);
         }
@@ -817,7 +824,7 @@ nnar_status nnar_verify(nnar_archive *a, uint8_t content[32], int *has_stored)
     }
     if (s == NNAR_OK) {
         nnar_record_digest(&a->meta, NULL, meta_digest);
-        nnar_sha256_init(&sha);
+        nnar_sha256_init(&sha, ctx->cpu);
         nnar_sha256_update(&sha, meta_digest, 32);
         for (i = 0; i < ix->count; i++) {
             const uint8_t *t = ix->entries[i].type;
@@ -858,7 +865,7 @@ nnar_status nnar_archive_content(nnar_archive *a, uint8_t out[32])
     uint8_t d[32], structure[32];
     uint32_t i;
     nnar_record_digest(&a->meta, NULL, d);
-    nnar_sha256_init(&sha);
+    nnar_sha256_init(&sha, ctx->cpu);
     nnar_sha256_update(&sha, d, 32);
     for (i = 0; i < ix->count; i++) {
         const uint8_t *t = ix->entries[i].type;
@@ -873,7 +880,7 @@ nnar_status nnar_archive_content(nnar_archive *a, uint8_t out[32])
             nnar_status s = read_model(a, &buf, &length, 0);
             if (s == NNAR_OK) {
                 nnar_sha256 m;
-                nnar_sha256_init(&m);
+                nnar_sha256_init(&m, ctx->cpu);
                 nnar_sha256_update(&m, buf, (size_t)length);
                 nnar_sha256_final(&m, structure);
             }

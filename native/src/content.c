@@ -11,7 +11,7 @@ void nnar_record_digest(const nnar_head *h, const uint8_t *extra, uint8_t out[32
                memcmp(h->type, "FILE", 4) == 0, i;
     uint64_t n = mp_canonical(&h->doc, 0, zero, NULL);
     for (i = 0; i < 8; i++) len[i] = (uint8_t)(n >> (8 * i));
-    nnar_sha256_init(&s);
+    nnar_sha256_init(&s, 0);   /* a descriptor: small */
     nnar_sha256_update(&s, h->type, 4);
     nnar_sha256_update(&s, len, 8);
     mp_canonical(&h->doc, 0, zero, &s);

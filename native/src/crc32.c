@@ -58,3 +58,39 @@ uint32_t nnar_crc32(uint32_t crc, const void *data, size_t size)
     while (size--) crc = crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     return ~crc;
 }
+
+/* Buffers of at least this size go through the carry-less multiply when the CPU has it */
+#define CLMUL_MIN 256
+
+uint32_t nnar_crc32_cpu(unsigned cpu, uint32_t crc, const void *data, size_t size)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    if ((cpu & NNAR_CPU_PCLMUL) && size >= CLMUL_MIN) {
+        size_t bulk = size & ~(size_t)63;
+        crc = ~nnar_crc32_clmul(~crc, p, bulk, NULL);
+        p += bulk;
+        size -= bulk;
+    }
+    return nnar_crc32(crc, p, size);
+}
+
+uint32_t nnar_crc32_copy(unsigned cpu, uint32_t crc, void *dst, const void *src, size_t size)
+{
+    const uint8_t *s = (const uint8_t *)src;
+    uint8_t *d = (uint8_t *)dst;
+    if ((cpu & NNAR_CPU_PCLMUL) && size >= CLMUL_MIN) {
+        size_t bulk = size & ~(size_t)63;
+        crc = ~nnar_crc32_clmul(~crc, s, bulk, d);
+        s += bulk;
+        d += bulk;
+        size -= bulk;
+    }
+    /* portable: a piece copied, then its CRC taken while it is in the first-level cache */
+    while (size) {
+        size_t k = size < (16u << 10) ? size : (16u << 10);
+        memcpy(d, s, k);
+        crc = nnar_crc32(crc, d, k);
+        s += k; d += k; size -= k;
+    }
+    return crc;
+}

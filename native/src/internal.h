@@ -42,6 +42,7 @@ typedef struct nnar_ctx {
     ZSTD_CCtx *zstd_c;      /* the encoder (patches), likewise */
     /* large blocks freed, kept for the next record (fresh pages cost more than decoding) */
     void *pool[NNAR_POOL];
+    unsigned cpu;           /* NNAR_CPU_* found at init (cpu.c): the fast paths this handle takes */
 } nnar_ctx;
 
 void nnar_ctx_init(nnar_ctx *ctx, const nnar_options *options, nnar_error *err);
@@ -66,9 +67,25 @@ nnar_status nnar_check_limit(nnar_ctx *ctx, const char *what, uint64_t value, ui
 
 #define NNAR_TRY(expr) do { nnar_status s_ = (expr); if (s_ != NNAR_OK) return s_; } while (0)
 
+/* ---- CPU features (cpu.c) ------------------------------------------------------------------- */
+
+#define NNAR_CPU_PCLMUL 1u   /* x86-64: PCLMULQDQ and SSE4.1 (crc32_x86.c) */
+#define NNAR_CPU_SHA 2u      /* x86-64: the SHA extensions, SSSE3, SSE4.1 (sha256_x86.c) */
+#define NNAR_CPU_SSSE3 4u
+#define NNAR_CPU_AVX2 8u     /* x86-64: AVX2, its registers saved by the system (codecs/byteplanes_x86.c) */
+/* The fast paths this CPU allows: 0 elsewhere, or with NNAR_PORTABLE in the environment. */
+unsigned nnar_cpu_features(void);
+
 /* ---- checksums ---------------------------------------------------------------------------- */
 
-uint32_t nnar_crc32(uint32_t crc, const void *data, size_t size); /* crc: 0 to start */
+uint32_t nnar_crc32(uint32_t crc, const void *data, size_t size); /* crc: 0 to start; portable */
+/* The same through the CPU's carry-less multiply when cpu allows it (large buffers). */
+uint32_t nnar_crc32_cpu(unsigned cpu, uint32_t crc, const void *data, size_t size);
+/* Copy size bytes from src to dst and return the CRC of them, in one pass. */
+uint32_t nnar_crc32_copy(unsigned cpu, uint32_t crc, void *dst, const void *src, size_t size);
+/* crc32_x86.c: the register (not inverted) advanced over n bytes, n a multiple of 64, at
+ * least 64; with dst, the bytes copied there too. Only when cpu has NNAR_CPU_PCLMUL. */
+uint32_t nnar_crc32_clmul(uint32_t reg, const uint8_t *p, size_t n, uint8_t *dst);
 /* A stored CRC against the computed one. The fuzzing build (libFuzzer's convention) accepts
  * any, so that mutations reach the descriptors and codecs rather than stop at a checksum. */
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
@@ -82,11 +99,13 @@ typedef struct nnar_sha256 {
     uint64_t length;
     uint8_t block[64];
     size_t used;
+    unsigned cpu;           /* NNAR_CPU_SHA: blocks through sha256_x86.c */
 } nnar_sha256;
-void nnar_sha256_init(nnar_sha256 *s);
+void nnar_sha256_init(nnar_sha256 *s, unsigned cpu);   /* cpu: the handle's ctx->cpu, or 0 */
 void nnar_sha256_update(nnar_sha256 *s, const void *data, size_t size);
 void nnar_sha256_final(nnar_sha256 *s, uint8_t out[32]);
-/* sha256_x86.c: n blocks through the CPU's SHA instructions when it has them (1), else 0. */
+/* sha256_x86.c: n blocks through the CPU's SHA instructions (1), or 0 where not built. Only
+ * when cpu has NNAR_CPU_SHA. */
 int nnar_sha256_blocks_fast(uint32_t h[8], const uint8_t *p, size_t n, const uint32_t *k);
 
 /* ---- msgpack (FORMAT.md §4.2) ------------------------------------------------------------- */

@@ -88,7 +88,7 @@ static void apply_delta(uint8_t *b, const uint8_t *d, size_t n, int add, int wid
 static void chain_digest(const mp_doc *doc, uint32_t node, uint8_t out[32], uint64_t *length)
 {
     nnar_sha256 s;
-    nnar_sha256_init(&s);
+    nnar_sha256_init(&s, 0);   /* a descriptor: small */
     *length = mp_canonical(doc, node, 0, &s);
     nnar_sha256_final(&s, out);
 }
@@ -280,7 +280,7 @@ static nnar_status decode_check(nnar_ctx *ctx, const nnar_record *rec, const nna
     for (j = 0; j < rec->segment_count; j++) ptrs[j] = segs[j].data;
     s = nnar_decode_segments(ctx, rec, ptrs, buf);
     if (s == NNAR_OK) {
-        nnar_sha256_init(&sha);
+        nnar_sha256_init(&sha, ctx->cpu);
         nnar_sha256_update(&sha, buf, (size_t)nbytes);
         nnar_sha256_final(&sha, d);
         if (sha_out) memcpy(sha_out, d, 32);
@@ -461,7 +461,7 @@ static nnar_status content_record(patcher *p, result_state *r, uint32_t i, const
         head.flags = flags;
         head.offset = p->sink.pos;
         head.descriptor_length = (uint32_t)stored_size;
-        nnar_body_layout(NNAR_BODY_OFFSET(&head), segs, nref, &crc, &body_length);
+        nnar_body_layout(ctx->cpu, NNAR_BODY_OFFSET(&head), segs, nref, &crc, &body_length);
         head.body_length = body_length;
         head.body_crc = crc;
         head.desc = plain;
@@ -538,7 +538,7 @@ static nnar_status apply_content(patcher *p, const char *base_path, const void *
     nnar_preamble(preamble, minor);
     NNAR_TRY(nnar_sink_put(&p->sink, preamble, 16));
     memset(&r, 0, sizeof r);
-    nnar_sha256_init(&r.content);
+    nnar_sha256_init(&r.content, ctx->cpu);
     nnar_nameset_init(&r.names);
     nnar_nameset_init(&r.paths);
     s = nnar_mp_head(ctx, &r.index, MP_MAP, 2);
@@ -555,7 +555,7 @@ static nnar_status apply_content(patcher *p, const char *base_path, const void *
     if (s == NNAR_OK) {
         static const uint8_t indx[4] = {'I', 'N', 'D', 'X'};
         index_offset = p->sink.pos;
-        nnar_body_layout(0, NULL, 0, &crc, &body_length);
+        nnar_body_layout(ctx->cpu, 0, NULL, 0, &crc, &body_length);
         s = nnar_write_record(&p->sink, indx, NNAR_FLAG_MUST_UNDERSTAND | zflag, stored ? stored : r.index.p,
                               (uint32_t)stored_size, NULL, 0, crc, body_length, NULL);
         nnar_trailer(trailer, index_offset, p->sink.pos + NNAR_TRAILER_SIZE);
@@ -593,7 +593,7 @@ nnar_status nnar_patch_stream(const char *base_path, const void *base_data, size
     p.sink.ctx = &p.ctx;
     p.sink.write = write;
     p.sink.user = write_user;
-    nnar_sha256_init(&p.sink.sha);
+    nnar_sha256_init(&p.sink.sha, p.ctx.cpu);
     if (info) memset(info, 0, sizeof *info);
     s = nnar_instream_open(options, err, read, read_user, &p.in, &ptch, &minor);
     if (s == NNAR_OK) {

@@ -10,7 +10,7 @@ static nnar_status base_digest(patcher *p, const char *path, const void *data, s
 {
     nnar_ctx *ctx = &p->ctx;
     nnar_sha256 sha;
-    nnar_sha256_init(&sha);
+    nnar_sha256_init(&sha, ctx->cpu);
     if (!path) {
         nnar_sha256_update(&sha, data, size);
         *length = size;
@@ -110,7 +110,7 @@ static nnar_status byte_record(patcher *p, uint32_t i, const uint8_t *preamble)
     }
     if (s == NNAR_OK) {
         uint64_t body_offset = p->sink.pos + NNAR_FRAME_SIZE + desc_len;
-        nnar_body_layout(body_offset, segs, nref, &crc, &body_length);
+        nnar_body_layout(ctx->cpu, body_offset, segs, nref, &crc, &body_length);
         if (op->has_crc && crc != op->body_crc)
             s = nnar_fail(ctx, NNAR_DIGEST, "rebuilt record: expected body CRC-32 0x%08x, computed 0x%08x; its segments were "
                           "encoded again and came out different", op->body_crc, crc);
@@ -156,7 +156,7 @@ nnar_status nnar_patch_bytes(patcher *p, const char *base_path, const void *base
     NNAR_TRY(nnar_sink_put(&p->sink, preamble, 16));
     for (i = 0; i < p->h.nops; i++) NNAR_TRY(byte_record(p, i, preamble));
     index_offset = p->sink.pos;
-    nnar_body_layout(0, NULL, 0, &crc, &body_length);
+    nnar_body_layout(ctx->cpu, 0, NULL, 0, &crc, &body_length);
     NNAR_TRY(nnar_write_record(&p->sink, indx, p->h.index_flags, ixd->v.p, ixd->len, NULL, 0, crc, body_length, NULL));
     nnar_trailer(trailer, index_offset, p->sink.pos + NNAR_TRAILER_SIZE);
     NNAR_TRY(nnar_sink_put(&p->sink, trailer, 32));

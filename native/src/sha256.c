@@ -34,13 +34,14 @@ static void compress(uint32_t h[8], const uint8_t *p)
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
 }
 
-void nnar_sha256_init(nnar_sha256 *s)
+void nnar_sha256_init(nnar_sha256 *s, unsigned cpu)
 {
     static const uint32_t iv[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
                                    0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
     memcpy(s->h, iv, sizeof iv);
     s->length = 0;
     s->used = 0;
+    s->cpu = cpu;
 }
 
 void nnar_sha256_update(nnar_sha256 *s, const void *data, size_t size)
@@ -55,7 +56,7 @@ void nnar_sha256_update(nnar_sha256 *s, const void *data, size_t size)
         compress(s->h, s->block);
         s->used = 0;
     }
-    if (size >= 64 && nnar_sha256_blocks_fast(s->h, p, size / 64, K)) {
+    if (size >= 64 && (s->cpu & NNAR_CPU_SHA) && nnar_sha256_blocks_fast(s->h, p, size / 64, K)) {
         p += size / 64 * 64;
         size %= 64;
     }

@@ -1,22 +1,11 @@
-/* SHA-256 blocks with the x86 SHA extensions (SHA-NI), chosen at run time: the one
- * CPU-specific file of the library. Elsewhere (another CPU, another compiler) it reports "not
- * available" and sha256.c's portable code runs. As libdeflate does, the CPU's answer is cached
- * in one static word, written once with the same value by any thread that gets there first. */
+/* SHA-256 blocks with the x86 SHA extensions (SHA-NI), called only when the handle's CPU
+ * features (cpu.c, found per handle: no global state) include them. Elsewhere (another CPU,
+ * another compiler, NNAR_PORTABLE) it reports "not available" and sha256.c's portable code
+ * runs. */
 #include "internal.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NNAR_NO_SHA_NI)
-#include <cpuid.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NNAR_PORTABLE)
 #include <immintrin.h>
-
-static volatile int has_sha_ni = -1;
-
-static int detect(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19))) return 0;   /* SSSE3, SSE4.1 */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    return (b >> 29) & 1;   /* SHA */
-}
 
 __attribute__((target("sha,ssse3,sse4.1")))
 static void blocks_ni(uint32_t h[8], const uint8_t *p, size_t n, const uint32_t *k)
@@ -56,8 +45,6 @@ static void blocks_ni(uint32_t h[8], const uint8_t *p, size_t n, const uint32_t 
 
 int nnar_sha256_blocks_fast(uint32_t h[8], const uint8_t *p, size_t n, const uint32_t *k)
 {
-    if (has_sha_ni < 0) has_sha_ni = detect();
-    if (!has_sha_ni) return 0;
     blocks_ni(h, p, n, k);
     return 1;
 }

@@ -81,7 +81,7 @@ static nnar_status body_of(stream_state *st, const nnar_head *h, const uint8_t *
 {
     uint32_t crc;
     NNAR_TRY(nnar_read_bytes(&st->ctx, &st->src, NNAR_BODY_OFFSET(h), h->body_length, body, owned, "record body"));
-    crc = nnar_crc32(0, *body, (size_t)h->body_length);
+    crc = nnar_crc32_cpu(st->ctx.cpu, 0, *body, (size_t)h->body_length);
     if (NNAR_CRC_DIFFERS(crc, h->body_crc)) {
         nnar_free(&st->ctx, *owned);
         *owned = NULL;
@@ -165,7 +165,7 @@ static nnar_status tensor_record(stream_state *st, nnar_head *h, const nnar_stre
     NNAR_TRY(s);
     if (v && v->check_digests) {
         nnar_sha256 sha;
-        nnar_sha256_init(&sha);
+        nnar_sha256_init(&sha, ctx->cpu);
         nnar_sha256_update(&sha, st->last_array, (size_t)nbytes);
         nnar_sha256_final(&sha, d);
         if (memcmp(d, rec->digest, 32) != 0)
@@ -249,7 +249,7 @@ static nnar_status model_record(stream_state *st, nnar_head *h, const nnar_strea
     if (s == NNAR_OK) s = nnar_decode_record(ctx, &rec, body, buf);
     nnar_free(ctx, owned);
     if (s == NNAR_OK) {
-        nnar_sha256_init(&sha);
+        nnar_sha256_init(&sha, ctx->cpu);
         nnar_sha256_update(&sha, buf, (size_t)rec.length);
         nnar_sha256_final(&sha, structure);
         s = add_seen(st, &rec.head, 0, 0);
@@ -306,7 +306,7 @@ static nnar_status file_record(stream_state *st, nnar_head *h, const nnar_stream
         if (!buf) s = NNAR_OUT_OF_MEMORY;
         if (s == NNAR_OK) s = nnar_decode_record(ctx, &rec, body, buf);
         if (s == NNAR_OK) {
-            nnar_sha256_init(&sha);
+            nnar_sha256_init(&sha, ctx->cpu);
             nnar_sha256_update(&sha, buf, (size_t)rec.length);
             nnar_sha256_final(&sha, d);
             if (memcmp(d, rec.digest, 32) != 0)
@@ -340,7 +340,7 @@ static nnar_status other_record(stream_state *st, nnar_head *h)
         return nnar_fail(ctx, NNAR_UNSUPPORTED_RECORD, "record type '%.4s' is marked must-understand and this reader does not "
                          "know it (a newer nnar wrote it)", (const char *)h->type);
     NNAR_TRY(body_of(st, h, &body, &owned));
-    nnar_sha256_init(&sha);
+    nnar_sha256_init(&sha, ctx->cpu);
     nnar_sha256_update(&sha, body, (size_t)h->body_length);
     nnar_sha256_final(&sha, x);
     nnar_free(ctx, owned);
@@ -462,7 +462,7 @@ nnar_status nnar_read_stream(nnar_read_fn read, void *read_user, const nnar_opti
     memset(&st, 0, sizeof st);
     nnar_ctx_init(&st.ctx, options, err);
     nnar_source_stream(&st.src, read, read_user);
-    nnar_sha256_init(&st.content);
+    nnar_sha256_init(&st.content, st.ctx.cpu);
     nnar_nameset_init(&st.nameset);
     nnar_nameset_init(&st.paths);
     s = run(&st, visitor, content);
@@ -532,7 +532,7 @@ nnar_status nnar_instream_open(const nnar_options *options, nnar_error *err, nna
     st = &in->st;
     nnar_ctx_init(&st->ctx, options, err);
     nnar_source_stream(&st->src, read, user);
-    nnar_sha256_init(&st->content);
+    nnar_sha256_init(&st->content, st->ctx.cpu);
     nnar_nameset_init(&st->nameset);
     nnar_nameset_init(&st->paths);
     *out = in;

@@ -40,6 +40,7 @@ void nnar_ctx_init(nnar_ctx *ctx, const nnar_options *o, nnar_error *err)
     }
     ctx->err = err;
     ctx->strict = 1;
+    ctx->cpu = nnar_cpu_features();
     if (err) { err->status = NNAR_OK; err->message[0] = 0; }
 }
 

@@ -33,7 +33,7 @@ void nnar_preamble(uint8_t out[16], uint16_t minor)
     put32(out + 12, 0);
 }
 
-void nnar_body_layout(uint64_t body_offset, const nnar_out_segment *segs, uint32_t n, uint32_t *crc, uint64_t *length)
+void nnar_body_layout(unsigned cpu, uint64_t body_offset, const nnar_out_segment *segs, uint32_t n, uint32_t *crc, uint64_t *length)
 {
     uint64_t pos = body_offset;
     uint32_t c = 0, j;
@@ -43,7 +43,7 @@ void nnar_body_layout(uint64_t body_offset, const nnar_out_segment *segs, uint32
             c = nnar_crc32(c, ZEROS, (size_t)pad);
             pos += pad;
         }
-        c = nnar_crc32(c, segs[j].data, segs[j].size);
+        c = nnar_crc32_cpu(cpu, c, segs[j].data, segs[j].size);
         pos += segs[j].size;
     }
     *crc = c;

@@ -27,7 +27,7 @@ typedef struct nnar_out_segment {
 
 void nnar_preamble(uint8_t out[16], uint16_t minor);
 /* The body's CRC-32 and length, padding included, for a body starting at body_offset. */
-void nnar_body_layout(uint64_t body_offset, const nnar_out_segment *segs, uint32_t n, uint32_t *crc, uint64_t *length);
+void nnar_body_layout(unsigned cpu, uint64_t body_offset, const nnar_out_segment *segs, uint32_t n, uint32_t *crc, uint64_t *length);
 /* Frame, stored descriptor and body of one record at the sink's position (crc_prefix: the
  * preamble, for the first record). */
 nnar_status nnar_write_record(nnar_sink *s, const uint8_t type[4], uint32_t flags, const uint8_t *desc, uint32_t desc_len,

@@ -28,26 +28,23 @@ static nnar_status lengths(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, 
 static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, const nnar_stream *s, uint8_t *out)
 {
     size_t w = nnar_dtype_size(spec.dtype), k;
-    uint64_t i, n = spec.size;
+    uint64_t i = 0, n = spec.size;
     int rotate = nnar_dtype_is_float(spec.dtype);
     const uint16_t probe = 1;
     uint8_t little;
-    (void)ctx; (void)st;
+    (void)st;
     memcpy(&little, &probe, 1);
-    if (w == 4 && rotate) {
+    if ((ctx->cpu & NNAR_CPU_AVX2) && (w == 2 || w == 4)) i = nnar_byteplanes_avx2(s, w, rotate, n, out);
+    if (w == 4 && rotate && little) {   /* one store per element */
         const uint8_t *p0 = s[0].data, *p1 = s[1].data, *p2 = s[2].data, *p3 = s[3].data;
-        for (i = 0; i < n; i++) {
+        for (; i < n; i++) {
             uint32_t u = (uint32_t)p0[i] | (uint32_t)p1[i] << 8 | (uint32_t)p2[i] << 16 | (uint32_t)p3[i] << 24;
             u = (u >> 1) | (u << 31);
-            if (little) memcpy(out + 4 * i, &u, 4);   /* one store where the host is little-endian */
-            else {
-                out[4 * i] = (uint8_t)u; out[4 * i + 1] = (uint8_t)(u >> 8);
-                out[4 * i + 2] = (uint8_t)(u >> 16); out[4 * i + 3] = (uint8_t)(u >> 24);
-            }
+            memcpy(out + 4 * i, &u, 4);
         }
         return NNAR_OK;
     }
-    for (i = 0; i < n; i++) {
+    for (; i < n; i++) {
         uint64_t u = 0;
         for (k = 0; k < w; k++) u |= (uint64_t)s[k].data[i] << (8 * k);
         if (rotate) u = (u >> 1) | ((u & 1) << (8 * w - 1));

@@ -88,6 +88,11 @@ nnar_status nnar_huffman_encode(nnar_ctx *ctx, const nnar_stage *st, const uint8
 uint64_t nnar_packed_length(uint64_t count, int bits);
 /* Check a packed stream (length, every index <= max_index, zero unused slots); then expand
  * each index into itemsize bytes of table. */
+/* byteplanes_x86.c: the first elements (a multiple of 32) of 2 or 4 bytes interleaved from
+ * their planes with AVX2, rotated when rotate; returns how many (0 where not built). Only
+ * when the handle's cpu has NNAR_CPU_AVX2. */
+uint64_t nnar_byteplanes_avx2(const nnar_stream *s, size_t w, int rotate, uint64_t n, uint8_t *out);
+
 nnar_status nnar_unpack(nnar_ctx *ctx, const char *codec, const nnar_stream *s, uint64_t count, int bits,
                         uint32_t max_index, const uint8_t *table, size_t itemsize, uint8_t *out);
 

@@ -26,7 +26,7 @@ nnar_status nnar_unpack(nnar_ctx *ctx, const char *codec, const nnar_stream *st,
         for (k = 0; k < per; k++)
             if (((v >> (s * k)) & mask) > max_index) bad[v] = 1;
     }
-    for (b = 0; b < full; b++)
+    for (b = 0; max_index < mask && b < full; b++)   /* (every index fits when the table has 2^s entries) */
         if (bad[st->data[b]])
             return nnar_fail(ctx, NNAR_CODEC_DATA, "%s: stream 'indices': byte %llu holds an index > %u", codec,
                              (unsigned long long)b, max_index);
@@ -39,14 +39,20 @@ nnar_status nnar_unpack(nnar_ctx *ctx, const char *codec, const nnar_stream *st,
             return nnar_fail(ctx, NNAR_CODEC_DATA, "%s: stream 'indices': expected zero bits in the %u unused slots of "
                              "the last byte, found 0x%02x", codec, per - used, last);
     }
-    if (itemsize == 4 && per == 2) {
-        /* the common case (4-bit k-means of float32): two entries per byte */
+    if (itemsize == 4 && per == 2 && full >= 1024) {
+        /* the common case (4-bit k-means of float32): a table of the 256 pairs a byte can
+         * hold, so each byte is one 8-byte load and one 8-byte store */
         uint32_t t[16];
-        memcpy(t, table, 16 * 4 > (max_index + 1) * 4 ? (size_t)(max_index + 1) * 4 : 64);
-        for (b = 0; b < full; b++) {
-            uint8_t x = st->data[b];
-            memcpy(out + 8 * b, &t[x & 15], 4);
-            memcpy(out + 8 * b + 4, &t[x >> 4], 4);
+        uint8_t pairs[256][8];
+        memset(t, 0, sizeof t);
+        memcpy(t, table, (size_t)(max_index + 1) * 4);
+        for (v = 0; v < 256; v++) {
+            memcpy(pairs[v], &t[v & 15], 4);
+            memcpy(pairs[v] + 4, &t[v >> 4], 4);
+        }
+        {
+            const uint8_t *in = st->data;
+            for (b = 0; b < full; b++) memcpy(out + 8 * b, pairs[in[b]], 8);
         }
         i = full * 2;
     }
