@@ -1,7 +1,8 @@
 /* The CPU-specific paths against the portable ones, on the library's internal functions: the
  * CRC-32 (carry-less multiply, and fused with a copy) and SHA-256 (SHA-NI) of buffers of every
  * length up to 4 KiB at every alignment up to 64, and of a few large ones, equal the portable
- * code's; so do the byte-plane interleave and the 4-bit codebook gather, on random streams.
+ * code's; so do the byte-plane interleave and the 4-bit codebook gather, on random streams,
+ * into outputs at every alignment, small and large (non-temporal stores).
  * Prints "ok" and the features this CPU has (a path the CPU lacks is compared with itself).
  * Built against libnnar.a, as the tests build it. */
 #include <stdio.h>
@@ -42,11 +43,12 @@ static void crc_and_sha(unsigned cpu, const uint8_t *buf, size_t off, size_t n, 
     CHECK(memcmp(da, db, 32) == 0, "sha256 at offset %zu, %zu bytes differs", off, n);
 }
 
-static void codecs(unsigned cpu, nnar_ctx *ctx, size_t n)
+static void codecs(unsigned cpu, nnar_ctx *ctx, size_t n, size_t shift)
 {
     static const nnar_dtype types[] = {NNAR_FLOAT32, NNAR_INT32, NNAR_FLOAT16, NNAR_BFLOAT16,
                                        NNAR_UINT16, NNAR_FLOAT64, NNAR_INT64};
-    uint8_t *planes = (uint8_t *)malloc(8 * n + 1), *a = (uint8_t *)malloc(8 * n + 1), *b = (uint8_t *)malloc(8 * n + 1);
+    uint8_t *planes = (uint8_t *)malloc(8 * n + 1), *a = (uint8_t *)malloc(8 * n + 1), *b0 = (uint8_t *)malloc(8 * n + 64);
+    uint8_t *b = b0 + shift;   /* the output at any alignment */
     nnar_stream s[8];
     size_t t, k, w;
     for (k = 0; k < 8 * n; k++) planes[k] = next();
@@ -78,7 +80,7 @@ static void codecs(unsigned cpu, nnar_ctx *ctx, size_t n)
             CHECK(memcmp(a, b, w * n) == 0, "unpack of %zu %zu-byte entries differs from the portable code's", n, w);
         }
     }
-    free(planes); free(a); free(b);
+    free(planes); free(a); free(b0);
 }
 
 int main(void)
@@ -98,9 +100,13 @@ int main(void)
         CHECK(nnar_crc32(0, check, 9) == 0xCBF43926u, "crc32 check value");
     }
     nnar_ctx_init(&ctx, NULL, NULL);
-    for (n = 0; n < 200; n++) codecs(cpu, &ctx, n);
-    codecs(cpu, &ctx, 100003);
-    codecs(cpu, &ctx, 1 << 20);
+    for (n = 0; n < 200; n++) codecs(cpu, &ctx, n, n % 37);
+    for (off = 0; off < 40; off += 4) codecs(cpu, &ctx, 100003, off);
+    codecs(cpu, &ctx, 100003, 1);
+    /* outputs past NNAR_STREAM_MIN: non-temporal stores */
+    codecs(cpu, &ctx, (1 << 20) + 4099, 0);
+    codecs(cpu, &ctx, (1 << 20) + 4099, 4);
+    codecs(cpu, &ctx, (1 << 20) + 4099, 3);
     nnar_ctx_free(&ctx);
     free(buf); free(dst);
     if (fails) return 1;

@@ -34,16 +34,24 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, c
     uint8_t little;
     (void)st;
     memcpy(&little, &probe, 1);
-    if ((ctx->cpu & NNAR_CPU_AVX2) && (w == 2 || w == 4)) i = nnar_byteplanes_avx2(s, w, rotate, n, out);
     if (w == 4 && rotate && little) {   /* one store per element */
         const uint8_t *p0 = s[0].data, *p1 = s[1].data, *p2 = s[2].data, *p3 = s[3].data;
+        int fast = (ctx->cpu & NNAR_CPU_AVX2) != 0;
+        uint64_t head = fast ? (uint64_t)((32 - ((uintptr_t)out & 31)) & 31) / 4 : 0;
         for (; i < n; i++) {
-            uint32_t u = (uint32_t)p0[i] | (uint32_t)p1[i] << 8 | (uint32_t)p2[i] << 16 | (uint32_t)p3[i] << 24;
+            uint32_t u;
+            if (fast && i == head) {   /* from the first 32-byte boundary (when out is 4-aligned) */
+                i = nnar_byteplanes_avx2(s, w, rotate, i, n, out);
+                fast = 0;
+                if (i >= n) break;
+            }
+            u = (uint32_t)p0[i] | (uint32_t)p1[i] << 8 | (uint32_t)p2[i] << 16 | (uint32_t)p3[i] << 24;
             u = (u >> 1) | (u << 31);
             memcpy(out + 4 * i, &u, 4);
         }
         return NNAR_OK;
     }
+    if ((ctx->cpu & NNAR_CPU_AVX2) && (w == 2 || w == 4)) i = nnar_byteplanes_avx2(s, w, rotate, 0, n, out);
     for (; i < n; i++) {
         uint64_t u = 0;
         for (k = 0; k < w; k++) u |= (uint64_t)s[k].data[i] << (8 * k);

@@ -1,21 +1,24 @@
 /* nnar.byteplanes' interleave with AVX2, called only when the handle's CPU features (cpu.c)
  * include it: 32 elements of 2 or 4 bytes at a time, the planes' bytes unpacked into elements
- * and (float dtypes) rotated right by one bit in the same registers. The elements past the
- * last multiple of 32, and every other case, are byteplanes.c's portable code. */
+ * and (float dtypes) rotated right by one bit in the same registers. A large output (beyond
+ * the caches) is written with non-temporal stores from its first 32-byte boundary: no read
+ * of each destination line before it is written, as memcpy does for large copies. The
+ * elements before that boundary and past the last multiple of 32, and every other case, are
+ * byteplanes.c's portable code. */
 #include "codecs.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(NNAR_PORTABLE)
 #include <immintrin.h>
 
 #define LOAD(q) _mm256_loadu_si256((const __m256i *)(const void *)(q))
-#define STORE(q, v) _mm256_storeu_si256((__m256i *)(void *)(q), v)
+#define STORE(q, v) do { if (stream) _mm256_stream_si256((__m256i *)(void *)(q), v); \
+                          else _mm256_storeu_si256((__m256i *)(void *)(q), v); } while (0)
 
 __attribute__((target("avx2")))
-static uint64_t interleave4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, uint64_t n,
-                            int rotate, uint8_t *out)
+static uint64_t interleave4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, uint64_t i,
+                            uint64_t n, int rotate, uint8_t *out, int stream)
 {
-    uint64_t i;
-    for (i = 0; i + 32 <= n; i += 32, out += 128) {
+    for (; i + 32 <= n; i += 32, out += 128) {
         __m256i b0 = LOAD(p0 + i), b1 = LOAD(p1 + i), b2 = LOAD(p2 + i), b3 = LOAD(p3 + i);
         __m256i lo01 = _mm256_unpacklo_epi8(b0, b1), hi01 = _mm256_unpackhi_epi8(b0, b1);
         __m256i lo23 = _mm256_unpacklo_epi8(b2, b3), hi23 = _mm256_unpackhi_epi8(b2, b3);
@@ -37,10 +40,10 @@ static uint64_t interleave4(const uint8_t *p0, const uint8_t *p1, const uint8_t 
 }
 
 __attribute__((target("avx2")))
-static uint64_t interleave2(const uint8_t *p0, const uint8_t *p1, uint64_t n, int rotate, uint8_t *out)
+static uint64_t interleave2(const uint8_t *p0, const uint8_t *p1, uint64_t i, uint64_t n, int rotate, uint8_t *out,
+                            int stream)
 {
-    uint64_t i;
-    for (i = 0; i + 32 <= n; i += 32, out += 64) {
+    for (; i + 32 <= n; i += 32, out += 64) {
         __m256i b0 = LOAD(p0 + i), b1 = LOAD(p1 + i);
         __m256i lo = _mm256_unpacklo_epi8(b0, b1), hi = _mm256_unpackhi_epi8(b0, b1);
         if (rotate) {
@@ -53,16 +56,18 @@ static uint64_t interleave2(const uint8_t *p0, const uint8_t *p1, uint64_t n, in
     return i;
 }
 
-uint64_t nnar_byteplanes_avx2(const nnar_stream *s, size_t w, int rotate, uint64_t n, uint8_t *out)
+uint64_t nnar_byteplanes_avx2(const nnar_stream *s, size_t w, int rotate, uint64_t i, uint64_t n, uint8_t *out)
 {
-    if (w == 4) return interleave4(s[0].data, s[1].data, s[2].data, s[3].data, n, rotate, out);
-    if (w == 2) return interleave2(s[0].data, s[1].data, n, rotate, out);
-    return 0;
+    int stream = n * w >= NNAR_STREAM_MIN && ((uintptr_t)(out + w * i) & 31) == 0;
+    if (w == 4) i = interleave4(s[0].data, s[1].data, s[2].data, s[3].data, i, n, rotate, out + 4 * i, stream);
+    else if (w == 2) i = interleave2(s[0].data, s[1].data, i, n, rotate, out + 2 * i, stream);
+    if (stream) _mm_sfence();   /* the streamed stores ordered before what follows */
+    return i;
 }
 #else
-uint64_t nnar_byteplanes_avx2(const nnar_stream *s, size_t w, int rotate, uint64_t n, uint8_t *out)
+uint64_t nnar_byteplanes_avx2(const nnar_stream *s, size_t w, int rotate, uint64_t i, uint64_t n, uint8_t *out)
 {
     (void)s; (void)w; (void)rotate; (void)n; (void)out;
-    return 0;
+    return i;
 }
 #endif

@@ -88,10 +88,16 @@ nnar_status nnar_huffman_encode(nnar_ctx *ctx, const nnar_stage *st, const uint8
 uint64_t nnar_packed_length(uint64_t count, int bits);
 /* Check a packed stream (length, every index <= max_index, zero unused slots); then expand
  * each index into itemsize bytes of table. */
-/* byteplanes_x86.c: the first elements (a multiple of 32) of 2 or 4 bytes interleaved from
- * their planes with AVX2, rotated when rotate; returns how many (0 where not built). Only
- * when the handle's cpu has NNAR_CPU_AVX2. */
-uint64_t nnar_byteplanes_avx2(const nnar_stream *s, size_t w, int rotate, uint64_t n, uint8_t *out);
+/* Outputs of at least this many bytes are written with non-temporal stores by the AVX2 code */
+#define NNAR_STREAM_MIN (4u << 20)
+/* byteplanes_x86.c: elements i.. of 2 or 4 bytes interleaved from their planes with AVX2 (out
+ * is the whole array), rotated when rotate, 32 at a time; returns the index reached (i where
+ * not built). Only when the handle's cpu has NNAR_CPU_AVX2. */
+uint64_t nnar_byteplanes_avx2(const nnar_stream *s, size_t w, int rotate, uint64_t i, uint64_t n, uint8_t *out);
+/* packing_x86.c: 4-bit indices (bytes 0..nbytes) into a table of 16 entries of 4 bytes, with
+ * AVX2, from input byte b on; returns the input byte reached (b where not built). Only when
+ * the handle's cpu has NNAR_CPU_AVX2. */
+uint64_t nnar_unpack4_avx2(const uint8_t *in, uint64_t b, uint64_t nbytes, const uint32_t table[16], uint8_t *out);
 
 nnar_status nnar_unpack(nnar_ctx *ctx, const char *codec, const nnar_stream *s, uint64_t count, int bits,
                         uint32_t max_index, const uint8_t *table, size_t itemsize, uint8_t *out);

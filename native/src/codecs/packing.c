@@ -52,7 +52,15 @@ nnar_status nnar_unpack(nnar_ctx *ctx, const char *codec, const nnar_stream *st,
         }
         {
             const uint8_t *in = st->data;
-            for (b = 0; b < full; b++) memcpy(out + 8 * b, pairs[in[b]], 8);
+            /* with AVX2: from the first byte whose output starts a 32-byte line */
+            uint64_t head = (ctx->cpu & NNAR_CPU_AVX2) ? (uint64_t)((32 - ((uintptr_t)out & 31)) & 31) / 8 : full;
+            for (b = 0; b < full; b++) {
+                if (b == head) {
+                    b = nnar_unpack4_avx2(in, b, full, t, out);
+                    if (b >= full) break;
+                }
+                memcpy(out + 8 * b, pairs[in[b]], 8);
+            }
         }
         i = full * 2;
     }
