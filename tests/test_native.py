@@ -206,6 +206,7 @@ def test_invalid_vector(san, name):
     path = VECTORS / "invalid" / f"{name}.nnar"
     assert code_of(run(san, "verify", path, "--stream")) == entry["error"]
     assert code_of(run(san, "verify", path)) == entry.get("error_random_access", entry["error"])
+    assert code_of(run(san, "verify", path, "--map")) == entry.get("error_random_access", entry["error"])
 
 
 def test_stream_from_a_pipe(tool):
@@ -427,6 +428,7 @@ def test_mutated_archives_give_the_same_code(san, bases, tmp_path, m):
     path.write_bytes(data)
     assert code_of(run(san, "verify", path, "--stream")) == _python_code(data, random=False)
     assert code_of(run(san, "verify", path)) == _python_code(data, random=True)
+    assert code_of(run(san, "verify", path, "--map")) == _python_code(data, random=True)
 
 
 def test_every_allocation_failure_is_a_status_and_frees_all(builds, tmp_path):
@@ -532,8 +534,9 @@ def _large_archives() -> dict[str, bytes]:
 
 def test_portable_path_decodes_the_same(builds, tmp_path):
     """NNAR_PORTABLE=1 makes every handle take the portable code: every valid vector and the
-    large archives above unpack to the same bytes with it and without it, at random and in
-    order, and verify gives the same content digest (release and sanitized builds)."""
+    large archives above unpack to the same bytes with it and without it, at random (the file
+    read, or mapped: nnar_open_mapped) and in order, and verify gives the same content digest
+    (release and sanitized builds)."""
     paths = [VECTORS / "valid" / f"{name}.nnar" for name in sorted(MANIFEST["valid"])]
     for name, data in _large_archives().items():
         paths.append(tmp_path / f"{name}.nnar")
@@ -543,8 +546,8 @@ def test_portable_path_decodes_the_same(builds, tmp_path):
             outs = {}
             for portable in ("0", "1"):
                 env = {**SAN_ENV, "NNAR_PORTABLE": portable}
-                for mode in ((), ("--stream",)):
-                    out = tmp_path / f"{path.stem}-{portable}-{len(mode)}"
+                for mode in ((), ("--stream",), ("--map",)):
+                    out = tmp_path / f"{path.stem}-{portable}-{'-'.join(mode)}"
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()
                     r = subprocess.run([str(exe), "unpack", str(path), str(out), *mode], capture_output=True, env=env)

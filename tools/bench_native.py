@@ -11,7 +11,8 @@ digests: neither reader hashes what it hands out), on one core: the Python packa
 rivals run in turn, round after round (--repeat rounds), and each figure is the median of its
 rounds, so a burst of load elsewhere falls on all of them; the load average is printed before
 and after. "C" reads
-the file; "C mem" opens the archive's bytes already in memory (nnar_open_memory: an app's
+the file (nnar_open_file: bodies read into a buffer); "C map" maps it (nnar_open_mapped, opt-in:
+a file truncated under a mapping is a SIGBUS); "C mem" opens the archive's bytes already in memory (nnar_open_memory: an app's
 mapped bundle), so a raw tensor costs its CRC and one copy. memcpy is numpy copying the
 decoded bytes into the same preallocated outputs. The library is built here
 with CMake (Release, -O2) as a shared library; --lib uses another.
@@ -64,6 +65,7 @@ class Native:
         self.lib = ctypes.CDLL(str(lib))
         self.lib.nnar_open_file.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
                                             ctypes.c_void_p]
+        self.lib.nnar_open_mapped.argtypes = self.lib.nnar_open_file.argtypes
         self.lib.nnar_tensor_count.restype = ctypes.c_size_t
         self.lib.nnar_tensor_count.argtypes = [ctypes.c_void_p]
         self.lib.nnar_tensor_at.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(TensorInfo)]
@@ -73,9 +75,10 @@ class Native:
         self.lib.nnar_open_memory.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
                                               ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
 
-    def decode_all(self, path: Path, outs: list[np.ndarray]) -> None:
+    def decode_all(self, path: Path, outs: list[np.ndarray], mapped: bool = False) -> None:
         h = ctypes.c_void_p()
-        if self.lib.nnar_open_file(str(path).encode(), None, ctypes.byref(h), None) != 0:
+        opener = self.lib.nnar_open_mapped if mapped else self.lib.nnar_open_file
+        if opener(str(path).encode(), None, ctypes.byref(h), None) != 0:
             raise RuntimeError(f"libnnar cannot open {path}")
         try:
             for i, out in enumerate(outs):
@@ -166,8 +169,8 @@ def main(argv=None) -> int:
         }
         print(f"{label}: {len(tensors)} tensors, {total / 1e6:.1f} MB decoded; median of {args.repeat} rounds, one core "
               f"(Python: set_threads(1)); load average {load()} ({os.cpu_count()} cores)")
-        print(f"{'archive':34} {'stored MB':>9} {'Python MB/s':>12} {'C MB/s':>9} {'C/Python':>9} {'C mem MB/s':>11} "
-              f"{'memcpy MB/s':>12} {'C mem/memcpy':>13}")
+        print(f"{'archive':34} {'stored MB':>9} {'Python MB/s':>12} {'C MB/s':>9} {'C/Python':>9} {'C map MB/s':>11} "
+              f"{'map/Python':>11} {'C mem MB/s':>11} {'memcpy MB/s':>12} {'C mem/memcpy':>13}")
         for name, data in archives.items():
             path = tmp / "a.nnar"
             path.write_bytes(data)
@@ -182,6 +185,9 @@ def main(argv=None) -> int:
             def c():
                 native.decode_all(path, outs)
 
+            def c_mapped():
+                native.decode_all(path, outs, mapped=True)
+
             def c_memory():
                 native.decode_all_memory(data, outs)
 
@@ -189,10 +195,10 @@ def main(argv=None) -> int:
                 for s, o in zip(src, outs):
                     np.copyto(o, s)
 
-            tp, tc, tcm, tm = medians((python, c, c_memory, memcpy), args.repeat)
+            tp, tc, tmap, tcm, tm = medians((python, c, c_mapped, c_memory, memcpy), args.repeat)
             mb = total / 1e6
-            print(f"{name:34} {len(data) / 1e6:9.1f} {mb / tp:12.0f} {mb / tc:9.0f} {tp / tc:8.1f}x {mb / tcm:11.0f} "
-                  f"{mb / tm:12.0f} {tcm / tm:12.1f}x")
+            print(f"{name:34} {len(data) / 1e6:9.1f} {mb / tp:12.0f} {mb / tc:9.0f} {tp / tc:8.1f}x {mb / tmap:11.0f} "
+                  f"{tp / tmap:10.1f}x {mb / tcm:11.0f} {mb / tm:12.0f} {tcm / tm:12.1f}x")
         print(f"load average after: {load()}")
     return 0
 

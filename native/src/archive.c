@@ -336,7 +336,7 @@ static nnar_archive *new_archive(const nnar_options *o)
     return a;
 }
 
-nnar_status nnar_open_file(const char *path, const nnar_options *o, nnar_archive **out, nnar_error *err)
+static nnar_status open_path(const char *path, const nnar_options *o, nnar_archive **out, nnar_error *err, int map)
 {
     nnar_archive *a = new_archive(o);
     nnar_status s;
@@ -345,7 +345,7 @@ nnar_status nnar_open_file(const char *path, const nnar_options *o, nnar_archive
         if (err) { err->status = NNAR_OUT_OF_MEMORY; strcpy(err->message, "out of memory"); }
         return NNAR_OUT_OF_MEMORY;
     }
-    s = nnar_io_open(&a->ctx, path, &a->src);
+    s = map ? nnar_io_map(&a->ctx, path, &a->src) : nnar_io_open(&a->ctx, path, &a->src);
     if (s != NNAR_OK) return fail_open(a, s, out, err);
     a->owns_file = 1;
     s = open_source(a);
@@ -353,6 +353,16 @@ nnar_status nnar_open_file(const char *path, const nnar_options *o, nnar_archive
     if (err) { err->status = NNAR_OK; err->message[0] = 0; }
     *out = a;
     return NNAR_OK;
+}
+
+nnar_status nnar_open_file(const char *path, const nnar_options *o, nnar_archive **out, nnar_error *err)
+{
+    return open_path(path, o, out, err, 0);
+}
+
+nnar_status nnar_open_mapped(const char *path, const nnar_options *o, nnar_archive **out, nnar_error *err)
+{
+    return open_path(path, o, out, err, 1);
 }
 
 nnar_status nnar_open_memory(const void *data, size_t size, const nnar_options *o, nnar_archive **out, nnar_error *err)

@@ -174,12 +174,15 @@ typedef struct nnar_source {
     uint64_t size;          /* UINT64_MAX when unknown (a stream) */
     uint64_t pos;           /* next offset, for streams */
     void *file;             /* io module's handle */
+    void *mapped;           /* a mapped file (mem points here), unmapped on close */
     nnar_read_fn read;
     void *read_user;
 } nnar_source;
 
 /* io_stdio.c: the only platform-specific module. */
 nnar_status nnar_io_open(nnar_ctx *ctx, const char *path, nnar_source *src);
+/* The file mapped into memory (POSIX; read as nnar_io_open does where it cannot be mapped). */
+nnar_status nnar_io_map(nnar_ctx *ctx, const char *path, nnar_source *src);
 void nnar_io_close(nnar_source *src);
 
 nnar_status nnar_source_memory(nnar_source *src, const void *data, size_t size);

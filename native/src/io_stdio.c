@@ -53,10 +53,44 @@ nnar_status nnar_io_open(nnar_ctx *ctx, const char *path, nnar_source *src)
     return NNAR_OK;
 }
 
+#if !defined(_WIN32) && !defined(NNAR_NO_MMAP)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The file mapped read-only and read as memory: no copy of a body, no buffer for it. A file
+ * that cannot be mapped (empty, a pipe, too large for the address space) is read instead. */
+nnar_status nnar_io_map(nnar_ctx *ctx, const char *path, nnar_source *src)
+{
+    struct stat st;
+    void *p;
+    int fd = open(path, O_RDONLY);
+    memset(src, 0, sizeof *src);
+    if (fd < 0) return nnar_fail(ctx, NNAR_IO_ERROR, "cannot open '%s': %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return nnar_io_open(ctx, path, src);
+    }
+    p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return nnar_io_open(ctx, path, src);
+    nnar_source_memory(src, p, (size_t)st.st_size);
+    src->mapped = p;
+    return NNAR_OK;
+}
+#else
+nnar_status nnar_io_map(nnar_ctx *ctx, const char *path, nnar_source *src) { return nnar_io_open(ctx, path, src); }
+#endif
+
 void nnar_io_close(nnar_source *src)
 {
     if (src->file) fclose((FILE *)src->file);
     src->file = NULL;
+#if !defined(_WIN32) && !defined(NNAR_NO_MMAP)
+    if (src->mapped) munmap(src->mapped, (size_t)src->size);
+#endif
+    src->mapped = NULL;
 }
 
 /* ---- output: a temporary file beside the result, renamed into place once complete ---------- */

@@ -20,14 +20,22 @@
 #endif
 
 static const char *usage =
-    "usage: nnar-native ls FILE [--json]\n"
-    "       nnar-native verify FILE [--stream]\n"
-    "       nnar-native unpack FILE DIR [--stream]\n"
+    "usage: nnar-native ls FILE [--json] [--map]\n"
+    "       nnar-native verify FILE [--stream | --map]\n"
+    "       nnar-native unpack FILE DIR [--stream | --map]\n"
     "       nnar-native patch BASE PATCH -o OUT [--force]\n"
-    "ls lists tensors; verify checks every CRC and digest (at random, or in order with --stream);\n"
+    "ls lists tensors; verify checks every CRC and digest (at random, or in order with --stream;\n"
+    "--map maps the file rather than reading it);\n"
     "unpack writes one .npy per tensor, named by its percent-encoded name ('%MODL.bin': the structure;\n"
     "%FILE/NAME: each FILE record, its path percent-encoded); patch applies PATCH (- for stdin, read once,\n"
     "in order) to BASE and writes the result to OUT once every check passed (--force replaces OUT).\n";
+
+static int map_files;   /* --map: the archive mapped rather than read (at random) */
+
+static nnar_status open_archive(const char *path, nnar_archive **a, nnar_error *err)
+{
+    return map_files ? nnar_open_mapped(path, NULL, a, err) : nnar_open_file(path, NULL, a, err);
+}
 
 static int report(nnar_status s, const char *message)
 {
@@ -58,7 +66,7 @@ static int cmd_ls(const char *path, int json)
 {
     nnar_archive *a;
     nnar_error err;
-    nnar_status s = nnar_open_file(path, NULL, &a, &err);
+    nnar_status s = open_archive(path, &a, &err);
     size_t i, j, n;
     int present = 0;
     nnar_text fmt;
@@ -174,7 +182,7 @@ static int cmd_verify(const char *path, int stream)
         if (s != NNAR_OK) return report(s, err.message);
     } else {
         nnar_archive *a;
-        s = nnar_open_file(path, NULL, &a, &err);
+        s = open_archive(path, &a, &err);
         if (s != NNAR_OK) return report(s, err.message);
         s = nnar_verify(a, content, &stored);
         if (s != NNAR_OK) { report(s, nnar_archive_error(a)->message); nnar_close(a); return 1; }
@@ -347,7 +355,7 @@ static int cmd_unpack(const char *path, const char *dir, int stream)
         int present = 0;
         nnar_text fmt;
         uint64_t mlen = 0;
-        s = nnar_open_file(path, NULL, &a, &err);
+        s = open_archive(path, &a, &err);
         if (s != NNAR_OK) return report(s, err.message);
         for (i = 0; i < nnar_tensor_count(a); i++) {
             nnar_tensor_info t;
@@ -413,6 +421,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--json") == 0) json = 1;
         else if (strcmp(argv[i], "--stream") == 0) stream = 1;
         else if (strcmp(argv[i], "--force") == 0) force = 1;
+        else if (strcmp(argv[i], "--map") == 0) map_files = 1;
         else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc) output = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { fputs(usage, stdout); return 0; }
         else if (npos < 3) pos[npos++] = argv[i];
