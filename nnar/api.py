@@ -334,6 +334,13 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
         if dst is not None and to is None and _is_path(dst) and os.path.splitext(os.fspath(dst))[1].lower() == ".nnar":
             raise InvalidInput(f"output {os.fspath(dst)!r}: unpack writes a model file, and .nnar names an archive; "
                                "expected .safetensors .npz .pt or .onnx (did you mean nnar pack?)")
+        if dst is not None and select is None and not keep_quantized and _is_path(src) and os.fspath(src) != "-" \
+                and _is_path(dst) and os.fspath(dst) != "-" \
+                and formats.detect(os.fspath(dst), to, role="output") == "safetensors":
+            # the header from the index, then each record written at its place as it decodes
+            with Archive(src, limits) as a, _output(dst, force, (src,)) as out:
+                return formats.module("safetensors").write_archive(out, a, a.metadata, verify=verify,
+                                                                   progress=progress)
         reader = StreamReader(f, limits, verify=verify)
         if dst is None:
             out = {}
@@ -377,14 +384,6 @@ def unpack(src: PathOrFile | bytes, dst: PathOrFile | None = None, *, to: str | 
             if fmt == "onnx" else {}
         if fmt == "safetensors" and _is_path(src) and os.fspath(src) != "-":
             with Archive(src, limits) as a:
-                if select is None and _is_path(dst) and os.fspath(dst) != "-":
-                    # every tensor decoded straight into the mapped output file, from the index
-                    st = formats.module(fmt)
-                    try:
-                        with _output(dst, force, (src,)) as out:
-                            return st.write_archive(out, a, reader.metadata, verify=verify, progress=progress)
-                    except st.CannotMap:
-                        pass  # the file system cannot size the output up front: stream it instead
                 # the header first, from the index: the data then streams to the output once, not
                 # through a temporary copy (unpack at the speed of decoding, not of writing twice)
                 options["layout"] = [(i.name, i.dtype, i.shape) for i in a.infos()
@@ -427,10 +426,7 @@ def verify_content(src: PathOrFile | bytes, limits: Limits = DEFAULT_LIMITS) -> 
     §5.3.1; checked against the index's where it carries one, since format 1.4)."""
     with _input(src) as f:
         reader = StreamReader(f, limits, verify=True)
-        infos = []
-        for info, arr in reader:
-            infos.append(info)
-            del arr  # not kept while the next record decodes: verify costs one record
+        infos = list(reader.check())  # nothing kept: a record at a time, a large one a piece at a time
         return infos, reader.content
 
 

@@ -26,7 +26,7 @@ from .codecs.zstd import MAX_LEVEL, MIN_LEVEL
 from .config import PackConfig, TensorSettings
 from .constants import FORMAT_MAJOR
 from .container import schema as S
-from .container.records import RecordReader, RecordWriter, check_content
+from .container.records import DeferredBody, RecordReader, RecordWriter, check_content
 from .errors import (BadLayout, DigestMismatch, InvalidInput, NnarError, NnarIOError, TensorNotFound, UnsupportedDtype,
                      WriterStateError)
 from .limits import DEFAULT_LIMITS, Limits
@@ -492,6 +492,12 @@ def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: b
     return array
 
 
+def _pieces_save_memory(rec: S.TensorRecord) -> bool:
+    """Records whose whole decode holds more than a piecewise one into a fresh array: byte planes
+    (body, streams and array at once), not raw bytes (whose streams are the array)."""
+    return pieces.eligible(rec) and rec.pipeline[0].get("codec") == "nnar.byteplanes"
+
+
 def _where(rec: S.TensorRecord) -> str:
     return f"tensor {rec.names[0]!r}" + (f" (group of {len(rec.members)})" if len(rec.members) > 1 else "")
 
@@ -624,8 +630,7 @@ class Archive:
         are used only where they save memory (byte planes: not the body, streams and array at
         once), not for raw bytes, whose whole decode is the array itself."""
         frame, rec = self._reader.tensor_head(entry)
-        if pieces.eligible(rec) and self._reader.src.seekable and \
-                (into or rec.pipeline[0].get("codec") == "nnar.byteplanes"):
+        if self._reader.src.seekable and (pieces.eligible(rec) if into else _pieces_save_memory(rec)):
             return entry, rec, None, frame
         return entry, rec, self._reader.tensor_body(frame, rec), frame
 
@@ -643,14 +648,34 @@ class Archive:
         """Each TENS record in archive order, to decode where the caller wants it:
         ``(names, aliases, spec, decode)``, where ``names`` are its tensors (stored one after the
         other in its array), ``aliases`` the (alias, target) pairs of the ALIS record after it,
-        ``spec`` the record array's, and ``decode(out=None)`` reads the record, checks its CRC
-        (and its digest, with ``verify``) and decodes its array, into ``out`` if given."""
-        for entry in self._reader.tensor_entries():
-            spec = self._reader.read_descriptor(entry).spec
+        ``spec`` the record array's, and ``decode(out=None, sink=None)`` reads the record, checks
+        its CRC (and its digest, with ``verify``) and decodes its array: returned, or into
+        ``out``, or handed to ``sink(start, piece)`` (``start`` the first element of ``piece``, a
+        flat view valid during the call; a large lossless record comes a piece at a time)."""
+        def work(item):  # small records decode on the pool ahead of the caller; large ones when asked
+            return None if item[2] is None else self._decode_item(item, verify)
 
-            def decode(out: np.ndarray | None = None, entry=entry) -> np.ndarray:
-                return self._decode_item(self._read_record(entry, out is not None), verify, out)
-            yield list(entry.names), list(self._aliases_at.get(entry.offset, ())), spec, decode
+        items = (self._read_record(entry, True) for entry in self._reader.tensor_entries())
+        for item, result in threads.ahead(items, work, lambda it: 0 if it[2] is None else _decoded_bytes(it[1])):
+            def decode(out: np.ndarray | None = None, sink=None, item=item, result=result) -> np.ndarray | None:
+                _, rec, _, frame = item
+                array = result()
+                if array is None:  # a piece at a time (nnar.pieces)
+                    if out is None and sink is None:
+                        out = np.empty(rec.spec.shape, rec.spec.storage_dtype)
+                    pieces.decode(self._reader, frame, rec, _where(rec), out=out, sink=sink, check_digest=verify)
+                    return out
+                if out is not None:
+                    P.check_out(rec.spec, out)
+                    np.copyto(out, array, casting="no")
+                    return out
+                if sink is not None:
+                    sink(0, array.reshape(-1))
+                    return None
+                return array
+            entry = item[0]
+            yield list(entry.names), list(self._aliases_at.get(entry.offset, ())), item[1].spec, decode
+            item = result = None
 
     def check_content(self) -> None:
         """Compare the content digest computed from the records with the index's (written since
@@ -802,15 +827,25 @@ class StreamReader:
         yield from self._items
 
     def __iter__(self) -> Iterator[tuple[TensorInfo, np.ndarray]]:
-        return self.read_with(self.decode_record, ahead=True)
+        # large byte-plane records from a file: read a piece at a time, not body and streams at once
+        return self.read_with(self.decode_record, ahead=True, defer=_pieces_save_memory)
+
+    def check(self) -> Iterator[TensorInfo]:
+        """Check every record (CRCs, digests, the index, the content digest) without keeping
+        any tensor: large lossless records from a file are checked a piece at a time, so memory
+        is a few pieces, not a tensor."""
+        return (info for info, _ in self.read_with(self.check_record, ahead=True, defer=pieces.eligible))
 
     def read_with(self, read_record: Callable[[S.TensorRecord, dict], list],
-                  ahead: bool = False) -> Iterator[tuple[TensorInfo, Any]]:
+                  ahead: bool = False, defer: Callable[[S.TensorRecord], bool] | None = None
+                  ) -> Iterator[tuple[TensorInfo, Any]]:
         """``(info, value)`` per tensor in archive order, where ``read_record(record, segments)``
         gives the values of a record's tensors (:meth:`decode_record` gives their arrays;
         :mod:`nnar.quantized` gives quantized forms). An alias gets its target's very value.
         With ``ahead``, the next records are decoded on the decoding threads while this one is
-        handed out (:func:`nnar.threads.ahead`)."""
+        handed out (:func:`nnar.threads.ahead`). ``defer(record)``: bodies ``read_record`` will
+        read itself, a piece at a time (segments a :class:`DeferredBody`; a seekable source only)."""
+        self._reader.defer_body = defer
         def work(item):
             return read_record(item[1], item[2]) if item[0] == "TENS" else None
 
@@ -842,11 +877,23 @@ class StreamReader:
         """The content digest computed from the records (FORMAT.md §5.3.1), once iteration ended."""
         return getattr(self._reader, "content", None)
 
-    def decode_record(self, rec: S.TensorRecord, segments: dict) -> list[np.ndarray]:
+    def decode_record(self, rec: S.TensorRecord, segments: dict | DeferredBody) -> list[np.ndarray]:
         """The arrays of a record's tensors (its digest checked when ``verify``); ``segments`` is
         emptied on the way (its stored bytes freed as soon as the streams are decoded)."""
-        array = _decode(self._reader, rec, segments, self.verify, consume=True)
+        if isinstance(segments, DeferredBody):
+            array = np.empty(rec.spec.shape, rec.spec.storage_dtype)
+            pieces.decode(self._reader, segments.frame, rec, _where(rec), out=array, check_digest=self.verify)
+        else:
+            array = _decode(self._reader, rec, segments, self.verify, consume=True)
         return [_member(rec, array, m) for m in rec.members]
+
+    def check_record(self, rec: S.TensorRecord, segments: dict | DeferredBody) -> list[None]:
+        """Decode a record and check its digest, keeping nothing."""
+        if isinstance(segments, DeferredBody):
+            pieces.decode(self._reader, segments.frame, rec, _where(rec), check_digest=True)
+        else:
+            _decode(self._reader, rec, segments, True, consume=True)
+        return [None] * len(rec.members)
 
     def decode_streams(self, rec: S.TensorRecord, segments: dict):
         """:func:`nnar.pipeline.decode_streams` for a record: its streams before the array→bytes

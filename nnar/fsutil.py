@@ -93,7 +93,7 @@ _PENDING: set[str] = set()
 
 
 def _create_temporary(directory: str, base: str) -> tuple[int, str]:
-    flags = os.O_RDWR | os.O_CREAT  # read too: a writer may map it (formats.safetensors)
+    flags = os.O_RDWR | os.O_CREAT  # read too: a writer may read back what it wrote (safetensors aliases)
     flags |= os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         name = os.path.join(directory, f".{base[:TMP_NAME_KEEP]}.{secrets.token_hex(4)}.tmp")

@@ -61,10 +61,12 @@ class _Verbatim:
         return data
 
 
-def decode(reader, frame, rec, where: str, *, out: np.ndarray | None = None, check_digest: bool = False) -> None:
-    """Decode an :func:`eligible` record a piece at a time, into ``out`` (an array of its
-    spec's storage dtype and shape) or nowhere (to check it), comparing its digest when
-    ``check_digest``."""
+def decode(reader, frame, rec, where: str, *, out: np.ndarray | None = None, sink=None,
+           check_digest: bool = False) -> None:
+    """Decode an :func:`eligible` record a piece at a time: into ``out`` (an array of its spec's
+    storage dtype and shape), or to ``sink(start, piece)`` (``start`` the piece's first element;
+    the piece a view valid only during the call), or nowhere (to check it); its digest compared
+    when ``check_digest``. Hashing and the sink run on the pool while the next piece decodes."""
     reader.check_body_in_chunks(frame, rec, CRC_CHUNK)
     refs = {s.name: s for s in rec.segments}
     segments = {s.name: (s.codecs, s.raw_length, None) for s in rec.segments}
@@ -89,47 +91,63 @@ def decode(reader, frame, rec, where: str, *, out: np.ndarray | None = None, che
     per = _PER_ELEMENT[ab.codec_id](ab_spec.storage_dtype.itemsize)
     names = list(streams)
     flat = out.reshape(-1) if out is not None else None
-    spare = [None, None]  # two piece buffers when checking only: one hashed while the next decodes
+    spare = [None, None]  # piece buffers without ``out``: one consumed while the next decodes
     hasher = hashlib.sha256() if check_digest else None
-    hashing = None
-    pool = threads.pool()
-    size, k = rec.spec.size, 0
-    for start in range(0, size, PIECE_ELEMENTS):
-        n = min(PIECE_ELEMENTS, size - start)
+    pool = threads.pool() if not threads.in_pool() else None
+    pending = None  # the previous piece's hashing and sink
 
-        def read_piece(i: int, _stop: int, n=n):
-            name = names[i]
-            try:
-                data = streams[name].read(n * per)
-            except FrameError as e:
-                raise CodecDataError(f"nnar.zstd: {e}", where=where) from None
-            if len(data) != n * per:
-                raise CodecDataError(f"segment {name!r}: expected {refs[name].raw_length} decoded bytes, found "
-                                     f"{start * per + len(data)}", where=where)
-            return data
-        # the streams' pieces at once, one per decoding thread (zstd and pread release the GIL)
-        pieces = threads.run_parts(read_piece, [(i, i + 1) for i in range(len(names))])
-        if flat is not None:
-            target = flat[start:start + n]
-        else:
-            # two buffers: the previous piece's is still being hashed; this one's hash finished
-            # before that one began
-            target = spare[k % 2]
-            if target is None or target.size < n:
-                target = spare[k % 2] = np.empty(n, ab_spec.storage_dtype)
-            target = target[:n]
-        P._run(ab.decode_into, where, dict(zip(names, pieces)), TensorSpec(ab_spec.dtype, (n,)), ab_params, target)
-        del pieces
+    def consume(start: int, piece: np.ndarray) -> None:
         if hasher is not None:
-            if hashing is not None:
-                hashing.result()  # in order, and the other buffer is free again
-            data = target.view(np.uint8)
-            hashing = pool.submit(hasher.update, data) if pool is not None and not threads.in_pool() else None
-            if hashing is None:
-                hasher.update(data)
-        k += 1
-    if hashing is not None:
-        hashing.result()
+            hasher.update(piece.view(np.uint8))
+        if sink is not None:
+            sink(start, piece)
+
+    size, k = rec.spec.size, 0
+    try:
+        for start in range(0, size, PIECE_ELEMENTS):
+            n = min(PIECE_ELEMENTS, size - start)
+
+            def read_piece(i: int, _stop: int, n=n, start=start):
+                name = names[i]
+                try:
+                    data = streams[name].read(n * per)
+                except FrameError as e:
+                    raise CodecDataError(f"nnar.zstd: {e}", where=where) from None
+                if len(data) != n * per:
+                    raise CodecDataError(f"segment {name!r}: expected {refs[name].raw_length} decoded bytes, found "
+                                         f"{start * per + len(data)}", where=where)
+                return data
+            # the streams' pieces at once, one per decoding thread (zstd and pread release the GIL)
+            got = threads.run_parts(read_piece, [(i, i + 1) for i in range(len(names))])
+            if flat is not None:
+                target = flat[start:start + n]
+            else:
+                # two buffers: the previous piece's is still being consumed; this one's was
+                # consumed before that one began
+                target = spare[k % 2]
+                if target is None or target.size < n:
+                    target = spare[k % 2] = np.empty(n, ab_spec.storage_dtype)
+                target = target[:n]
+            P._run(ab.decode_into, where, dict(zip(names, got)), TensorSpec(ab_spec.dtype, (n,)), ab_params, target)
+            del got
+            if pending is not None:
+                pending.result()  # in order; and the other buffer is free again
+                pending = None
+            if hasher is not None or sink is not None:
+                if pool is not None:
+                    pending = pool.submit(consume, start, target)
+                else:
+                    consume(start, target)
+            k += 1
+    except BaseException:
+        if pending is not None:  # no sink call may still be running when this returns
+            try:
+                pending.result()
+            except BaseException:
+                pass
+        raise
+    if pending is not None:
+        pending.result()
     for name, stream in streams.items():
         if isinstance(stream, FrameReader):
             try:

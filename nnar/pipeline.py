@@ -319,10 +319,8 @@ def decode(
     then be freed before the array is built, so a record costs its streams and its array at
     once, not its body too. With ``out`` (a C-contiguous array of the spec's storage dtype and
     shape), the tensor is decoded into it and ``out`` returned."""
-    if out is not None and (out.dtype != spec.storage_dtype or out.shape != spec.shape or not out.flags.c_contiguous
-                            or not out.flags.writeable):
-        raise InvalidInput(f"out: expected a writable C-contiguous {spec.storage_dtype}{list(spec.shape)} array, "
-                           f"found {out.dtype}{list(out.shape)}")
+    if out is not None:
+        check_out(spec, out)
     aa, (ab, ab_params), ab_spec, streams = decode_streams(spec, stages, segments, limits, where, strict)
     if consume and isinstance(segments, dict):
         segments.clear()
@@ -336,6 +334,15 @@ def decode(
         return array
     np.copyto(out, array, casting="no")
     return out
+
+
+def check_out(spec: TensorSpec, out: np.ndarray) -> None:
+    """``out`` must be a writable C-contiguous array of the spec's storage dtype and shape."""
+    if not isinstance(out, np.ndarray) or out.dtype != spec.storage_dtype or out.shape != spec.shape \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        found = f"{out.dtype}{list(out.shape)}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise InvalidInput(f"out: expected a writable C-contiguous {spec.storage_dtype}{list(spec.shape)} array, "
+                           f"found {found}")
 
 
 def decode_array_stages(spec: TensorSpec, aa, array: np.ndarray, where: str) -> np.ndarray:

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import nnar
 from nnar import pieces
-from nnar.formats import safetensors as st_format
 
 from archive_builder import BYTEPLANES, RAW, Builder, zstd_stage
 
@@ -41,6 +40,9 @@ def _reads(data: bytes):
         out[("read", name)] = _outcome(lambda: archive.read(name, verify=True).tobytes())
     out["items"] = _outcome(lambda: [(k, v.tobytes()) for k, v in nnar.open(data).items(verify=True)])
     out["verify"] = _outcome(lambda: [i.name for i in nnar.open(data).verify()])
+    # in order (nnar verify, unpack): large bodies left on disk and read in pieces
+    out["stream"] = _outcome(lambda: [(i.name, a.tobytes()) for i, a in nnar.StreamReader(io.BytesIO(data), verify=True)])
+    out["api.verify"] = _outcome(lambda: [i.name for i in nnar.verify(io.BufferedReader(io.BytesIO(data)))])
     return out
 
 
@@ -67,8 +69,7 @@ def test_pieces_give_the_whole_decode(monkeypatch, seed, n):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_raw_records_and_unpack_to_a_mapped_file(tmp_path, monkeypatch, small_pieces, threads):
-    monkeypatch.setattr(st_format, "MAP_MIN_BYTES", 1)
+def test_raw_records_and_unpack_to_a_file(tmp_path, monkeypatch, small_pieces, threads):
     nnar.set_threads(threads)
     try:
         x = np.arange(12_345, dtype=np.float64)
@@ -148,21 +149,28 @@ def test_a_wrong_digest_is_found(monkeypatch, small_pieces):
     assert nnar.open(data).read("w").tobytes() == w.tobytes()  # read without verify does not hash
 
 
-def test_verify_holds_a_few_pieces_not_the_tensor(monkeypatch):
+def test_verify_holds_a_few_pieces_not_the_tensor(monkeypatch, tmp_path):
     """tracemalloc: verifying a 64 MiB lossless tensor in pieces of 1 Mi elements holds a few
     MB, where a whole decode holds its body, its streams and its array."""
     import tracemalloc
     monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 1 << 20)
     w = (np.random.default_rng(5).standard_normal(16 << 20) * 0.02).astype(np.float32)
-    data = nnar.pack({"w": w})
+    path = tmp_path / "w.nnar"
+    nnar.pack({"w": w}, path)
     del w
     peaks = {}
     for name, min_bytes in (("pieces", 1), ("whole", 1 << 62)):
         monkeypatch.setattr(pieces, "MIN_BYTES", min_bytes)
-        archive = nnar.open(io.BytesIO(data))  # from a file object: no view of the caller's bytes
-        tracemalloc.start()
-        archive.verify()
-        peaks[name] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    assert peaks["pieces"] < 24 << 20, peaks
-    assert peaks["whole"] > 64 << 20, peaks
+        for how in ("random", "in order"):
+            archive = nnar.open(path)
+            tracemalloc.start()
+            if how == "random":
+                archive.verify()
+            else:
+                nnar.verify(path)  # as `nnar verify` does
+            peaks[name, how] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            archive.close()
+    for how in ("random", "in order"):
+        assert peaks["pieces", how] < 24 << 20, peaks
+        assert peaks["whole", how] > 64 << 20, peaks

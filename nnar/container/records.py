@@ -64,6 +64,16 @@ def body_crc(body) -> int:
         crc = F.crc32_combine(crc, part, b - a)
     return crc
 
+
+class DeferredBody:
+    """What :meth:`RecordReader.iter_records` yields for a TENS record's segments when its
+    ``defer_body`` asked to leave the body on disk (a seekable source): the record's frame, for
+    a consumer that reads the body itself, a piece at a time, CRC first."""
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: F.Frame):
+        self.frame = frame
+
 class RecordWriter:
     """Writes records to a binary file object, which need not be seekable.
 
@@ -222,6 +232,8 @@ class RecordReader:
         #: whether this reader reads a patch (spec/patch.md): then its PTCH record is handed out;
         #: otherwise a PTCH record stops the read (a patch is not a model)
         self.patch = patch
+        #: ``rec -> bool``: TENS bodies :meth:`iter_records` leaves on disk (:class:`DeferredBody`)
+        self.defer_body: Callable[[S.TensorRecord], bool] | None = None
         self.src = Source(f)
         preamble = bytes(self.src.read_exact(C.PREAMBLE_SIZE, "preamble"))
         self.minor = F.parse_preamble(preamble)
@@ -356,7 +368,12 @@ class RecordReader:
                     if name in names:
                         raise BadLayout(f"duplicate tensor name {name!r}", where=f"offset {frame.offset}")
                     names.add(name)
-                held = [self._segments(rec, self._read_body(frame, rec.names), frame.body_offset)]
+                if self.defer_body is not None and self.src.seekable and self.defer_body(rec):
+                    # left on disk: the consumer reads it in pieces (its CRC too, first)
+                    self.src.seek(frame.body_offset + frame.body_length)
+                    held = [DeferredBody(frame)]
+                else:
+                    held = [self._segments(rec, self._read_body(frame, rec.names), frame.body_offset)]
                 seen.append(S.IndexEntry(_TENS, rec.offset, rec.length, tuple(rec.names)))
                 content.add_record(_TENS, desc)
                 # handed over, not kept: this frame holds no reference to the body while the

@@ -258,71 +258,39 @@ def write(f, tensors, metadata, layout=None, structure=None) -> None:
         shutil.copyfileobj(spool, f, 1 << 20)
 
 
-class CannotMap(Exception):
-    """The output cannot be sized up front: write it as a stream instead (not an error)."""
-
-
-#: records at least this large are decoded straight into the mapped output file; smaller ones
-#: are decoded, then written (a mapping per record costs more than the copy it saves)
-MAP_MIN_BYTES = 4 << 20
-
-
 def write_archive(f, archive, metadata, *, verify: bool = False, progress=None) -> list:
     """Write every tensor of an :class:`nnar.Archive` as safetensors to ``f``, a new regular file
     opened for reading and writing, and return the infos written.
 
-    The file is given its full size first (``posix_fallocate``: a full disk is an error here, not
-    a SIGBUS in a mapping later); each large record is then decoded straight into the output's
-    mapped pages, which the decoder assembles in place: no copy of the tensor is written, and
-    memory holds one record's streams and its mapping, released after it. Raises
-    :class:`CannotMap`, having written nothing, where the file cannot be sized up front (no
-    ``posix_fallocate``, a file system without it): the caller then streams the tensors."""
-    import mmap
+    The header comes from the index, so each record's data is written at its place as it is
+    decoded: a large lossless record a piece at a time (:mod:`nnar.pieces`; memory of a few
+    pieces, the writing of one overlapping the decoding of the next), others whole. The file
+    is given its full size first where the system can (``posix_fallocate``), so a full disk is
+    found before anything is decoded."""
     infos = archive.infos()
     nbytes_of = {i.name: i.nbytes for i in infos}
-    layout = [(i.name, i.dtype, i.shape) for i in infos]
-    header = _header(layout, metadata)
+    header = _header([(i.name, i.dtype, i.shape) for i in infos], metadata)
     start, pos = {}, len(header)
-    for name, _dt, _shape in layout:
-        start[name] = pos
-        pos += nbytes_of[name]
+    for i in infos:
+        start[i.name] = pos
+        pos += i.nbytes
     fd = f.fileno()
-    if not hasattr(os, "posix_fallocate") or os.lseek(fd, 0, os.SEEK_END) != 0:
-        raise CannotMap("no posix_fallocate, or not a new file")
-    try:
-        os.posix_fallocate(fd, 0, max(pos, 1))
-    except OSError as e:
-        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise CannotMap(f"posix_fallocate: {e.strerror}") from e
-        raise
+    if hasattr(os, "posix_fallocate") and pos:
+        try:
+            os.posix_fallocate(fd, 0, pos)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
     _pwrite(fd, header, 0)
     done = 0
     for names, aliases, spec, decode in archive.records(verify=verify):
-        at, nbytes = start[names[0]], spec.nbytes
-        if nbytes >= MAP_MIN_BYTES:
-            base = at - at % mmap.ALLOCATIONGRANULARITY
-            mapped = mmap.mmap(fd, at + nbytes - base, offset=base)
-            try:
-                out = np.frombuffer(mapped, spec.storage_dtype, spec.size, at - base).reshape(spec.shape)
-                decode(out)
-                del out
-                data = memoryview(mapped)[at - base:]
-                for alias, target in aliases:
-                    a = start[target] - at
-                    _pwrite(fd, data[a: a + nbytes_of[target]], start[alias])
-                del data
-            finally:
-                try:
-                    mapped.close()
-                except BufferError:  # a view is still held by the error being raised: let it go
-                    pass
-        else:
-            data = as_bytes(decode())
-            _pwrite(fd, data, at)
-            for alias, target in aliases:
-                a = start[target] - at
-                _pwrite(fd, data[a: a + nbytes_of[target]], start[alias])
-            del data
+        at, itemsize = start[names[0]], spec.storage_dtype.itemsize
+
+        def sink(first: int, piece: np.ndarray, at=at, itemsize=itemsize) -> None:
+            _pwrite(fd, as_bytes(piece), at + first * itemsize)
+        decode(sink=sink)
+        for alias, target in aliases:  # copied from what was just written
+            _copy(fd, start[target], start[alias], nbytes_of[target])
         for name in [*names, *(a for a, _ in aliases)]:
             done += 1
             if progress:
@@ -330,6 +298,12 @@ def write_archive(f, archive, metadata, *, verify: bool = False, progress=None) 
     archive.check_content()
     os.lseek(fd, pos, os.SEEK_SET)
     return infos
+
+
+def _copy(fd: int, src: int, dst: int, n: int, chunk: int = 16 << 20) -> None:
+    for off in range(0, n, chunk):
+        data = os.pread(fd, min(chunk, n - off), src + off)
+        _pwrite(fd, data, dst + off)
 
 
 def _pwrite(fd: int, data, offset: int) -> None:

@@ -1,5 +1,6 @@
-"""Decoding into the caller's memory: Archive.read_into, Archive.records, and unpack to
-safetensors decoding each large record straight into the mapped output file."""
+"""Decoding where the caller wants it: Archive.read_into, Archive.records, and unpack to
+safetensors writing each record at its place in the output as it decodes (large lossless ones a
+piece at a time)."""
 
 import os
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import nnar
 import nnar.config
-from nnar.formats import safetensors as st_format
+from nnar import pieces
 
 
 def _model(seed: int = 0) -> dict:
@@ -58,11 +59,12 @@ def _safetensors_data(path) -> dict:
 
 
 @pytest.mark.filterwarnings("ignore:bits. has NaN")  # random bfloat16 bits: stored losslessly
-@pytest.mark.parametrize("map_min", [1, 1 << 40])  # every record mapped / none
+@pytest.mark.parametrize("min_bytes", [1, 1 << 60])  # every lossless record in pieces / none
 @pytest.mark.parametrize("config", [None, "int8"])
-def test_unpack_to_safetensors_decodes_into_the_mapped_file(tmp_path, monkeypatch, map_min, config):
+def test_unpack_to_safetensors_writes_each_record_in_place(tmp_path, monkeypatch, min_bytes, config):
     pytest.importorskip("safetensors")
-    monkeypatch.setattr(st_format, "MAP_MIN_BYTES", map_min)
+    monkeypatch.setattr(pieces, "MIN_BYTES", min_bytes)
+    monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 1000)
     model = _model()
     _write(tmp_path / "a.nnar", model, config=nnar.config.from_mapping(config) if config else None)
     infos = nnar.unpack(tmp_path / "a.nnar", tmp_path / "out.safetensors", verify=True)
@@ -75,15 +77,23 @@ def test_unpack_to_safetensors_decodes_into_the_mapped_file(tmp_path, monkeypatc
     if config is None:
         for name, array in _expected(model).items():
             assert got[name][1] == array.tobytes()
-    # the streaming writer (a file system without posix_fallocate) writes the same bytes
-    monkeypatch.delattr(os, "posix_fallocate", raising=False)
-    nnar.unpack(tmp_path / "a.nnar", tmp_path / "streamed.safetensors")
+    # the streaming writer (used for a subset of the tensors) writes the same bytes
+    nnar.unpack(tmp_path / "a.nnar", tmp_path / "streamed.safetensors", select=lambda name: True)
     assert (tmp_path / "streamed.safetensors").read_bytes() == (tmp_path / "out.safetensors").read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["a.nnar", "out.safetensors", "streamed.safetensors"]
 
 
+def test_without_posix_fallocate_the_same_file(tmp_path, monkeypatch):
+    model = _model()
+    _write(tmp_path / "a.nnar", model)
+    nnar.unpack(tmp_path / "a.nnar", tmp_path / "one.safetensors")
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    nnar.unpack(tmp_path / "a.nnar", tmp_path / "two.safetensors")
+    assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()
+
+
 def test_a_damaged_record_leaves_no_output(tmp_path, monkeypatch):
-    monkeypatch.setattr(st_format, "MAP_MIN_BYTES", 1)
+    monkeypatch.setattr(pieces, "MIN_BYTES", 1)
     model = _model()
     _write(tmp_path / "a.nnar", model)
     data = bytearray((tmp_path / "a.nnar").read_bytes())
@@ -99,7 +109,7 @@ def test_a_damaged_record_leaves_no_output(tmp_path, monkeypatch):
 
 def test_spliced_records_are_found_after_decoding(tmp_path, monkeypatch):
     """The content digest is checked once every record is written, as an in-order read does."""
-    monkeypatch.setattr(st_format, "MAP_MIN_BYTES", 1)
+    monkeypatch.setattr(pieces, "MIN_BYTES", 1)
     for seed in (0, 1):  # incompressible bytes: every record the same length in both
         rng = np.random.default_rng(seed)
         with open(tmp_path / f"{seed}.nnar", "wb") as f, nnar.ArchiveWriter(f, group_small=False) as w:
