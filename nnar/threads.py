@@ -91,6 +91,8 @@ def run_parts(fn, parts: list[tuple[int, int]]) -> list:
 
 #: records decoded ahead of the caller hold at most this many decoded bytes together
 AHEAD_BYTES = 64 << 20
+#: records smaller than this are decoded in the caller's thread, in turn
+AHEAD_MIN_BYTES = 256 << 10
 
 
 def ahead(items, work, weight, budget: int = AHEAD_BYTES):
@@ -127,13 +129,16 @@ def ahead(items, work, weight, budget: int = AHEAD_BYTES):
             item, w = nxt
             if w >= PARALLEL_MIN_BYTES or held + w > budget:
                 break
-            pending.append((item, ex.submit(work, item), w))
+            if w < AHEAD_MIN_BYTES:  # handing it to a thread costs more than decoding it here
+                pending.append((item, None, w))
+            else:
+                pending.append((item, ex.submit(work, item), w))
             held += w
             nxt = None
         if pending:
             item, future, w = pending.popleft()
             held -= w
-            yield item, future.result
+            yield item, future.result if future is not None else functools.partial(work, item)
         elif nxt is not None:  # a large item, alone
             (item, _), nxt = nxt, None
             yield item, functools.partial(work, item)

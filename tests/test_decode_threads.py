@@ -17,8 +17,9 @@ from nnar.container import framing, records
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(monkeypatch):
     nnar.set_threads(2)
+    monkeypatch.setattr(threads, "AHEAD_MIN_BYTES", 0)  # every item worth a thread
     yield
     nnar.set_threads(None)
 
@@ -119,6 +120,12 @@ def test_ahead_works_on_the_pool_and_keeps_within_its_budget(two_threads):
     out = _collect(threads.ahead(iter(range(40)), work, weight, budget=250))
     assert any(name.startswith("nnar-decode") for _, name in out)  # some ran on the pool
     assert most[0] <= 2  # 250 bytes of budget: at most two items of 100 ahead
+
+
+def test_ahead_decodes_tiny_items_in_the_callers_thread(two_threads, monkeypatch):
+    monkeypatch.setattr(threads, "AHEAD_MIN_BYTES", 1000)
+    out = _collect(threads.ahead(iter(range(20)), lambda x: threading.current_thread().name, lambda x: 999))
+    assert {name for _, name in out} == {threading.current_thread().name}
 
 
 def test_ahead_does_large_items_alone_in_the_callers_thread_when_asked(two_threads):

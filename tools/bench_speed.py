@@ -52,18 +52,25 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def run_child(argv: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of a child process."""
+def run_child(argv: list[str]) -> tuple[float, int | None]:
+    """Wall time and peak RSS (bytes) of a command. The peak comes from GNU time, which starts
+    it from a small process: a child forked from this one would count this one's pages in its
+    own peak (Linux carries the high-water mark across fork)."""
+    rss_file = tempfile.NamedTemporaryFile(delete=False)
+    rss_file.close()
+    gnu_time = shutil.which("time") if os.path.exists("/usr/bin/time") else None
+    wrapped = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *argv] if gnu_time else argv
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - t
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {err.strip()}")
-    return elapsed, usage.ru_maxrss * 1024
+    try:
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): "
+                               f"{proc.stderr.decode(errors='replace').strip()}")
+        text = Path(rss_file.name).read_text().strip().splitlines()
+        return elapsed, int(text[-1]) * 1024 if text and text[-1].isdigit() else None
+    finally:
+        os.unlink(rss_file.name)
 
 
 def nnar_cli(*args: str) -> list[str]:
