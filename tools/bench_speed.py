@@ -368,20 +368,27 @@ class _Bytes:
 
 
 def plot(tables: list[Table], png: str) -> None:
+    """Ratio against unpack speed: lossless methods on the left, lossy on the right, a legend
+    rather than labels (the lossless points crowd together near ratio 1.2)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for table in tables:
-        for r in table.rows:
-            if r["what"] == "unpack" and r["ratio"] and r["mb_s"]:
-                ax.scatter(r["mb_s"], r["ratio"])
-                ax.annotate(f"{r['method']} ×{r['threads']} ({table.title.split(',')[0]})",
-                            (r["mb_s"], r["ratio"]), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("unpack speed, MB/s of float32 (log)")
-    ax.set_ylabel("compression ratio")
-    ax.set_title("nnar and rivals: ratio against unpack speed")
+    points = [(f"{r['method']} ×{r['threads']}, {t.title.split(',')[0]}", r["mb_s"], r["ratio"])
+              for t in tables for r in t.rows if r["what"] == "unpack" and r["ratio"] and r["mb_s"]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    markers = "osD^v<>pPX*h"
+    for ax, lossy in zip(axes, (False, True)):
+        shown = [p for p in points if (p[2] >= 2) == lossy]
+        for k, (label, speed, ratio) in enumerate(shown):
+            ax.scatter(speed, ratio, marker=markers[k % len(markers)], label=label)
+        if not lossy:  # lossless speeds span 0.2-3 GB/s
+            ax.set_xscale("log")
+        ax.set_xlabel("unpack speed, MB/s of float32" + ("" if lossy else " (log)"))
+        ax.set_ylabel("compression ratio")
+        ax.set_title("lossy" if lossy else "lossless")
+        if shown:
+            ax.legend(fontsize=6, loc="best")
+    fig.suptitle("nnar and rivals: ratio against unpack speed (tools/bench_speed.py)")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
 
