@@ -630,7 +630,9 @@ class Archive:
         are used only where they save memory (byte planes: not the body, streams and array at
         once), not for raw bytes, whose whole decode is the array itself."""
         frame, rec = self._reader.tensor_head(entry)
-        if self._reader.src.seekable and (pieces.eligible(rec) if into else _pieces_save_memory(rec)):
+        # a local file or memory only: pieces read the body twice (its CRC first), which a remote
+        # archive would fetch twice
+        if self._reader.src.local and (pieces.eligible(rec) if into else _pieces_save_memory(rec)):
             return entry, rec, None, frame
         return entry, rec, self._reader.tensor_body(frame, rec), frame
 

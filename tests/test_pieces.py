@@ -2,6 +2,8 @@
 bytes and errors alike. Small thresholds make small tensors take the path."""
 
 import io
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -42,7 +44,12 @@ def _reads(data: bytes):
     out["verify"] = _outcome(lambda: [i.name for i in nnar.open(data).verify()])
     # in order (nnar verify, unpack): large bodies left on disk and read in pieces
     out["stream"] = _outcome(lambda: [(i.name, a.tobytes()) for i, a in nnar.StreamReader(io.BytesIO(data), verify=True)])
-    out["api.verify"] = _outcome(lambda: [i.name for i in nnar.verify(io.BufferedReader(io.BytesIO(data)))])
+    with tempfile.TemporaryDirectory() as d:  # a file on disk, as `nnar verify FILE` reads it
+        path = os.path.join(d, "a.nnar")
+        with open(path, "wb") as f:
+            f.write(data)
+        out["api.verify"] = _outcome(lambda: [i.name for i in nnar.verify(path)])
+        out["file"] = _outcome(lambda: [(k, v.tobytes()) for k, v in nnar.open(path).items(verify=True)])
     return out
 
 

@@ -79,6 +79,18 @@ class Source:
         self.pos += n
         return out
 
+    @property
+    def local(self) -> bool:
+        """In memory, or a file with a descriptor: reading a range twice costs no transfer (a
+        remote file's would be fetched twice)."""
+        if self.mem is not None:
+            return True
+        try:
+            self.f.fileno()
+            return self.seekable
+        except (AttributeError, OSError, ValueError):
+            return False
+
     def read_at(self, pos: int, n: int, what: str) -> memoryview:
         """Exactly ``n`` bytes at ``pos`` of a seekable source, without moving :meth:`read_exact`'s
         position (threads may read at once: files through ``os.pread``)."""

@@ -67,7 +67,7 @@ def body_crc(body) -> int:
 
 class DeferredBody:
     """What :meth:`RecordReader.iter_records` yields for a TENS record's segments when its
-    ``defer_body`` asked to leave the body on disk (a seekable source): the record's frame, for
+    ``defer_body`` asked to leave the body on disk (a local file, or memory): the record's frame, for
     a consumer that reads the body itself, a piece at a time, CRC first."""
     __slots__ = ("frame",)
 
@@ -368,7 +368,7 @@ class RecordReader:
                     if name in names:
                         raise BadLayout(f"duplicate tensor name {name!r}", where=f"offset {frame.offset}")
                     names.add(name)
-                if self.defer_body is not None and self.src.seekable and self.defer_body(rec):
+                if self.defer_body is not None and self.src.local and self.defer_body(rec):
                     # left on disk: the consumer reads it in pieces (its CRC too, first)
                     self.src.seek(frame.body_offset + frame.body_length)
                     held = [DeferredBody(frame)]
