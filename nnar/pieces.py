@@ -3,7 +3,7 @@
 A tensor stored losslessly is byte planes (or raw bytes), each stream a zstd frame or stored as
 it is. Piece k of every stream decodes to piece k of the array, so such a record can be decoded
 without holding its stored bytes, its streams or (for ``verify``) its array: a few pieces are
-enough, and unpack to a file decodes straight into the mapped output.
+enough, and unpack to a file writes each piece at its place while the next one decodes.
 
 What a whole decode checks is checked, and each fault gets the same error code: the body's
 CRC-32 and zero padding first (the body read once, a chunk at a time), then the pipeline, the
