@@ -492,6 +492,23 @@ def _decode(reader: RecordReader, rec: S.TensorRecord, segments: dict, verify: b
     return array
 
 
+def _decode_record(reader: RecordReader, rec: S.TensorRecord, segments: dict | DeferredBody, verify: bool, *,
+                   out: np.ndarray | None = None, sink: Callable | None = None, keep: bool = True) -> np.ndarray | None:
+    """A record's array, from its segments or, for a body left on disk (:class:`DeferredBody`), a
+    piece at a time (:mod:`nnar.pieces`): returned, or decoded into ``out``, or handed to
+    ``sink(start, piece)``; with ``keep`` False only checked (nothing is kept of a deferred body)."""
+    if isinstance(segments, DeferredBody):
+        if out is None and sink is None and keep:
+            out = np.empty(rec.spec.shape, rec.spec.storage_dtype)
+        pieces.decode(reader, segments.frame, rec, _where(rec), out=out, sink=sink, check_digest=verify)
+        return out
+    array = _decode(reader, rec, segments, verify, consume=True, out=out)
+    if sink is not None:
+        sink(0, array.reshape(-1))
+        return None
+    return array
+
+
 def _pieces_save_memory(rec: S.TensorRecord) -> bool:
     """Records whose whole decode holds more than a piecewise one into a fresh array: byte planes
     (body, streams and array at once), not raw bytes (whose streams are the array)."""
@@ -503,7 +520,9 @@ def _where(rec: S.TensorRecord) -> str:
 
 
 def _decoded_bytes(rec: S.TensorRecord) -> int:
-    return rec.spec.size * rec.spec.storage_dtype.itemsize
+    """What decoding a record holds, for the read-ahead's budget (0 for a dtype a newer nnar
+    wrote: decoding it fails, in its turn)."""
+    return rec.spec.nbytes if rec.spec.dtype in dtypes.DTYPE_NAMES else 0
 
 
 def _member(rec: S.TensorRecord, array: np.ndarray, m: S.Member) -> np.ndarray:
@@ -618,14 +637,14 @@ class Archive:
 
     def read(self, name: str, *, verify: bool = False) -> np.ndarray:
         target = self._alias_of.get(name, name)
-        item = self._read_record(self._entry(target))
-        rec = item[1]
+        _, rec, segments = self._read_record(self._entry(target))
         member = next(m for m in rec.members if m.name == target)
-        return _member(rec, self._decode_item(item, verify), member)
+        return _member(rec, _decode_record(self._reader, rec, segments, verify), member)
 
     def _read_record(self, entry: S.IndexEntry, into: bool = False) -> tuple:
-        """``(entry, record, segments, frame)``: a record's head, and its body unless it is one
-        :mod:`nnar.pieces` decodes a piece at a time (``segments`` None: read as it decodes).
+        """``(entry, record, segments)``: a record's head, and its body unless it is one
+        :mod:`nnar.pieces` decodes a piece at a time (then a :class:`DeferredBody`: read as it
+        decodes).
         ``into``: the caller has a place for the array (or only checks it); otherwise pieces
         are used only where they save memory (byte planes: not the body, streams and array at
         once), not for raw bytes, whose whole decode is the array itself."""
@@ -633,18 +652,8 @@ class Archive:
         # a local file or memory only: pieces read the body twice (its CRC first), which a remote
         # archive would fetch twice
         if self._reader.src.local and (pieces.eligible(rec) if into else _pieces_save_memory(rec)):
-            return entry, rec, None, frame
-        return entry, rec, self._reader.tensor_body(frame, rec), frame
-
-    def _decode_item(self, item: tuple, verify: bool, out: np.ndarray | None = None) -> np.ndarray:
-        """The array of a record :meth:`_read_record` read, into ``out`` if given."""
-        _, rec, segments, frame = item
-        if segments is not None:
-            return _decode(self._reader, rec, segments, verify, consume=True, out=out)
-        if out is None:
-            out = np.empty(rec.spec.shape, rec.spec.storage_dtype)
-        pieces.decode(self._reader, frame, rec, _where(rec), out=out, check_digest=verify)
-        return out
+            return entry, rec, DeferredBody(frame)
+        return entry, rec, self._reader.tensor_body(frame, rec)
 
     def records(self, *, verify: bool = False) -> Iterator[tuple[list[str], list[tuple[str, str]], TensorSpec, Callable]]:
         """Each TENS record in archive order, to decode where the caller wants it:
@@ -654,19 +663,19 @@ class Archive:
         its CRC (and its digest, with ``verify``) and decodes its array: returned, or into
         ``out``, or handed to ``sink(start, piece)`` (``start`` the first element of ``piece``, a
         flat view valid during the call; a large lossless record comes a piece at a time)."""
-        def work(item):  # small records decode on the pool ahead of the caller; large ones when asked
-            return None if item[2] is None else self._decode_item(item, verify)
+        def deferred(item) -> bool:
+            return isinstance(item[2], DeferredBody)
+
+        def work(item):  # small records decode on the pool ahead of the caller; deferred ones when asked
+            return None if deferred(item) else _decode_record(self._reader, item[1], item[2], verify)
 
         items = (self._read_record(entry, True) for entry in self._reader.tensor_entries())
-        for item, result in threads.ahead(items, work, lambda it: 0 if it[2] is None else _decoded_bytes(it[1])):
+        for item, result in threads.ahead(items, work, lambda it: 0 if deferred(it) else _decoded_bytes(it[1])):
             def decode(out: np.ndarray | None = None, sink=None, item=item, result=result) -> np.ndarray | None:
-                _, rec, _, frame = item
+                _, rec, segments = item
                 array = result()
-                if array is None:  # a piece at a time (nnar.pieces)
-                    if out is None and sink is None:
-                        out = np.empty(rec.spec.shape, rec.spec.storage_dtype)
-                    pieces.decode(self._reader, frame, rec, _where(rec), out=out, sink=sink, check_digest=verify)
-                    return out
+                if array is None:  # a piece at a time, where the caller wants it
+                    return _decode_record(self._reader, rec, segments, verify, out=out, sink=sink)
                 if out is not None:
                     P.check_out(rec.spec, out)
                     np.copyto(out, array, casting="no")
@@ -690,16 +699,12 @@ class Archive:
         shape (bfloat16 as uint16, ...): a buffer the caller reuses, or memory mapped from an
         output file. A tensor stored alone in its record is decoded straight into it."""
         target = self._alias_of.get(name, name)
-        item = self._read_record(self._entry(target), True)
-        rec = item[1]
+        _, rec, segments = self._read_record(self._entry(target), True)
         member = next(m for m in rec.members if m.name == target)
-        if out.dtype != member.spec.storage_dtype or out.shape != member.spec.shape or not out.flags.c_contiguous \
-                or not out.flags.writeable:
-            raise InvalidInput(f"out: expected a writable C-contiguous {member.spec.storage_dtype}"
-                               f"{list(member.spec.shape)} array, found {out.dtype}{list(out.shape)}")
+        P.check_out(member.spec, out)
         if len(rec.members) == 1:
-            return self._decode_item(item, verify, out.reshape(rec.spec.shape))
-        np.copyto(out, _member(rec, self._decode_item(item, verify), member), casting="no")
+            return _decode_record(self._reader, rec, segments, verify, out=out.reshape(rec.spec.shape))
+        np.copyto(out, _member(rec, _decode_record(self._reader, rec, segments, verify), member), casting="no")
         return out
 
     def items(self, *, verify: bool = False) -> Iterator[tuple[str, np.ndarray]]:
@@ -707,8 +712,9 @@ class Archive:
         object as its target."""
         records = (self._read_record(entry) for entry in self._reader.tensor_entries())
         # the next records are decoded on the decoding threads while this one is handed out
-        for (entry, rec, _, _), result in threads.ahead(
-                records, lambda item: self._decode_item(item, verify), lambda item: _decoded_bytes(item[1])):
+        for (entry, rec, _), result in threads.ahead(
+                records, lambda item: _decode_record(self._reader, item[1], item[2], verify),
+                lambda item: _decoded_bytes(item[1])):
             array = result()
             arrays = {m.name: _member(rec, array, m) for m in rec.members}
             array = None
@@ -744,16 +750,11 @@ class Archive:
     def verify(self) -> list[TensorInfo]:
         """Check every CRC and decode every record against its digest; return the infos."""
         out = []
-
-        def check(item) -> None:
-            _, rec, segments, frame = item
-            if segments is None:  # a piece at a time, kept nowhere: memory of a few pieces
-                pieces.decode(self._reader, frame, rec, _where(rec), check_digest=True)
-            else:
-                _decode(self._reader, rec, segments, True, consume=True)
-
         records = (self._read_record(entry, True) for entry in self._reader.tensor_entries())
-        for (entry, rec, _, _), result in threads.ahead(records, check, lambda item: _decoded_bytes(item[1])):
+        # a deferred body is checked a piece at a time, kept nowhere: memory of a few pieces
+        for (entry, rec, _), result in threads.ahead(
+                records, lambda item: _decode_record(self._reader, item[1], item[2], True, keep=False),
+                lambda item: _decoded_bytes(item[1])):
             result()
             out += _with_aliases(_record_infos(rec), self._aliases_at.get(entry.offset, ()))
         self.structure  # noqa: B018  decoded, so its CRC and codecs are checked too
@@ -882,19 +883,12 @@ class StreamReader:
     def decode_record(self, rec: S.TensorRecord, segments: dict | DeferredBody) -> list[np.ndarray]:
         """The arrays of a record's tensors (its digest checked when ``verify``); ``segments`` is
         emptied on the way (its stored bytes freed as soon as the streams are decoded)."""
-        if isinstance(segments, DeferredBody):
-            array = np.empty(rec.spec.shape, rec.spec.storage_dtype)
-            pieces.decode(self._reader, segments.frame, rec, _where(rec), out=array, check_digest=self.verify)
-        else:
-            array = _decode(self._reader, rec, segments, self.verify, consume=True)
+        array = _decode_record(self._reader, rec, segments, self.verify)
         return [_member(rec, array, m) for m in rec.members]
 
     def check_record(self, rec: S.TensorRecord, segments: dict | DeferredBody) -> list[None]:
         """Decode a record and check its digest, keeping nothing."""
-        if isinstance(segments, DeferredBody):
-            pieces.decode(self._reader, segments.frame, rec, _where(rec), check_digest=True)
-        else:
-            _decode(self._reader, rec, segments, True, consume=True)
+        _decode_record(self._reader, rec, segments, True, keep=False)
         return [None] * len(rec.members)
 
     def decode_streams(self, rec: S.TensorRecord, segments: dict):

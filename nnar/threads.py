@@ -119,13 +119,13 @@ def ahead(items, work, weight, budget: int = AHEAD_BYTES):
             if nxt is None:
                 try:
                     item = next(items)
+                    nxt = (item, weight(item))
                 except StopIteration:
                     done = True
                     break
                 except BaseException as e:  # raised after the items before it
                     failure = e
                     break
-                nxt = (item, weight(item))
             item, w = nxt
             if w >= PARALLEL_MIN_BYTES or held + w > budget:
                 break

@@ -296,7 +296,6 @@ def write_archive(f, archive, metadata, *, verify: bool = False, progress=None) 
             if progress:
                 progress(name, done, None)
     archive.check_content()
-    os.lseek(fd, pos, os.SEEK_SET)
     return infos
 
 
