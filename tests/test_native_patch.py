@@ -19,6 +19,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,11 @@ from nnar.codecs.byteplanes import BytePlanes
 from nnar.codecs.huffman import Huffman
 from nnar.codecs.raw import Raw
 from nnar.codecs.zstd import Zstd
-from test_native import (NATIVE, VECTORS, _array, _write, builds, code_of, run, san,  # noqa: F401 (fixtures)
-                         tool)
+from test_native import (NATIVE, VECTORS, _array, _write, builds, code_of, mutate, mutations, run,  # noqa: F401
+                         san, tool)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from make_vectors import _rewrite  # noqa: E402  the patch written again, edited (as the invalid vectors are made)
 
 PATCHES = VECTORS / "patch"
 PATCH_MANIFEST = json.loads((PATCHES / "manifest.json").read_text())
@@ -50,6 +54,17 @@ def content_of(data: bytes) -> bytes:
 
 def c_patch(exe, base, patch, out, *extra, stdin=None):
     return run(exe, "patch", base, patch, "-o", out, *extra, stdin=stdin)
+
+
+def apply_in_c(exe, base: bytes, patch: bytes, work: Path) -> tuple[Path, Path, str | None]:
+    """``patch`` applied to ``base`` by the C tool in a fresh folder ``work``: (the folder, the
+    output's path, the error code or None)."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "base.nnar").write_bytes(base)
+    (work / "p.nnarpatch").write_bytes(patch)
+    out = work / "out.nnar"
+    return work, out, code_of(c_patch(exe, work / "base.nnar", work / "p.nnarpatch", out))
 
 
 def python_code(base: bytes, patch: bytes, tmp_path) -> str | None:
@@ -263,37 +278,13 @@ def patch_pairs(tmp_path_factory) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-@st.composite
-def mutations(draw, n: int):
-    which = draw(st.integers(0, n - 1))
-    kind = draw(st.sampled_from(["flip", "flips", "truncate", "byte"]))
-    return which, kind, draw(st.integers(0, 2**31)), draw(st.integers(1, 8))
-
-
 @SLOW(120)
 @given(m=mutations(7))
 def test_mutated_patches_give_the_same_code(san, patch_pairs, tmp_path, m):
     which, kind, where, count = m
     base, patch = patch_pairs[which]
-    data = bytearray(patch)
-    pos = where % len(data)
-    if kind == "flip":
-        data[pos] ^= 1 << (where % 8)
-    elif kind == "flips":
-        for k in range(count):
-            data[(pos + 977 * k) % len(data)] ^= 0xFF
-    elif kind == "truncate":
-        data = data[:pos]
-    else:
-        data[pos] = (data[pos] + count) % 256
-    data = bytes(data)
-    work = tmp_path / "m"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    (work / "base.nnar").write_bytes(base)
-    (work / "p.nnarpatch").write_bytes(data)
-    out = work / "out.nnar"
-    got = code_of(c_patch(san, work / "base.nnar", work / "p.nnarpatch", out))
+    data = mutate(patch, kind, where, count)
+    work, out, got = apply_in_c(san, base, data, tmp_path / "m")
     want = python_code(base, data, tmp_path)
     assert got == want
     assert (work / "base.nnar").read_bytes() == base
@@ -308,28 +299,6 @@ def nnar_result(base: bytes, patch: bytes, tmp_path) -> bytes:
     out.unlink(missing_ok=True)
     nnar.patch(base, patch, str(out))
     return out.read_bytes()
-
-
-def _rewrite(patch: bytes, edit=None, drop: int | None = None, extra=None) -> bytes:
-    """The patch written again with its PTCH map edited, a payload tensor dropped or one added
-    (as tools/make_vectors.py makes the invalid patch vectors): patches no correct nnar writes,
-    whose CRCs are all right, so the applier's own checks are what answers."""
-    from nnar.container.records import RecordReader
-    from nnar.patching.apply import _payloads, read_header
-    r = RecordReader(io.BytesIO(patch), patch=True)
-    header, records = read_header(r)
-    tensors = list(_payloads(r, records))
-    m = header.to_map()
-    if edit:
-        edit(m, tensors)
-    buf = io.BytesIO()
-    with nnar.ArchiveWriter(buf, source_format="nnar-patch", patch=m) as w:
-        for i, t in enumerate(tensors):
-            if i != drop:
-                w.write(f"t{i}", t, pipeline=P.Pipeline())
-        if extra is not None:
-            w.write("extra", extra, pipeline=P.Pipeline())
-    return buf.getvalue()
 
 
 VALUES = [None, 0, 1, 2, 3, 7, 999, -1, 2**40, 1.0, 2.0, 4.0, True, "", "TENS", "META", "ALIS", "MODL", "FILE", "XXXX",
@@ -349,7 +318,7 @@ def edits(draw, n: int):
 
 
 def _edit(kind, where, key, value):
-    def edit(m, tensors):
+    def edit(m):
         ops = m["records"]
         op = ops[where % len(ops)]
         segs = [s for o in ops for s in o.get("segments", [])]
@@ -403,13 +372,7 @@ def test_edited_patches_give_the_same_code(san, patch_pairs, tmp_path, e):
             data = _rewrite(patch, _edit(kind, where, key, value))
     except (nnar.NnarError, TypeError, ValueError, OverflowError):   # the writer refuses it
         return
-    work = tmp_path / "e"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    (work / "base.nnar").write_bytes(base)
-    (work / "p.nnarpatch").write_bytes(data)
-    out = work / "out.nnar"
-    got = code_of(c_patch(san, work / "base.nnar", work / "p.nnarpatch", out))
+    work, out, got = apply_in_c(san, base, data, tmp_path / "e")
     assert got == python_code(base, data, tmp_path)
     assert out.exists() == (got is None)
 
