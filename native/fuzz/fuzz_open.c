@@ -6,19 +6,8 @@
 #include <string.h>
 
 #include "nnar.h"
+#include "cursor.h"
 
-typedef struct cursor { const unsigned char *p; size_t n, pos; } cursor;
-
-static long long read_cursor(void *user, void *buf, size_t size)
-{
-    cursor *c = (cursor *)user;
-    size_t k = c->n - c->pos < size ? c->n - c->pos : size;
-    /* uneven chunks, as a pipe gives them */
-    if (k > 1 && (c->pos & 1)) k = k / 2;
-    memcpy(buf, c->p + c->pos, k);
-    c->pos += k;
-    return (long long)k;
-}
 
 static int on_tensor(void *user, const nnar_tensor_info *info, const void *data)
 {

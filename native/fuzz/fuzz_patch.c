@@ -8,19 +8,8 @@
 #include <string.h>
 
 #include "nnar.h"
+#include "cursor.h"
 #include "patch_bases.h"
-
-typedef struct cursor { const unsigned char *p; size_t n, pos; } cursor;
-
-static long long read_cursor(void *user, void *buf, size_t size)
-{
-    cursor *c = (cursor *)user;
-    size_t k = c->n - c->pos < size ? c->n - c->pos : size;
-    if (k > 1 && (c->pos & 1)) k = k / 2;
-    memcpy(buf, c->p + c->pos, k);
-    c->pos += k;
-    return (long long)k;
-}
 
 static int sink(void *user, const void *buf, size_t size)
 {

@@ -441,6 +441,18 @@ nnar_status nnar_metadata_entry(nnar_archive *a, size_t i, nnar_text *key, nnar_
     return NNAR_OK;
 }
 
+/* A TENS record's tensors must be the ones its index entry names, in order. */
+static nnar_status check_index_names(nnar_archive *a, const nnar_entry *e, const nnar_record *rec)
+{
+    uint32_t k;
+    int same = rec->member_count == e->name_count;
+    for (k = 0; same && k < e->name_count; k++)
+        same = rec->members[k].name_len == a->ix.name_lens[e->first_name + k] &&
+               memcmp(rec->members[k].name, a->ix.names[e->first_name + k], rec->members[k].name_len) == 0;
+    return same ? NNAR_OK
+                : nnar_fail(&a->ctx, NNAR_BAD_LAYOUT, "the index names other tensors than this record's descriptor");
+}
+
 /* The TENS record of entry i, its descriptor checked (TENS steps 1-10, names against the
  * entry), cached. */
 static nnar_status record_of(nnar_archive *a, uint32_t i, nnar_record **out)
@@ -449,19 +461,12 @@ static nnar_status record_of(nnar_archive *a, uint32_t i, nnar_record **out)
     const nnar_entry *e = &a->ix.entries[i];
     nnar_record *rec;
     nnar_status s;
-    uint32_t k;
     if (a->recs[i]) { *out = a->recs[i]; return NNAR_OK; }
     rec = (nnar_record *)nnar_alloc_zero(ctx, sizeof *rec);
     if (!rec) return NNAR_OUT_OF_MEMORY;
     s = head_at(a, e, &rec->head);
     if (s == NNAR_OK) s = nnar_parse_tensor(ctx, rec);
-    if (s == NNAR_OK) {
-        int same = rec->member_count == e->name_count;
-        for (k = 0; same && k < e->name_count; k++)
-            same = rec->members[k].name_len == a->ix.name_lens[e->first_name + k] &&
-                   memcmp(rec->members[k].name, a->ix.names[e->first_name + k], rec->members[k].name_len) == 0;
-        if (!same) s = nnar_fail(ctx, NNAR_BAD_LAYOUT, "the index names other tensors than this record's descriptor");
-    }
+    if (s == NNAR_OK) s = check_index_names(a, e, rec);
     if (s != NNAR_OK) { nnar_record_free(ctx, rec); nnar_free(ctx, rec); return s; }
     a->recs[i] = rec;
     *out = rec;
@@ -928,15 +933,8 @@ nnar_status nnar_archive_stored(nnar_archive *a, uint32_t number, nnar_stored *o
     nnar_set_where(ctx, "%.4s record at offset %llu", (const char *)e->type, (unsigned long long)e->offset);
     s = read_body(a, &rec->head, &out->body, &out->owned);
     if (s == NNAR_OK && type_is(e->type, "TENS")) {
-        uint32_t k;
         s = nnar_parse_tensor(ctx, rec);
-        if (s == NNAR_OK) {
-            int same = rec->member_count == e->name_count;
-            for (k = 0; same && k < e->name_count; k++)
-                same = rec->members[k].name_len == a->ix.name_lens[e->first_name + k] &&
-                       memcmp(rec->members[k].name, a->ix.names[e->first_name + k], rec->members[k].name_len) == 0;
-            if (!same) s = nnar_fail(ctx, NNAR_BAD_LAYOUT, "the index names other tensors than this record's descriptor");
-        }
+        if (s == NNAR_OK) s = check_index_names(a, e, rec);
     } else if (s == NNAR_OK && type_is(e->type, "MODL")) s = nnar_parse_model(ctx, rec);
     else if (s == NNAR_OK && type_is(e->type, "FILE")) s = nnar_parse_file(ctx, rec);
     if (s == NNAR_OK && rec->segment_count) s = nnar_check_padding(ctx, rec, out->body);

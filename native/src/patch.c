@@ -19,14 +19,24 @@ nnar_status nnar_patch_base_failed(patcher *p, nnar_status s)
 
 int nnar_type_eq(const mp_node *n, const char *s) { return mp_str_eq(n, s); }
 
-nnar_status nnar_patch_partner(patcher *p, uint32_t i, const rec_op *op, nnar_stored *src)
+nnar_status nnar_patch_partner(patcher *p, uint32_t i, const rec_op *op, nnar_stored *src, uint8_t type[4])
 {
     memset(src, 0, sizeof *src);
-    if (!op->has_base) return NNAR_OK;
-    if (op->base >= p->n_base)
-        return nnar_fail(&p->ctx, NNAR_BAD_DESCRIPTOR, "records[%u] base: expected a record number below %u, found %llu",
-                         (unsigned)i, (unsigned)p->n_base, (unsigned long long)op->base);
-    return nnar_patch_base_failed(p, nnar_archive_stored(p->base, (uint32_t)op->base, src));
+    if (op->has_base) {
+        if (op->base >= p->n_base)
+            return nnar_fail(&p->ctx, NNAR_BAD_DESCRIPTOR, "records[%u] base: expected a record number below %u, found %llu",
+                             (unsigned)i, (unsigned)p->n_base, (unsigned long long)op->base);
+        NNAR_TRY(nnar_patch_base_failed(p, nnar_archive_stored(p->base, (uint32_t)op->base, src)));
+    }
+    nnar_set_where(&p->ctx, "patch record %u", (unsigned)i);
+    if (op->type != MP_NONE) memcpy(type, p->h.doc->nodes[op->type].v.p, 4);
+    else memcpy(type, src->head->type, 4);
+    if (!memcmp(type, "META", 4) != (i == 0)) {  /* META first, and only first (§4.1) */
+        nnar_stored_free(p->base, src);
+        return nnar_fail(&p->ctx, NNAR_BAD_LAYOUT, "records[%u]: expected %s here, found %.4s", (unsigned)i,
+                         i == 0 ? "META" : "no META", (const char *)type);
+    }
+    return NNAR_OK;
 }
 
 nnar_status nnar_patch_payload(patcher *p, nnar_dtype dtype, uint64_t size, nnar_payload *out)
@@ -389,15 +399,7 @@ static nnar_status content_record(patcher *p, result_state *r, uint32_t i, const
     nnar_status s;
     memset(&doc, 0, sizeof doc);
     memset(&head, 0, sizeof head);
-    NNAR_TRY(nnar_patch_partner(p, i, op, &src));
-    nnar_set_where(ctx, "patch record %u", (unsigned)i);
-    if (op->type != MP_NONE) memcpy(type, pd->nodes[op->type].v.p, 4);
-    else memcpy(type, src.head->type, 4);
-    if (!memcmp(type, "META", 4) != (i == 0)) {
-        nnar_stored_free(p->base, &src);
-        return nnar_fail(ctx, NNAR_BAD_LAYOUT, "records[%u]: expected %s here, found %.4s", (unsigned)i,
-                         i == 0 ? "META" : "no META", (const char *)type);
-    }
+    NNAR_TRY(nnar_patch_partner(p, i, op, &src, type));
     if (op->desc != MP_NONE) {
         desc = pd->nodes[op->desc].v.p;
         desc_size = pd->nodes[op->desc].len;

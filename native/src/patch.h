@@ -53,8 +53,9 @@ void nnar_patch_header_free(nnar_ctx *ctx, patch_header *h);
 /* patch.c, for both kinds */
 nnar_status nnar_patch_base_failed(patcher *p, nnar_status s);   /* the base's error, copied */
 int nnar_type_eq(const mp_node *n, const char *s);
-/* The record a partner is: stored, checked. */
-nnar_status nnar_patch_partner(patcher *p, uint32_t i, const rec_op *op, nnar_stored *src);
+/* Record op i's partner (stored, checked; none without `base`) and the result record's type (the
+ * op's, else the partner's), which must be META for the first op and only for it. */
+nnar_status nnar_patch_partner(patcher *p, uint32_t i, const rec_op *op, nnar_stored *src, uint8_t type[4]);
 /* The next payload tensor: of dtype, one-dimensional, of size elements (UINT64_MAX: any). */
 nnar_status nnar_patch_payload(patcher *p, nnar_dtype dtype, uint64_t size, nnar_payload *out);
 /* The stored bytes of a segment op on result segment `ref` (codecs in doc): *out allocated. */

@@ -54,15 +54,7 @@ static nnar_status byte_record(patcher *p, uint32_t i, const uint8_t *preamble)
     mp_doc doc;
     nnar_status s = NNAR_OK;
     memset(&doc, 0, sizeof doc);
-    NNAR_TRY(nnar_patch_partner(p, i, op, &src));
-    nnar_set_where(ctx, "patch record %u", (unsigned)i);
-    if (op->type != MP_NONE) memcpy(type, pd->nodes[op->type].v.p, 4);
-    else memcpy(type, src.head->type, 4);
-    if (!memcmp(type, "META", 4) != (i == 0)) {
-        nnar_stored_free(p->base, &src);
-        return nnar_fail(ctx, NNAR_BAD_LAYOUT, "records[%u]: expected %s here, found %.4s", (unsigned)i,
-                         i == 0 ? "META" : "no META", (const char *)type);
-    }
+    NNAR_TRY(nnar_patch_partner(p, i, op, &src, type));
     flags = op->has_flags ? op->flags : src.head->flags;
     if (op->desc != MP_NONE) {
         desc = pd->nodes[op->desc].v.p;

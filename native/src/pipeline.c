@@ -259,6 +259,21 @@ done:
     return s;
 }
 
+/* The end of a codec chain: its output in *out, a copy of the input if no stage ran (the caller
+ * owns *out either way); on failure, whatever a stage produced is freed. */
+static nnar_status chain_result(nnar_ctx *ctx, nnar_status s, uint8_t *owned, const uint8_t *data, size_t size,
+                                uint8_t **out)
+{
+    if (s == NNAR_OK && !owned) {
+        owned = (uint8_t *)nnar_alloc(ctx, size);
+        if (!owned) s = NNAR_OUT_OF_MEMORY;
+        else if (size) memcpy(owned, data, size);
+    }
+    if (s != NNAR_OK) { nnar_free(ctx, owned); return s; }
+    *out = owned;
+    return NNAR_OK;
+}
+
 /* One segment's stream (§6.1 step 4 for a single segment): its codecs checked and bounded,
  * then decoded to exactly raw_length bytes. *out is allocated here (a copy for a verbatim
  * segment). A patch's delta reads its partner's stream this way (patch.md §5). */
@@ -303,14 +318,7 @@ nnar_status nnar_decode_chain(nnar_ctx *ctx, const mp_doc *doc, uint32_t codecs,
     nnar_free(ctx, chain);
     if (s == NNAR_OK && size != raw_length)
         s = nnar_fail(ctx, NNAR_CODEC_DATA, "segment: expected %llu decoded bytes, found %zu", (unsigned long long)raw_length, size);
-    if (s == NNAR_OK && !owned) {
-        owned = (uint8_t *)nnar_alloc(ctx, size);
-        if (!owned) s = NNAR_OUT_OF_MEMORY;
-        else if (size) memcpy(owned, data, size);
-    }
-    if (s != NNAR_OK) { nnar_free(ctx, owned); return s; }
-    *out = owned;
-    return NNAR_OK;
+    return chain_result(ctx, s, owned, data, size, out);
 }
 
 /* Encode a stream with a segment's codecs, in order, each with its config (patch.md §5): each
@@ -339,13 +347,7 @@ nnar_status nnar_encode_chain(nnar_ctx *ctx, const mp_doc *doc, uint32_t codecs,
         owned = o;
         if (s == NNAR_OK) { data = o; size = osz; }
     }
-    if (s == NNAR_OK && !owned) {
-        owned = (uint8_t *)nnar_alloc(ctx, size);
-        if (!owned) s = NNAR_OUT_OF_MEMORY;
-        else if (size) memcpy(owned, data, size);
-    }
-    if (s != NNAR_OK) { nnar_free(ctx, owned); return s; }
-    *out = owned;
-    *out_size = size;
-    return NNAR_OK;
+    s = chain_result(ctx, s, owned, data, size, out);
+    if (s == NNAR_OK) *out_size = size;
+    return s;
 }
