@@ -6,7 +6,7 @@
 (2, 3)
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 from .errors import *  # noqa: F401,F403,E402  (the exception family is part of the API)
 from .limits import DEFAULT_LIMITS, Limits  # noqa: E402

@@ -9,7 +9,7 @@ from __future__ import annotations
 # -- preamble (spec/FORMAT.md §3) ---------------------------------------------------------------
 MAGIC = b"\x89NNAR\r\n\x1a"  # PNG-style: the high byte and CR LF / ^Z catch text-mode mangling
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 4
+FORMAT_MINOR = 5
 PREAMBLE_SIZE = 16
 
 # -- record frame (§4) --------------------------------------------------------------------------

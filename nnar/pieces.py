@@ -1,7 +1,7 @@
 """Large lossless records decoded a piece at a time: memory bounded by the pieces, not the tensor.
 
-A tensor stored losslessly is byte planes (or raw bytes), each stream a zstd frame or stored as
-it is. Piece k of every stream decodes to piece k of the array, so such a record can be decoded
+A tensor stored losslessly is byte planes (or raw bytes), each stream a zstd frame, chunks
+(``nnar.chunked``) or stored as it is. Piece k of every stream decodes to piece k of the array, so such a record can be decoded
 without holding its stored bytes, its streams or (for ``verify``) its array: a few pieces are
 enough, and unpack to a file writes each piece at its place while the next one decodes.
 
@@ -21,6 +21,7 @@ import numpy as np
 from . import dtypes, threads
 from . import pipeline as P
 from .codecs.abc import TensorSpec
+from .codecs.chunked import ChunkReader, Chunked
 from .errors import CodecDataError, DigestMismatch
 from .zstdframe import FrameError, FrameReader
 
@@ -45,7 +46,7 @@ def eligible(rec) -> bool:
     if not isinstance(stage, dict) or stage.get("codec") not in _PER_ELEMENT:
         return False
     return all(s.codecs == [] or len(s.codecs) == 1 and isinstance(s.codecs[0], dict)
-               and s.codecs[0].get("codec") == "nnar.zstd" for s in rec.segments)
+               and s.codecs[0].get("codec") in ("nnar.zstd", "nnar.chunked") for s in rec.segments)
 
 
 class _Verbatim:
@@ -78,7 +79,12 @@ def decode(reader, frame, rec, where: str, *, out: np.ndarray | None = None, sin
 
         def read_at(pos, n, ref=ref):
             return reader.src.read_at(ref.offset + pos, n, f"segment {ref.name!r}")
-        if codecs:
+        if codecs and isinstance(codecs[0][0], Chunked):  # its table checked first, then chunks as needed
+            streams[name] = P._run(ChunkReader, where, codecs[0][0], read_at, ref.length, bounds[0])
+            if streams[name].size != ref.raw_length:
+                raise CodecDataError(f"segment {name!r}: expected {ref.raw_length} decoded bytes, found "
+                                     f"{streams[name].size}", where=where)
+        elif codecs:
             try:
                 streams[name] = FrameReader(read_at, ref.length, bounds[0])
             except FrameError as e:
@@ -110,7 +116,10 @@ def decode(reader, frame, rec, where: str, *, out: np.ndarray | None = None, sin
             def read_piece(i: int, _stop: int, n=n, start=start):
                 name = names[i]
                 try:
-                    data = streams[name].read(n * per)
+                    stream = streams[name]
+                    # a chunk's codec errors are NnarErrors: _run gives them the tensor's name
+                    data = P._run(stream.read, where, n * per) if isinstance(stream, ChunkReader) \
+                        else stream.read(n * per)
                 except FrameError as e:
                     raise CodecDataError(f"nnar.zstd: {e}", where=where) from None
                 if len(data) != n * per:

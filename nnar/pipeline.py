@@ -19,6 +19,7 @@ import numpy as np
 from . import threads
 from .codecs import get_codec_class
 from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, Buffer, BytesBytesCodec, Codec, TensorSpec
+from .codecs.chunked import CHUNK_BYTES, Chunked
 from .codecs.raw import Raw
 from .errors import BadDescriptor, CodecDataError, InvalidInput, NnarError, UnsupportedCodec
 from .limits import Limits
@@ -36,6 +37,10 @@ class Pipeline:
     #: as it is); each stream keeps the smallest, or, judged on a sample, the first within
     #: ``CHAIN_TOLERANCE`` of the smallest
     stream_chains: tuple[tuple[BytesBytesCodec, ...], ...] = ((),)
+    #: a stream of at least ``CHUNK_STREAMS_FROM`` bytes under a one-stage chain is stored in
+    #: chunks of this many bytes (``nnar.chunked``), so its parts decode on every core; None:
+    #: never
+    chunk_bytes: int | None = CHUNK_BYTES
 
     def describe(self) -> str:
         return " | ".join(c.codec_id for c in (*self.array_codecs, self.array_bytes))
@@ -88,6 +93,8 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
             sizes = {c: _nbytes(_run_chain(probe, c)[0]) if c else len(probe) for c in chains}
             best_chain = _pick(chains, sizes)
             chains = ((), best_chain) if best_chain else ((),)
+        if pipeline.chunk_bytes is not None and _nbytes(stream) >= CHUNK_STREAMS_FROM:
+            chains = tuple(_chunked(c, pipeline.chunk_bytes) for c in chains)
         results = {chain: _run_chain(stream, chain) for chain in chains}
         chain = _pick(chains, {c: _nbytes(d) for c, (d, _) in results.items()}, exact=True)
         data, stage_records = results[chain]
@@ -96,6 +103,17 @@ def encode(array: np.ndarray, spec: TensorSpec, pipeline: Pipeline) -> EncodedTe
 
 
 SAMPLE_STREAM_ABOVE = 256 << 10
+#: streams this long or longer are chunked: four chunks or more, work for every core
+CHUNK_STREAMS_FROM = 4 * CHUNK_BYTES
+
+
+def _chunked(chain: tuple, chunk_bytes: int) -> tuple:
+    """A one-stage chain as chunks of that stage; others as they are (a chain of two stages
+    would chunk its first stage's output, whose chunks then no longer match the stream's)."""
+    if len(chain) != 1 or isinstance(chain[0], Chunked):
+        return chain
+    return (Chunked(chunk_bytes, chain[0]),)
+
 #: a slower chain must store a sample this much smaller than every faster one to be chosen
 CHAIN_TOLERANCE = 0.005
 #: ... and a chain with a slow decoder (Huffman: ~40 M symbols/s against zstd's GB/s) this much

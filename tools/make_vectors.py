@@ -31,6 +31,7 @@ from nnar.archive import digest_of  # noqa: E402
 from nnar.codecs.affine import Affine  # noqa: E402
 from nnar.codecs.byteplanes import BytePlanes  # noqa: E402
 from nnar.codecs.cast import Cast  # noqa: E402
+from nnar.codecs.chunked import Chunked  # noqa: E402
 from nnar.codecs.codebook import Codebook  # noqa: E402
 from nnar.codecs.huffman import Huffman  # noqa: E402
 from nnar.codecs.sparse import Sparse  # noqa: E402
@@ -271,6 +272,7 @@ def valid_vectors():
     out.update(valid_vectors_1_1())
     out.update(valid_vectors_1_2())
     out.update(valid_vectors_1_4())
+    out.update(valid_vectors_1_5())
     import vectors_fp8  # float8_e4m3fn and float8_e5m2 (FORMAT.md §5.2.2, since 1.4), and casts to them
     out.update(vectors_fp8.valid_vectors_fp8(sys.modules[__name__]))
 
@@ -576,6 +578,7 @@ def invalid_vectors():
     invalid_vectors_1_2(add)
     invalid_vectors_bounds(add)
     invalid_vectors_1_4(add)
+    invalid_vectors_1_5(add)
     import vectors_rules  # FORMAT.md §11.1's check order and §4.2's msgpack rules, each with a vector
     vectors_rules.invalid_vectors_rules(add, sys.modules[__name__])
     return out
@@ -935,6 +938,105 @@ def invalid_vectors_1_4(add):
     file_record(b, "config.json", b"[]")
     b.tensor("x", x)
     add("file-duplicate-path", b.finish(), "bad-layout", "two FILE records of one path")
+
+
+# -- format 1.5: nnar.chunked (spec/codecs/chunked.md) -------------------------------------------
+
+#: chunks of the smallest size allowed, so that small vectors have several
+CHUNKED_ZSTD = P.Pipeline(array_bytes=BytePlanes(), stream_chains=((Chunked(4096, Zstd(3)),),), chunk_bytes=None)
+CHUNKED_RAW = P.Pipeline(array_bytes=Raw(), stream_chains=((Chunked(4096, Zstd(3)),),), chunk_bytes=None)
+CHUNKED_HUFF = P.Pipeline(array_bytes=Raw(), stream_chains=((Chunked(4096, Huffman()),),), chunk_bytes=None)
+
+
+def valid_vectors_1_5():
+    """Streams in chunks: byte planes of 5000 elements (chunks of 4096 and 904 bytes), a Huffman
+    stream of 3 chunks, a stream of exactly 2 full chunks, and an empty stream (no chunks)."""
+    rng = np.random.default_rng(15)
+    t = {"planes": ((rng.standard_normal(5000) * 0.05).astype(np.float32).reshape(50, 100), "float32"),
+         "huffman": (rng.integers(0, 16, 10000).astype(np.uint8) * 3, "uint8"),
+         "exact": (np.arange(4096, dtype=np.int16), "int16"),
+         "empty": (np.zeros((0, 4), np.float32), "float32")}
+    b = base(minor=5)
+    b.tensor("planes", t["planes"][0], CHUNKED_ZSTD)
+    b.tensor("huffman", t["huffman"][0], CHUNKED_HUFF)
+    b.tensor("exact", t["exact"][0], CHUNKED_RAW)
+    b.tensor("empty", t["empty"][0], CHUNKED_RAW)
+    return {"chunked": (b.finish(), t, {})}
+
+
+def _chunk_table(stream: bytes) -> tuple[int, list[int], bytes]:
+    """(length, sizes, chunks) of a chunked stream's stored bytes."""
+    n = struct.unpack_from("<Q", stream)[0]
+    k = -(-n // 4096)
+    sizes = list(struct.unpack_from(f"<{k}Q", stream, 8))
+    return n, sizes, stream[8 + 8 * k:]
+
+
+def _chunked_stream(n: int, sizes: list[int], chunks: bytes) -> bytes:
+    return struct.pack(f"<Q{len(sizes)}Q", n, *sizes) + chunks
+
+
+def invalid_vectors_1_5(add):
+    """Format 1.5: chunked streams whose table, chunks or config are wrong (CRCs all valid)."""
+    x = (np.random.default_rng(16).standard_normal(2500) * 0.05).astype(np.float32)  # 10,000 bytes: 3 chunks
+
+    def stream(fn):
+        return lambda segs, desc: [(c, fn(d)) for c, d in segs]
+
+    def table(fn):
+        return stream(lambda d: _chunked_stream(*fn(*_chunk_table(d))))
+
+    def config(fn):
+        def edit(desc):
+            fn(desc["segments"][0]["codecs"][0]["config"])
+        return edit
+
+    def chunked(name, why, code="codec-data", minor=5, **kw):
+        b = base(minor=minor)
+        b.tensor("x", x, CHUNKED_RAW, **kw)
+        add(name, b.finish(), code, why)
+
+    chunked("chunked-length-over-raw", "a chunked stream's length is above the segment's raw_length",
+            segment_edit=table(lambda n, s, c: (n + 1, s, c)))
+    chunked("chunked-short", "7 stored bytes: no room for the length",
+            segment_edit=stream(lambda d: d[:7]))
+    chunked("chunked-table-truncated", "the table of sizes ends inside the stored bytes",
+            segment_edit=stream(lambda d: d[:8 + 8 * 2]))
+    chunked("chunked-sizes-short", "one byte after the last chunk: the sizes add up to one less",
+            segment_edit=stream(lambda d: d + b"\0"))
+    chunked("chunked-sizes-wrap", "sizes of 2^64 - 1 and more that wrap to the right sum in 64 bits",
+            segment_edit=table(lambda n, s, c: (n, [(1 << 64) - 1, s[0] + s[1] + 1, s[2]], c)))
+    chunked("chunked-sizes-shifted", "sizes that add up but cut the chunks in the wrong places",
+            segment_edit=table(lambda n, s, c: (n, [s[0] - 1, s[1] + 1, s[2]], c)))
+
+    def short_chunk(n, sizes, chunks):
+        first = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(x.tobytes()[:4000])
+        return n, [len(first), *sizes[1:]], first + chunks[sizes[0]:]
+    chunked("chunked-chunk-short", "the first chunk decodes to 4000 bytes, not chunk_bytes (4096)",
+            segment_edit=table(short_chunk))
+
+    def long_chunk(n, sizes, chunks):
+        last = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(x.tobytes()[8192:] + b"\0")
+        return n, [*sizes[:2], len(last)], chunks[:sizes[0] + sizes[1]] + last
+    chunked("chunked-chunk-long", "the last chunk's frame declares one byte more than the stream has left",
+            segment_edit=table(long_chunk))
+    chunked("chunked-nested-chunked", "a chunked stage nested in a chunked stage",
+            edit=config(lambda c: c.update(chunk={"codec": "nnar.chunked", "config": dict(c)})))
+    chunked("chunked-nested-unknown", "a nested codec this reader does not know", code="unsupported-codec",
+            edit=config(lambda c: c.update(chunk={"codec": "nnar.lz4", "config": {}})))
+    chunked("chunked-nested-array-codec", "nnar.raw (array-bytes) as the nested stage",
+            edit=config(lambda c: c.update(chunk={"codec": "nnar.raw", "config": {}})))
+    chunked("chunked-nested-params", "the nested stage map has a params key",
+            edit=config(lambda c: c["chunk"].update(params={})))
+    chunked("chunked-chunk-bytes-4095", "chunk_bytes below 4096",
+            edit=config(lambda c: c.update(chunk_bytes=4095)))
+    chunked("chunked-chunk-bytes-float", "chunk_bytes 4096.0, a float",
+            edit=config(lambda c: c.update(chunk_bytes=4096.0)))
+    chunked("chunked-config-unknown-key-newer-minor", "a config key chunked.md does not define, minor 7: "
+            "configs are closed", minor=7, edit=config(lambda c: c.update(level=3)))
+    b = base(minor=5)
+    b.tensor("x", np.zeros(0, np.float32), CHUNKED_RAW, segment_edit=stream(lambda d: d + b"\0"))
+    add("chunked-empty-with-bytes", b.finish(), "codec-data", "an empty chunked stream with a byte after its length")
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -33,9 +33,9 @@ def registered() -> dict[str, type[Codec]]:
     return dict(_REGISTRY)
 
 
-from . import affine, byteplanes, cast, codebook, huffman, raw, sparse, zstd  # noqa: E402  (each module registers itself)
+from . import affine, byteplanes, cast, chunked, codebook, huffman, raw, sparse, zstd  # noqa: E402  (each module registers itself)
 
 __all__ = [
     "ArrayArrayCodec", "ArrayBytesCodec", "BytesBytesCodec", "Codec", "TensorSpec",
-    "register", "get_codec_class", "registered", "affine", "byteplanes", "cast", "codebook", "huffman", "raw", "sparse", "zstd",
+    "register", "get_codec_class", "registered", "affine", "byteplanes", "cast", "chunked", "codebook", "huffman", "raw", "sparse", "zstd",
 ]

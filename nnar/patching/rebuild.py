@@ -36,6 +36,9 @@ from .schema import PatchHeader, RecordOp, SegmentOp
 _META, _TENS, _MODL, _ALIS, _FILE = "META", "TENS", "MODL", "ALIS", "FILE"
 _WITH_SEGMENTS = (_TENS, _MODL, _FILE)
 
+#: the least format_minor of a rebuilt archive: its index carries a content digest, a 1.4 key
+CONTENT_MINOR = 4
+
 
 def apply_content(header: PatchHeader, payloads: Iterator[np.ndarray], base_f, sink, limits: Limits,
                   progress: Callable[[int, int], None] | None) -> None:
@@ -46,7 +49,7 @@ def apply_content(header: PatchHeader, payloads: Iterator[np.ndarray], base_f, s
         raise WrongBase(f"this patch applies to the archive with content digest {header.base_content.hex()[:16]}…; "
                         f"the base given has {found.hex()[:16]}… (check with `nnar verify --json`)")
     n_base = len(base.index()) + 1
-    minor = max(header.result_minor, C.FORMAT_MINOR)  # the index carries a content digest: 1.4 at least
+    minor = max(header.result_minor, CONTENT_MINOR)  # the index carries a content digest (patch.md §6 step 3)
     strict = header.result_minor <= C.FORMAT_MINOR  # how strictly to read its descriptors (FORMAT.md §10)
     preamble = F.pack_preamble(minor)
     sink.write(preamble)
