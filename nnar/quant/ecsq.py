@@ -8,11 +8,16 @@ probability, not log2 k. Lloyd's algorithm with that cost in the assignment
 ones, trading a little distortion for a lot of rate. On MiniLM at the rate of the paper's 8-bit
 k-means with Huffman (5.4 bits per weight) it is about 3 dB more accurate (tools/bench_lossy.py).
 
-:func:`fit_for_error` finds, by bisection on lambda, the smallest-rate codebook of at most k
-entries whose squared error stays within a budget: the per-tensor "saturation point".
+:func:`fit_for_error` finds, by a search on lambda, the smallest-rate codebook of at most k
+entries whose squared error stays within a budget: the per-tensor "saturation point". The
+search starts at the high-rate theory's lambda from a uniform grid (with a few entries on the
+tails the grid cannot reach), and ends as soon as a codebook uses nearly all the budget.
 
-Runs on a fine histogram (count, sum and sum of squares per bin), so each Lloyd step costs
-O(bins), independent of the number of weights.
+Runs on a fine histogram (count, sum and, but for one constant, sum of squares per bin), so
+each Lloyd step costs O(k log bins), independent of the number of weights. The histogram is
+one pass over the values, a chunk at a time; it keeps each value's bin, and the final
+assignment is a table on bins: a cluster is a run of whole bins, so the distortion Lloyd's
+algorithm measured on the histogram is the distortion of the output.
 """
 
 from __future__ import annotations
@@ -22,36 +27,92 @@ import math
 import numpy as np
 
 BINS = 1 << 15
+CHUNK = 1 << 18  #: values binned per step
 MAX_ITER = 25
 BISECTIONS = 12
+#: a codebook that uses this much of the budget ends the search: what is left would buy
+#: almost no rate (dR/dD = -1 / (2 ln2 D): 0.5% of D is 0.004 bits per value)
+CLOSE = 0.995
+TAILS = 16  #: a grid that cannot cover the data leaves 1/TAILS of the entries to its tails
+RETRY_STEP = 0.95  #: a second grid, when the first misses the budget at every lambda
 
 
 class _Hist:
+    """The fine histogram of the values (count, sum and, but for a constant, sum of squares
+    per bin), and each value's bin (``key``) for the final assignment. Bins are of equal width
+    in the values' own precision: float arithmetic is monotone, so bins are ordered and
+    disjoint in value."""
+
     def __init__(self, x: np.ndarray):
-        x = x.astype(np.float64, copy=False).reshape(-1)
-        lo, hi = float(x.min()), float(x.max())
+        x = x.reshape(-1)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
+        lo, hi = x.min(), x.max()
         self.n = x.size
+        self.key = None
         if hi == lo:
-            count, total, sq = np.array([x.size], float), np.array([x.sum()]), np.array([(x * x).sum()])
+            count = np.array([x.size], float)
+            total = np.array([float(x.sum(dtype=np.float64))])
+            self.within = 0.0
         else:
-            b = np.minimum(((x - lo) * (BINS / (hi - lo))).astype(np.int64), BINS - 1)
-            count = np.bincount(b, minlength=BINS).astype(np.float64)
-            total = np.bincount(b, weights=x, minlength=BINS)
-            sq = np.bincount(b, weights=x * x, minlength=BINS)
+            self.key, count, total, sq = _bin(x, lo, hi)
             keep = count > 0
-            count, total, sq = count[keep], total[keep], sq[keep]
-        self.count = count
+            self.slot = np.cumsum(keep) - 1  # a bin's position among the kept ones
+            count, total = count[keep].astype(np.float64), total[keep]
+        self.count, self.total = count, total
         self.mean = total / count  # increasing: bins are ordered and disjoint
+        between = total * self.mean  # a bin's sum of squares less the spread inside it
+        if self.key is not None:
+            # the spread inside bins: a constant, as every cluster is a run of whole bins
+            self.within = max(sq - float(between.sum()), 0.0)
         # prefix sums: a cluster is a run of bins, its count, sum and sum of squares O(1) each
-        self.PN = np.concatenate([[0.0], np.cumsum(count)])
-        self.PS = np.concatenate([[0.0], np.cumsum(total)])
-        self.PQ = np.concatenate([[0.0], np.cumsum(sq)])
+        self.P = np.zeros((3, count.size + 1))
+        np.cumsum(count, out=self.P[0, 1:])
+        np.cumsum(total, out=self.P[1, 1:])
+        np.cumsum(between, out=self.P[2, 1:])
 
     def runs(self, brk: np.ndarray):
         """Count, sum and sum of squares of each cluster cut at the breakpoints (a bin whose
-        mean equals a breakpoint goes to the lower cluster)."""
-        cuts = np.concatenate([[0], np.searchsorted(self.mean, brk, side="right"), [self.mean.size]])
-        return (np.diff(self.PN[cuts]), np.diff(self.PS[cuts]), np.diff(self.PQ[cuts]), cuts)
+        mean equals a breakpoint goes to the lower cluster), and the cuts."""
+        cuts = np.empty(brk.size + 2, np.intp)
+        cuts[0], cuts[-1] = 0, self.mean.size
+        cuts[1:-1] = np.searchsorted(self.mean, brk, side="right")
+        g = self.P[:, cuts]
+        d = g[:, 1:] - g[:, :-1]
+        return d[0], d[1], d[2], cuts
+
+
+def _bin(x: np.ndarray, lo, hi, chunk: int = CHUNK):
+    """Each value's bin, floor((x - lo) * BINS / (hi - lo)) as uint16, and per bin the count
+    and the sum; and Σx². A chunk at a time, so the temporaries stay in cache (and are not
+    fresh pages from the system for every tensor). float32 values are binned in float32
+    when their range fits it; sums and squares are float64 (pairwise sums, not BLAS, whose
+    rounding depends on its thread count)."""
+    span = float(hi) - float(lo)
+    scale = BINS / span
+    if x.dtype == np.float32 and span < 1e38 and scale < 1e38:
+        ft, lo_, scale_, top = np.float32, x.dtype.type(lo), np.float32(scale), np.float32(BINS - 1)
+    else:
+        ft, lo_, scale_, top = np.float64, np.float64(lo), np.float64(scale), np.float64(BINS - 1)
+    key = np.empty(x.size, np.uint16)
+    count = np.zeros(BINS, np.int64)
+    total = np.zeros(BINS)
+    sq = 0.0
+    t = np.empty(min(chunk, x.size), ft)
+    k = np.empty(t.size, np.intp)
+    for a in range(0, x.size, chunk):
+        xs = x[a:a + chunk]
+        m = xs.size
+        ts, ks = t[:m], k[:m]
+        np.subtract(xs, lo_, out=ts)
+        ts *= scale_
+        np.minimum(ts, top, out=ts)
+        np.copyto(ks, ts, casting="unsafe")  # truncation: floor, as ts >= 0
+        count += np.bincount(ks, minlength=BINS)
+        total += np.bincount(ks, weights=xs, minlength=BINS)
+        sq += float(np.square(xs, dtype=np.float64).sum())
+        key[a:a + m] = ks
+    return key, count, total, sq
 
 
 def _envelope(c: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,19 +157,36 @@ def _lloyd(h: _Hist, c: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray,
     keep, brk = _envelope(c, lam * -np.log2(p))
     c = c[keep]
     cnt, s, q, _ = h.runs(brk)
-    dist = float(np.sum(q - 2 * c * s + c * c * cnt))
+    dist = float(np.sum(q - 2 * c * s + c * c * cnt)) + h.within
     pr = cnt[cnt > 0] / h.n
     return c, brk, max(dist, 0.0), float(-(pr * np.log2(pr)).sum())
 
 
 def _grid(h: _Hist, k: int, step: float) -> np.ndarray:
-    """A uniform grid of at most ``k`` entries with ``step``, centred on the data's median."""
+    """A uniform grid of at most ``k`` entries with ``step``, centred on the data's median; when
+    it cannot cover the data, a grid of ``k - k // TAILS`` entries and the rest on the values
+    beyond it (the means of equal-count groups), which the grid alone would leave to its end
+    entries, at a distortion Lloyd's algorithm cannot undo in its few steps."""
     lo, hi = float(h.mean[0]), float(h.mean[-1])
-    cdf = np.cumsum(h.count)
+    cdf = h.P[0, 1:]
     med = float(h.mean[np.searchsorted(cdf, h.n / 2)])
-    m_lo = max(math.floor((lo - med) / step), -(k // 2))
-    m_hi = min(math.ceil((hi - med) / step), m_lo + k - 1)
-    return med + step * np.arange(m_lo, m_hi + 1, dtype=np.float64)
+
+    def uniform(k):
+        m_lo = max(math.floor((lo - med) / step), -(k // 2))
+        m_hi = min(math.ceil((hi - med) / step), m_lo + k - 1)
+        return med + step * np.arange(m_lo, m_hi + 1, dtype=np.float64)
+
+    g = uniform(k)
+    m = k // TAILS
+    if m == 0 or (g[0] - step / 2 <= lo and g[-1] + step / 2 >= hi):
+        return g
+    g = uniform(k - m)
+    out = (h.mean < g[0] - step / 2) | (h.mean > g[-1] + step / 2)
+    cnt, tot = h.count[out], h.total[out]
+    cum = np.cumsum(cnt)
+    cuts = np.searchsorted(cum, np.linspace(0, cum[-1], m + 1)[1:-1], side="right")
+    first = np.unique(np.concatenate([[0], cuts[cuts < cnt.size]]))
+    return np.unique(np.concatenate([g, np.add.reduceat(tot, first) / np.add.reduceat(cnt, first)]))
 
 
 def fit_for_error(values: np.ndarray, k: int, mse: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -126,44 +204,53 @@ def fit_for_error(values: np.ndarray, k: int, mse: float) -> tuple[np.ndarray, n
         return None
     # high-rate theory: a uniform quantizer of step sqrt(12 D), and dD/dR = -2 ln2 D
     lam0 = 2 * math.log(2) * mse
-    start = _grid(h, k, math.sqrt(12 * mse))
-    best = _bisect(h, start, lam0, budget)
-    if best is None:
+    for shrink in (1.0, RETRY_STEP):
+        best = _bisect(h, _grid(h, k, shrink * math.sqrt(12 * mse)), lam0, budget)
+        if best is not None:
+            break
+    else:
         # the grid cannot cover the data within k entries at this step (heavy tails): start
         # from the most accurate codebook instead, if even it meets the budget
-        from .kmeans import fit as kmeans_fit
-        c0, brk0, d0, _ = _lloyd(h, kmeans_fit(x, k).astype(np.float64), 0.0)
+        from .kmeans import fit_bins
+        c0, brk0, d0, _ = _lloyd(h, fit_bins(h.count, h.total, k).astype(np.float64), 0.0)
         if d0 > budget:
             return None
         best = _bisect(h, c0, lam0, budget) or (c0, brk0)
     c, brk = best
-    return _finish(x, c, brk)
+    return _finish(h, c, brk)
 
 
 def _bisect(h: _Hist, start: np.ndarray, lam0: float, budget: float):
-    """The largest lambda (lowest rate) whose codebook, grown from ``start``, meets ``budget``."""
+    """The largest lambda (lowest rate) whose codebook, grown from ``start``, meets ``budget``:
+    from ``lam0`` in steps of 4 until the budget is bracketed, then by bisection."""
     best = None
-    lo, hi = 0.0, lam0 * 16
-    c_prev = start
+    lo, hi = 0.0, math.inf
+    lam, c_prev = lam0, start
     for _ in range(BISECTIONS):
-        lam = (lo + hi) / 2 if lo else hi / 4
         c, brk, d, _ = _lloyd(h, c_prev if lo else start, lam)
         if d <= budget:
             best, lo, c_prev = (c, brk), lam, c
+            if d >= CLOSE * budget:
+                break
         else:
             hi = lam
+            if not lo and lam < lam0 / 32:  # as good as plain Lloyd (lambda 0) from ``start``
+                break
         if hi - lo <= 0.005 * hi:
             break
+        lam = lam * 4 if hi == math.inf else (lo + hi) / 2 if lo else lam / 4
     return best
 
 
-def _finish(x: np.ndarray, c: np.ndarray, brk: np.ndarray):
-    """float32 codebook and each value's index: by the breakpoints (the entropy-constrained
-    rule), made distinct after rounding to float32."""
-    idx = np.searchsorted(brk, x.astype(np.float64), side="left")
+def _finish(h: _Hist, c: np.ndarray, brk: np.ndarray):
+    """float32 codebook and each value's index: a bin's values go to the entry whose run of
+    bins holds it (the histogram's own assignment, whose distortion ``_lloyd`` measured),
+    through a table on bins; entries made distinct after rounding to float32."""
+    cuts = h.runs(brk)[3]
+    entry = np.repeat(np.arange(c.size, dtype=np.uint8), np.diff(cuts))  # per kept bin
     table = c.astype(np.float32)
     uniq, inv = np.unique(table, return_inverse=True)
     if uniq.size != table.size:  # two entries rounded to one float32: merge them
-        idx = inv[idx]
+        entry = inv.astype(np.uint8)[entry]
         table = uniq
-    return table, idx.astype(np.uint8)
+    return table, entry[h.slot][h.key]

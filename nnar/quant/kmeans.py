@@ -454,6 +454,17 @@ def fit(values: np.ndarray, k: int, *, init: str = "optimal", seed: int = 0) -> 
     return _fit_optimal(bins, k)
 
 
+def fit_bins(counts: np.ndarray, sums: np.ndarray, k: int) -> np.ndarray:
+    """``fit`` (``init="optimal"``) of a weighted problem: bins in increasing value order, each
+    with its count (> 0) and sum, every value of a bin taken to sit at the bin's mean; for a
+    caller that has binned its values already."""
+    bins = _Bins(np.asarray(counts, np.float64), np.asarray(sums, np.float64))
+    k = _k(k)
+    if bins.counts.size <= k:
+        return _to_codebook(bins.sums / bins.counts)
+    return _fit_optimal(bins, k)
+
+
 def _thresholds(c: np.ndarray) -> np.ndarray:
     """t[i] such that x goes above entry i exactly when x > t[i] (exact midpoints; a tie goes
     to the lower entry)."""
