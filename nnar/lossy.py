@@ -238,9 +238,9 @@ def _plan(name, array, spec, s, level, global_threshold):
             return None
         s = dataclasses.replace(s, quant="bf16")
 
-    def attempt(settings, bits, budget=None):
+    def attempt(settings, bits, budget=None, signal=None):
         enc, dec = _try(work, spec, settings, bits, pruned, level, budget)
-        stats = metrics.error_stats(x, _as_float(dec, spec.dtype))
+        stats = metrics.error_stats(x, _as_float(dec, spec.dtype), signal)
         return enc, dec, stats
 
     if s.max_error is None:
@@ -298,7 +298,7 @@ def _entropy_constrained(s: TensorSettings, x, work, spec, attempt, pruned_spars
         if budget <= 0:
             return None
         try:
-            enc, dec, stats = attempt(s, bits, budget)
+            enc, dec, stats = attempt(s, bits, budget, signal)
         except _Unreachable:
             return None
         if stats["sqnr_db"] >= s.max_error:

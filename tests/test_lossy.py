@@ -262,3 +262,30 @@ def test_an_explicit_lossy_pipeline_records_the_digest_of_what_decodes():
         wr.write("w", w, pipeline=P.Pipeline(array_codecs=(Cast("float16"),)))
     nnar.verify(buf.getvalue())
     assert np.array_equal(nnar.unpack(buf.getvalue())["w"], w.astype(np.float16).astype(np.float32))
+
+
+def reference_stats(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """error_stats in one float64 pass, the plain way (its definition)."""
+    d = x.astype(np.float64).reshape(-1) - y.astype(np.float64).reshape(-1)
+    sig, err = float(np.square(x.astype(np.float64)).sum()), float(np.square(d).sum())
+    return {"sig": sig, "err": err, "worst": float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0,
+            "sparsity": float(np.sum(y.reshape(-1) == 0)) / y.size if y.size else 0.0}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 3 * metrics.CHUNK + 5), st.sampled_from(["float32", "float16", "float64"]), st.integers(0, 99))
+def test_error_stats_agree_with_their_definition_and_a_known_signal_changes_nothing(n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n).astype(np.float32)
+    y = (x + rng.standard_normal(n).astype(np.float32) * 0.01).astype(dtype)
+    y[::7] = 0
+    y[3::11] = -0.0  # an exact zero too
+    s = metrics.error_stats(x, y)
+    assert metrics.error_stats(x, y, metrics.powers(x)[0]) == s
+    ref = reference_stats(x, y)
+    assert metrics.powers(x) == (pytest.approx(ref["sig"], rel=1e-12), 0.0)
+    assert metrics.powers(x, y)[1] == pytest.approx(ref["err"], rel=1e-12)
+    assert s["max_abs_error"] == ref["worst"]
+    assert s["sparsity"] == ref["sparsity"]
+    if n:
+        assert s["sqnr_db"] == pytest.approx(10 * math.log10(ref["sig"] / ref["err"]), rel=1e-12)

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 BINS = 1 << 15
-CHUNK = 1 << 18  #: values binned per step
+CHUNK = 1 << 16  #: values binned (and assigned) per step
 MAX_ITER = 25
 BISECTIONS = 12
 #: a codebook that uses this much of the budget ends the search: what is left would buy
@@ -83,20 +83,21 @@ class _Hist:
 
 
 def _bin(x: np.ndarray, lo, hi, chunk: int = CHUNK):
-    """Each value's bin, floor((x - lo) * BINS / (hi - lo)) as uint16, and per bin the count
-    and the sum; and Σx². A chunk at a time, so the temporaries stay in cache (and are not
-    fresh pages from the system for every tensor). float32 values are binned in float32
-    when their range fits it; sums and squares are float64 (pairwise sums, not BLAS, whose
-    rounding depends on its thread count)."""
+    """Each value's bin, floor((x - lo) * BINS / (hi - lo)) (uint16; the top value's rounding
+    may reach bin BINS, which is then one more bin), per bin the count and the sum, and Σx².
+    A chunk at a time, so the temporaries stay in cache (and are not fresh pages from the
+    system for every tensor). float32 values are binned in float32 when their range fits it;
+    sums and squares are float64 (pairwise sums, not BLAS, whose rounding depends on its
+    thread count)."""
     span = float(hi) - float(lo)
     scale = BINS / span
     if x.dtype == np.float32 and span < 1e38 and scale < 1e38:
-        ft, lo_, scale_, top = np.float32, x.dtype.type(lo), np.float32(scale), np.float32(BINS - 1)
+        ft, lo_, scale_ = np.float32, np.float32(lo), np.float32(scale)
     else:
-        ft, lo_, scale_, top = np.float64, np.float64(lo), np.float64(scale), np.float64(BINS - 1)
+        ft, lo_, scale_ = np.float64, np.float64(lo), np.float64(scale)
     key = np.empty(x.size, np.uint16)
-    count = np.zeros(BINS, np.int64)
-    total = np.zeros(BINS)
+    count = np.zeros(BINS + 1, np.int64)
+    total = np.zeros(BINS + 1)
     sq = 0.0
     t = np.empty(min(chunk, x.size), ft)
     k = np.empty(t.size, np.intp)
@@ -106,10 +107,9 @@ def _bin(x: np.ndarray, lo, hi, chunk: int = CHUNK):
         ts, ks = t[:m], k[:m]
         np.subtract(xs, lo_, out=ts)
         ts *= scale_
-        np.minimum(ts, top, out=ts)
         np.copyto(ks, ts, casting="unsafe")  # truncation: floor, as ts >= 0
-        count += np.bincount(ks, minlength=BINS)
-        total += np.bincount(ks, weights=xs, minlength=BINS)
+        count += np.bincount(ks, minlength=BINS + 1)
+        total += np.bincount(ks, weights=xs, minlength=BINS + 1)
         sq += float(np.square(xs, dtype=np.float64).sum())
         key[a:a + m] = ks
     return key, count, total, sq
@@ -253,4 +253,8 @@ def _finish(h: _Hist, c: np.ndarray, brk: np.ndarray):
     if uniq.size != table.size:  # two entries rounded to one float32: merge them
         entry = inv.astype(np.uint8)[entry]
         table = uniq
-    return table, entry[h.slot][h.key]
+    lut = entry[h.slot]
+    idx = np.empty(h.key.size, np.uint8)
+    for a in range(0, idx.size, CHUNK):  # a chunk at a time: the index's intp copy stays in cache
+        np.take(lut, h.key[a:a + CHUNK], out=idx[a:a + CHUNK])
+    return table, idx
