@@ -101,17 +101,19 @@ def _bin(x: np.ndarray, lo, hi, chunk: int = CHUNK):
     sq = 0.0
     t = np.empty(min(chunk, x.size), ft)
     k = np.empty(t.size, np.intp)
+    w = np.empty(t.size)
     for a in range(0, x.size, chunk):
         xs = x[a:a + chunk]
         m = xs.size
-        ts, ks = t[:m], k[:m]
+        ts, ks, ws = t[:m], k[:m], w[:m]
         np.subtract(xs, lo_, out=ts)
         ts *= scale_
         np.copyto(ks, ts, casting="unsafe")  # truncation: floor, as ts >= 0
-        count += np.bincount(ks, minlength=BINS + 1)
-        total += np.bincount(ks, weights=xs, minlength=BINS + 1)
-        sq += float(np.square(xs, dtype=np.float64).sum())
         key[a:a + m] = ks
+        count += np.bincount(ks, minlength=BINS + 1)
+        np.copyto(ws, xs)  # bincount's weights are float64: converted here, not in a fresh array
+        total += np.bincount(ks, weights=ws, minlength=BINS + 1)
+        sq += float(np.square(ws, out=ws).sum())
     return key, count, total, sq
 
 
