@@ -827,6 +827,7 @@ class StreamReader:
         if self._first is not None:
             first, self._first = self._first, None
             yield first
+            del first  # else this frame keeps the first record's body to the end of the archive
         yield from self._items
 
     def __iter__(self) -> Iterator[tuple[TensorInfo, np.ndarray]]:

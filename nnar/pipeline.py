@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import threads
+from . import chunkwise, threads
 from .codecs import get_codec_class
 from .codecs.abc import ArrayArrayCodec, ArrayBytesCodec, Buffer, BytesBytesCodec, Codec, TensorSpec
 from .codecs.chunked import CHUNK_BYTES, Chunked
@@ -234,13 +234,18 @@ def decode_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping
     array→bytes stage decodes from. :func:`decode` goes on from there; so does
     :mod:`nnar.quantized`, which reads quantized forms without expanding them."""
     aa, (ab, ab_params), ab_spec, chains = check_streams(spec, stages, segments, limits, where, strict)
+    return aa, (ab, ab_params), ab_spec, _decode_chains(chains, segments, where)
+
+
+def _decode_chains(chains, segments, where: str) -> dict:
+    """Every segment's stream, its chain undone, the streams of a large record on the pool."""
     jobs = [(name, *chains[name], raw_length, data, where) for name, (_, raw_length, data) in segments.items()]
     ex = threads.pool() if len(jobs) > 1 and sum(j[3] for j in jobs) >= threads.PARALLEL_MIN_BYTES else None
     if ex is None or threads.in_pool():
         streams = {job[0]: _decode_chain(*job) for job in jobs}
     else:  # one stream per thread; map yields in record order, so the first failure in order is raised
         streams = dict(zip([j[0] for j in jobs], ex.map(lambda job: _decode_chain(*job), jobs)))
-    return aa, (ab, ab_params), ab_spec, streams
+    return streams
 
 
 def check_streams(spec: TensorSpec, stages: Sequence[object], segments: Mapping[str, tuple[Sequence[object], int, Any]],
@@ -339,7 +344,16 @@ def decode(
     shape), the tensor is decoded into it and ``out`` returned."""
     if out is not None:
         check_out(spec, out)
-    aa, (ab, ab_params), ab_spec, streams = decode_streams(spec, stages, segments, limits, where, strict)
+    aa, (ab, ab_params), ab_spec, chains = check_streams(spec, stages, segments, limits, where, strict)
+    size = None if aa else chunkwise.chunk_bytes(ab, ab_spec, chains)
+    if size is not None:  # chunked streams: decoded and assembled a chunk at a time, on every core
+        target = out if out is not None else np.empty(spec.shape, spec.storage_dtype)
+        chunkwise.decode(ab, ab_params, ab_spec, chains, segments, size, target,
+                         lambda fn, *args: _run(fn, where, *args))
+        if consume and isinstance(segments, dict):
+            segments.clear()
+        return target
+    streams = _decode_chains(chains, segments, where)
     if consume and isinstance(segments, dict):
         segments.clear()
     if out is not None and not aa:  # straight into the caller's buffer

@@ -48,9 +48,25 @@ def set_threads(n: int | None) -> None:
             _pool = None
 
 
+_local = threading.local()
+
+
 def in_pool() -> bool:
-    """Whether the caller is one of the pool's threads (which must not wait on the pool)."""
-    return threading.current_thread().name.startswith("nnar-decode")
+    """Whether the caller is one of the pool's threads (which must not wait on the pool), or
+    runs one part of work already shared out (:func:`serial`)."""
+    return getattr(_local, "serial", False) or threading.current_thread().name.startswith("nnar-decode")
+
+
+class serial:
+    """Within it, this thread splits no work of its own: it runs one of several parts that
+    :func:`run_parts` shared out, and the other threads are busy with the others."""
+
+    def __enter__(self):
+        self.was = getattr(_local, "serial", False)
+        _local.serial = True
+
+    def __exit__(self, *exc):
+        _local.serial = self.was
 
 
 def pool() -> ThreadPoolExecutor | None:
