@@ -153,3 +153,22 @@ def test_kmeans_on_bins_equals_kmeans_on_the_values_they_hold():
     v, n = np.unique(x.astype(np.float64), return_counts=True)
     np.testing.assert_array_equal(kmeans.fit_bins(n, v * n, 8), kmeans.fit(x, 8))
     np.testing.assert_array_equal(kmeans.fit_bins(n[:5], (v * n)[:5], 8), np.unique(v[:5].astype(np.float32)))
+
+
+@given(st.integers(1, 256), st.floats(1e-4, 1.0), st.sampled_from([0, 40, 500, 5000]), st.integers(0, 9))
+def test_grid_has_at_most_k_entries_and_reaches_tails_it_cannot_cover(k, step_sd, tail, seed):
+    x = weights(5000, seed, tail)
+    h = ecsq._Hist(x)
+    step = step_sd * 0.05
+    g = ecsq._grid(h, k, step)
+    assert 1 <= g.size <= k and (np.diff(g) > 0).all()
+    if k >= ecsq.TAILS and h.mean[-1] - h.mean[0] > (k + 1) * step:  # a grid cannot cover it
+        inner = k - k // ecsq.TAILS
+        assert g[-1] - g[0] > (inner - 1) * step * (1 + 1e-9)  # entries beyond the grid, in the tails
+
+
+def test_both_tails_get_entries():
+    x = weights(100_000, 8)
+    x[:3], x[3:6] = -5.0, 5.0  # 100 standard deviations out on both sides
+    g = ecsq._grid(ecsq._Hist(x), 256, 0.005)
+    assert g[0] == -5.0 and g[-1] == 5.0

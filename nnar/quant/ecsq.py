@@ -167,8 +167,9 @@ def _lloyd(h: _Hist, c: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray,
 def _grid(h: _Hist, k: int, step: float) -> np.ndarray:
     """A uniform grid of at most ``k`` entries with ``step``, centred on the data's median; when
     it cannot cover the data, a grid of ``k - k // TAILS`` entries and the rest on the values
-    beyond it (the means of equal-count groups), which the grid alone would leave to its end
-    entries, at a distortion Lloyd's algorithm cannot undo in its few steps."""
+    beyond it, shared between the two tails by count (the means of equal-count groups): the
+    grid alone would leave them to its end entries, at a distortion Lloyd's algorithm cannot
+    undo in its few steps."""
     lo, hi = float(h.mean[0]), float(h.mean[-1])
     cdf = h.P[0, 1:]
     med = float(h.mean[np.searchsorted(cdf, h.n / 2)])
@@ -183,12 +184,22 @@ def _grid(h: _Hist, k: int, step: float) -> np.ndarray:
     if m == 0 or (g[0] - step / 2 <= lo and g[-1] + step / 2 >= hi):
         return g
     g = uniform(k - m)
-    out = (h.mean < g[0] - step / 2) | (h.mean > g[-1] + step / 2)
-    cnt, tot = h.count[out], h.total[out]
-    cum = np.cumsum(cnt)
-    cuts = np.searchsorted(cum, np.linspace(0, cum[-1], m + 1)[1:-1], side="right")
-    first = np.unique(np.concatenate([[0], cuts[cuts < cnt.size]]))
-    return np.unique(np.concatenate([g, np.add.reduceat(tot, first) / np.add.reduceat(cnt, first)]))
+    sides = [h.mean < g[0] - step / 2, h.mean > g[-1] + step / 2]
+    n = [float(h.count[side].sum()) for side in sides]
+    share = [round(m * n[0] / (n[0] + n[1]))]
+    share.append(m - share[0])
+    if m > 1:  # a side with values gets at least one entry
+        share = [max(a, 1) if b else a for a, b in zip(share, n)]
+        share[share.index(max(share))] -= sum(share) - m
+    tails = [g]
+    for side, j in zip(sides, share):
+        if j:
+            cnt, tot = h.count[side], h.total[side]
+            cum = np.cumsum(cnt)
+            cuts = np.searchsorted(cum, np.linspace(0, cum[-1], j + 1)[1:-1], side="right")
+            first = np.unique(np.concatenate([[0], cuts[cuts < cnt.size]]))
+            tails.append(np.add.reduceat(tot, first) / np.add.reduceat(cnt, first))
+    return np.unique(np.concatenate(tails))
 
 
 def fit_for_error(values: np.ndarray, k: int, mse: float) -> tuple[np.ndarray, np.ndarray] | None:
