@@ -135,6 +135,19 @@ def test_fit_for_error_uses_most_of_its_budget():
     assert err >= 0.95 * mse
 
 
+@pytest.mark.parametrize("db", [20.0, 24.0])
+def test_a_search_whose_first_lambda_is_well_inside_the_budget_goes_on(db):
+    """Pruned weights (a hole around zero): the theory's lambda leaves ~15% of the budget
+    unused, and the search must raise lambda rather than stop there (it once stopped: an
+    unbracketed search compared inf - lo <= 0.005 * inf)."""
+    x = weights(100_000, 0)
+    x = x[np.abs(x) > np.quantile(np.abs(x), 0.1)]
+    mse = float(np.square(x.astype(np.float64)).mean()) * 10 ** (-db / 10)
+    table, idx = ecsq.fit_for_error(x, 255, mse)
+    err = float(np.square(x.astype(np.float64) - table[idx].astype(np.float64)).mean())
+    assert 0.95 * mse <= err <= mse * (1 + 1e-6)
+
+
 def test_few_distinct_values_are_kept_exactly():
     x = np.repeat(np.array([-1.5, 0.0, 0.25, 3.0], np.float32), 100)
     table, idx = ecsq.fit_for_error(x, 8, 1e-3)

@@ -249,7 +249,7 @@ def _bisect(h: _Hist, start: np.ndarray, lam0: float, budget: float):
             hi = lam
             if not lo and lam < lam0 / 32:  # as good as plain Lloyd (lambda 0) from ``start``
                 break
-        if hi - lo <= 0.005 * hi:
+        if hi < math.inf and hi - lo <= 0.005 * hi:
             break
         lam = lam * 4 if hi == math.inf else (lo + hi) / 2 if lo else lam / 4
     return best
