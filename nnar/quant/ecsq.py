@@ -71,15 +71,16 @@ class _Hist:
         np.cumsum(total, out=self.P[1, 1:])
         np.cumsum(between, out=self.P[2, 1:])
 
-    def runs(self, brk: np.ndarray):
-        """Count, sum and sum of squares of each cluster cut at the breakpoints (a bin whose
-        mean equals a breakpoint goes to the lower cluster), and the cuts."""
+    def runs(self, brk: np.ndarray, squares: bool = True):
+        """Count, sum and (unless not ``squares``) sum of squares of each cluster cut at the
+        breakpoints (a bin whose mean equals a breakpoint goes to the lower cluster), and the
+        cuts."""
         cuts = np.empty(brk.size + 2, np.intp)
         cuts[0], cuts[-1] = 0, self.mean.size
         cuts[1:-1] = np.searchsorted(self.mean, brk, side="right")
-        g = self.P[:, cuts]
+        g = (self.P if squares else self.P[:2])[:, cuts]
         d = g[:, 1:] - g[:, :-1]
-        return d[0], d[1], d[2], cuts
+        return (*d, cuts)
 
 
 def _bin(x: np.ndarray, lo, hi, chunk: int = CHUNK):
@@ -150,12 +151,14 @@ def _lloyd(h: _Hist, c: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray,
     prev = None
     for _ in range(MAX_ITER):
         keep, brk = _envelope(c, lam * -np.log2(p))
-        cnt, s, _, cuts = h.runs(brk)
-        if prev is not None and np.array_equal(cuts, prev):
+        cnt, s, cuts = h.runs(brk, squares=False)
+        if prev is not None and cuts.size == prev.size and (cuts == prev).all():
             break
         prev = cuts
-        used = cnt > 0
-        c, p = s[used] / cnt[used], cnt[used] / h.n
+        if not cnt.all():  # an entry that won no bin is dropped
+            used = cnt > 0
+            cnt, s = cnt[used], s[used]
+        c, p = s / cnt, cnt / h.n
     keep, brk = _envelope(c, lam * -np.log2(p))
     c = c[keep]
     cnt, s, q, _ = h.runs(brk)
@@ -259,7 +262,7 @@ def _finish(h: _Hist, c: np.ndarray, brk: np.ndarray):
     """float32 codebook and each value's index: a bin's values go to the entry whose run of
     bins holds it (the histogram's own assignment, whose distortion ``_lloyd`` measured),
     through a table on bins; entries made distinct after rounding to float32."""
-    cuts = h.runs(brk)[3]
+    cuts = h.runs(brk, squares=False)[-1]
     entry = np.repeat(np.arange(c.size, dtype=np.uint8), np.diff(cuts))  # per kept bin
     table = c.astype(np.float32)
     uniq, inv = np.unique(table, return_inverse=True)
