@@ -40,6 +40,7 @@ from nnar import pipeline as P
 from nnar.codecs.affine import Affine
 from nnar.codecs.byteplanes import BytePlanes
 from nnar.codecs.cast import Cast
+from nnar.codecs.chunked import Chunked
 from nnar.codecs.codebook import Codebook
 from nnar.codecs.huffman import Huffman
 from nnar.codecs.raw import Raw
@@ -71,7 +72,7 @@ def _configure_and_build(src: Path, build: Path, compiler: str | None, *options:
     if compiler:
         env["CC"] = compiler
     cmd = (f"cmake -S '{src}' -B '{build}' -DCMAKE_BUILD_TYPE=Release -DNNAR_WERROR=ON {' '.join(options)} "
-           f"&& cmake --build '{build}' -j 4")
+           f"&& cmake --build '{build}' -j 2")
     return subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
 
@@ -310,6 +311,9 @@ def _pipelines():
         P.Pipeline((), Sparse("gaps", Codebook(8), gap_bits=4), huff),
         P.Pipeline((), Codebook(8), huff),
         P.Pipeline((Cast("float64"),), BytePlanes(), zstd),
+        P.Pipeline((), Raw(), ((Chunked(4096, Huffman()),),)),
+        P.Pipeline((), BytePlanes(), ((Chunked(4096, Zstd(3)),),)),
+        P.Pipeline((), Raw(), ((Chunked(4096, Zstd(1)), Huffman()),)),
     ])
 
 
@@ -437,6 +441,173 @@ def test_mutated_archives_give_the_same_code(san, bases, tmp_path, m):
     assert code_of(run(san, "verify", path, "--map")) == _python_code(data, random=True)
 
 
+# -- nnar.chunked (format 1.5): Python's chunked streams read in C, and hostile tables -----------------
+
+
+def _chunked_archive() -> bytes:
+    """What nnar.pack writes since 1.5 for large tensors: every stream of 4 MiB or more under a
+    one-stage chain in chunks of 1 MiB (nnar.chunked): the planes of 2^22 float32 (the exponent
+    plane under chunked zstd), int32 under chunked zstd, random bytes stored raw; a small tensor."""
+    rng = np.random.default_rng(15)
+    return nnar.pack({"w": (rng.normal(size=1 << 22) * 0.05).astype(np.float32),
+                      "ids": rng.integers(-50, 50, size=(5 << 20) // 4 + 3).astype(np.int32),
+                      "noise": rng.integers(0, 256, size=(4 << 20) + 4099, dtype=np.uint8),
+                      "bias": np.linspace(-1, 1, 77, dtype=np.float32)})
+
+
+def _chunked_codecs(data: bytes) -> list[dict]:
+    """The nested stages of the archive's chunked segments."""
+    with nnar.open(data) as a:
+        return [g["codecs"][0]["config"]["chunk"] for i in a.infos() for g in i.segments
+                if g["codecs"] and g["codecs"][0]["codec"] == "nnar.chunked"]
+
+
+def test_python_chunked_archives_read_in_c(builds, tmp_path):
+    """Python's default packing chunks the large streams; both builds read them bit for bit at
+    random and in order, and verify them to Python's content digest."""
+    data = _chunked_archive()
+    assert len(_chunked_codecs(data)) >= 2 and nnar.open(data).format_version == (1, 5)
+    for exe in builds.values():
+        _assert_same_decode(exe, tmp_path, data)
+
+
+#: tensors small enough to attack quickly, with chunked streams of several 4096-byte chunks
+#: (the last one shorter): nested zstd, nested Huffman, byte planes of three chunks each
+_CHUNKED_SMALL = [
+    (np.random.default_rng(1).normal(size=2500).astype(np.float32), P.Pipeline((), Raw(), ((Chunked(4096, Zstd(3)),),))),
+    ((np.random.default_rng(2).integers(0, 16, 10000) * 3).astype(np.uint8),
+     P.Pipeline((), Raw(), ((Chunked(4096, Huffman()),),))),
+    ((np.random.default_rng(3).normal(size=9000) * 0.05).astype(np.float32),
+     P.Pipeline((), BytePlanes(), ((Chunked(4096, Zstd(1)),),))),
+]
+
+
+def _with_stream(array: np.ndarray, pipe: P.Pipeline, edit, segment: int = 0, spec=None) -> bytes:
+    """An archive of one tensor whose ``segment``'s stored bytes are ``edit(bytes)`` (CRCs
+    right, the digest of ``array``): a chunked stream no correct nnar writes."""
+    import dataclasses
+    from nnar.codecs.abc import TensorSpec
+    enc = P.encode(np.ascontiguousarray(array), TensorSpec(str(array.dtype), array.shape), pipe)
+    segs = list(enc.segments)
+    segs[segment] = dataclasses.replace(segs[segment], data=edit(bytes(segs[segment].data)))
+    if spec is not None:   # another tensor's shape, its stream's raw_length with it
+        segs[segment] = dataclasses.replace(segs[segment], raw_length=spec.nbytes)
+        enc = dataclasses.replace(enc, spec=spec)
+    enc = dataclasses.replace(enc, segments=segs)
+    buf = io.BytesIO()
+    with nnar.ArchiveWriter(buf) as w:
+        w.write_encoded("x", enc, hashlib.sha256(np.ascontiguousarray(array).tobytes()).digest())
+    return buf.getvalue()
+
+
+def _assert_same_code(exe: Path, tmp_path: Path, data: bytes) -> str | None:
+    path = tmp_path / "c.nnar"
+    path.write_bytes(data)
+    want = _python_code(data, random=False)
+    assert code_of(run(exe, "verify", path, "--stream")) == want
+    assert code_of(run(exe, "verify", path)) == _python_code(data, random=True)
+    assert code_of(run(exe, "verify", path, "--map")) == _python_code(data, random=True)
+    return want
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(m=mutations(len(_CHUNKED_SMALL)))
+def test_mutated_chunked_streams_give_the_same_code(san, tmp_path, m):
+    """A chunked stream mutated (half the time in its table of length and sizes) behind right
+    CRCs: the same code as Python, in order, at random and mapped."""
+    which, kind, where, count = m
+    array, pipe = _CHUNKED_SMALL[which]
+
+    def edit(stream: bytes) -> bytes:
+        table = 8 + 8 * -(-int.from_bytes(stream[:8], "little") // 4096)
+        if where & 1:
+            return mutate(stream[:table], kind, where >> 1, count) + stream[table:]
+        return mutate(stream, kind, where >> 1, count)
+    segment = count % (4 if isinstance(pipe.array_bytes, BytePlanes) else 1)
+    _assert_same_code(san, tmp_path, _with_stream(array, pipe, edit, segment))
+
+
+def _table_edit(fn):
+    """An edit of a chunked stream (chunks of 4096) through ``fn(length, sizes, chunks)``."""
+    def edit(stream: bytes) -> bytes:
+        n = int.from_bytes(stream[:8], "little")
+        k = -(-n // 4096)
+        sizes = list(np.frombuffer(stream[8:8 + 8 * k], "<u8").tolist())
+        n, sizes, chunks = fn(n, sizes, stream[8 + 8 * k:])
+        return n.to_bytes(8, "little") + np.array(sizes, "<u8").tobytes() + chunks
+    return edit
+
+
+HOSTILE_TABLES = {
+    "length-2^64-1": lambda n, s, c: ((1 << 64) - 1, s, c),
+    "size-2^64-1": lambda n, s, c: (n, [(1 << 64) - 1, *s[1:]], c),
+    "sizes-wrap": lambda n, s, c: (n, [(1 << 64) - 1, s[0] + s[1] + 1, *s[2:]], c),
+    "sizes-wrap-last": lambda n, s, c: (n, [*s[:-1], s[-1] + (1 << 63), ], c),
+    "sizes-swapped": lambda n, s, c: (n, s[::-1], c),
+    "length-one-less": lambda n, s, c: (n - 1, s, c),
+    "length-a-chunk-less": lambda n, s, c: (n - 4096, s[1:], c[s[0]:]),
+    "length-0": lambda n, s, c: (0, [], c),
+    "length-0-empty": lambda n, s, c: (0, [], b""),
+    "no-table": lambda n, s, c: (n, [], b""),
+    "chunk-empty": lambda n, s, c: (n, [0, s[0] + s[1], *s[2:]], c),
+}
+
+
+@pytest.mark.parametrize("which", range(len(_CHUNKED_SMALL)))
+@pytest.mark.parametrize("name", sorted(HOSTILE_TABLES))
+def test_hostile_chunked_tables_give_the_same_code(san, tmp_path, name, which):
+    array, pipe = _CHUNKED_SMALL[which]
+    got = _assert_same_code(san, tmp_path, _with_stream(array, pipe, _table_edit(HOSTILE_TABLES[name])))
+    assert got == "codec-data", got
+
+
+@pytest.mark.parametrize("nested", [Zstd(3), Huffman()], ids=["zstd", "huffman"])
+def test_chunked_bound_bounds_the_step_before_it(san, tmp_path, nested):
+    """A chain of nnar.chunked then Huffman: the Huffman step may give at most chunked.md's
+    encoded bound of the segment's raw_length (FORMAT.md §6.1 step 4): one byte more is the
+    Huffman count's codec-data, naming the bound; exactly the bound passes that step (and fails
+    in the chunked table). Python agrees on the code both times."""
+    chunked = Chunked(4096, nested)
+    bound = chunked.encoded_bound(10000)
+    if isinstance(nested, Zstd):
+        assert bound == 10258   # chunked.md's example
+    pipe = P.Pipeline((), Raw(), ((chunked, Huffman()),))
+    array = (np.arange(10000) % 5).astype(np.uint8)
+    for length, over in ((bound + 1, True), (bound, False)):
+        data = _with_stream(array, pipe, lambda _: bytes(Huffman().encode(bytes(length))[0]))
+        assert _assert_same_code(san, tmp_path, data) == "codec-data"
+        r = run(san, "verify", tmp_path / "c.nnar")
+        assert (f"count {length}, expected at most {bound}" in r.stderr.decode()) == over, r.stderr
+
+
+def test_a_million_chunks_cost_their_table(builds, tmp_path):
+    """A table of 2^20 empty chunks (an 8 MiB table for a 4 GiB uint8 tensor): every check
+    passes up to the first chunk, which is codec-data in both readers, in order and at random.
+    Through a counting allocator (native/tests/peak_memory.c, in order), the library holds the
+    tensor's output and the stream's (4 GiB each, allocated and never touched) and the body read
+    in growing blocks: a few times the table, nothing per chunk."""
+    from nnar.codecs.abc import TensorSpec
+    k = 1 << 20
+    data = _with_stream(np.zeros(4096, np.uint8), _CHUNKED_SMALL[0][1],
+                        lambda _: (k * 4096).to_bytes(8, "little") + bytes(8 * k), spec=TensorSpec("uint8", (k * 4096,)))
+    path = tmp_path / "million.nnar"
+    path.write_bytes(data)
+    assert _python_code(data, random=True) == _python_code(data, random=False) == "codec-data"
+    for exe in builds.values():
+        for mode in ((), ("--stream",)):
+            assert code_of(run(exe, "verify", path, *mode)) == "codec-data"
+    cc = shutil.which("gcc") or shutil.which("cc") or "clang"
+    exe = tmp_path / "peak_memory"
+    done = subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", f"-I{NATIVE / 'include'}",
+                           str(NATIVE / "tests" / "peak_memory.c"), str(builds["release"].parent / "libnnar.a"),
+                           "-lzstd", "-o", str(exe)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    r = run(exe, path)
+    assert r.returncode == 1 and r.stdout.startswith(b"codec-data: "), r.stdout
+    peak = int(r.stdout.split()[-1])
+    assert peak - 2 * k * 4096 < 4 * 8 * k, peak
+
+
 def test_every_allocation_failure_is_a_status_and_frees_all(builds, tmp_path):
     """native/tests/alloc_failures.c: the caller's allocator fails at the k-th call for every k,
     at random and in order; each run is out-of-memory (or ok once nothing fails), nothing leaks."""
@@ -447,7 +618,7 @@ def test_every_allocation_failure_is_a_status_and_frees_all(builds, tmp_path):
                            str(NATIVE / "tests" / "alloc_failures.c"), str(builds["sanitized"].parent / "libnnar.a"),
                            "-lzstd", "-o", str(exe)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    for name in ("groups", "sparse", "folder", "aliases", "structure-onnx", "compressed-descriptors", "huffman"):
+    for name in ("groups", "sparse", "folder", "aliases", "structure-onnx", "compressed-descriptors", "huffman", "chunked"):
         r = run(exe, VECTORS / "valid" / f"{name}.nnar")
         assert r.returncode == 0 and r.stdout.startswith(b"ok "), (name, r.stdout, r.stderr)
 
@@ -518,7 +689,8 @@ def test_fast_paths_equal_the_portable_code(builds, tmp_path):
 
 def _large_archives() -> dict[str, bytes]:
     """Archives whose records are large enough for every fast path: byte planes of float32,
-    float16, bfloat16, int32 (lossless), 4-bit k-means, raw tensors, odd element counts."""
+    float16, bfloat16, int32 (lossless), 4-bit k-means, raw tensors, odd element counts, and
+    Python's default packing of large tensors (chunked streams, format 1.5)."""
     rng = np.random.default_rng(18)
     f32 = {f"w{i}": (rng.normal(size=(97 + i, 331)) * 0.05).astype(np.float32) for i in range(3)}
     f32["ints"] = rng.integers(-5000, 5000, size=(70001,)).astype(np.int32)
@@ -535,7 +707,7 @@ def _large_archives() -> dict[str, bytes]:
         for k, v in bf.items():
             w.write(k, v, dtype="bfloat16")
     return {"lossless": buf.getvalue(), "kmeans": nnar.pack(f32, config={"quant": "kmeans", "bits": 4}),
-            "raw": raw.getvalue()}
+            "raw": raw.getvalue(), "chunked": _chunked_archive()}
 
 
 def test_portable_path_decodes_the_same(builds, tmp_path):

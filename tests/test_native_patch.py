@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ import nnar
 import nnar.config
 from nnar import pipeline as P
 from nnar.codecs.byteplanes import BytePlanes
+from nnar.codecs.chunked import Chunked
 from nnar.codecs.huffman import Huffman
 from nnar.codecs.raw import Raw
 from nnar.codecs.zstd import Zstd
@@ -107,6 +109,8 @@ def test_valid_patch_vector(san, tmp_path, name):
     want = (PATCHES / v["result"]).read_bytes()
     if v.get("kind") == "content":
         _assert_good_result(san, out, want)
+        # format_minor: the greater of result_minor and 4 (§6 step 3), not the applier's own minor
+        assert out.read_bytes()[10:12] == want[10:12]
     else:   # a byte patch binds the exact bytes
         assert out.read_bytes() == want
     assert base.read_bytes() == before
@@ -144,7 +148,7 @@ def test_output_refused_unless_forced_and_patch_from_a_pipe(tool, tmp_path):
 
 PRESETS = [None, "fp16", "int8", {"quant": "kmeans", "bits": 4}, "tiny", {"prune": 0.7}]
 HUFFMAN = [P.Pipeline((), Raw(), ((Huffman(),),)), P.Pipeline((), BytePlanes(), ((Huffman(),),)),
-           P.Pipeline((), BytePlanes(), ((Zstd(1), Huffman()),))]
+           P.Pipeline((), BytePlanes(), ((Zstd(1), Huffman()),)), P.Pipeline((), Raw(), ((Chunked(4096, Huffman()),),))]
 
 
 @st.composite
@@ -211,6 +215,55 @@ def test_python_patches_apply_in_c(either, tmp_path, case):
     r = c_patch(either, tmp_path / "old.nnar", tmp_path / "p.nnarpatch", out)
     assert r.returncode == 0, r.stderr
     _assert_good_result(either, out, new)
+
+
+def test_python_patches_of_chunked_archives_apply_in_c(either, tmp_path):
+    """Archives as nnar.pack writes them since 1.5 (2^22 float32 and 5 MiB of int32: streams of 4
+    MiB or more chunked by 1 MiB), a fine-tune and an edit apart: Python's patch applies in C, the
+    chunked streams encoded again by the C encoder (the nested zstd per chunk), and the result
+    verifies in both readers with v2's content, format_minor 5 (result_minor)."""
+    rng = np.random.default_rng(17)
+    w = (rng.normal(size=1 << 22) * 0.05).astype(np.float32)
+    ids = rng.integers(-50, 50, size=(5 << 20) // 4).astype(np.int32)
+    v1 = nnar.pack({"w": w, "ids": ids, "b": np.ones(9, np.float32)})
+    w2 = w.copy()
+    w2[::5] += np.float32(1e-3)
+    v2 = nnar.pack({"w": w2, "ids": ids + 1, "b": np.ones(9, np.float32)})
+    with nnar.open(v2) as a:
+        assert any(g["codecs"] and g["codecs"][0]["codec"] == "nnar.chunked" for i in a.infos() for g in i.segments)
+    work, out, got = apply_in_c(either, v1, _diff(v1, v2, tmp_path), tmp_path / "w")
+    assert got is None
+    _assert_good_result(either, out, v2)
+    assert out.read_bytes()[10:12] == (5).to_bytes(2, "little")
+
+
+def test_chunked_huffman_streams_rebuilt_byte_for_byte(tool, tmp_path):
+    """Chunked streams whose chunks are Huffman (deterministic in both encoders): every record
+    body of the C result of Python's patch is Python's result's, byte for byte, tables and chunks
+    (its length and body_crc; the descriptors, zstd-compressed, follow libzstd's version)."""
+    rng = np.random.default_rng(19)
+    pipe = P.Pipeline((), BytePlanes(), ((Chunked(4096, Huffman()),),))
+    old = [("w", "float32", (rng.normal(size=(70, 300)) * 0.05).astype(np.float32)),
+           ("q", "float32", (rng.integers(0, 7, size=(50, 99)) * 0.5).astype(np.float32))]
+    new = [(n, d, (a + np.float32(1e-3)).astype(np.float32)) for n, d, a in old]
+    v1, v2 = _write(old, pipelines=[pipe, pipe]), _write(new, pipelines=[pipe, pipe])
+    patch = _diff(v1, v2, tmp_path)
+    work, out, got = apply_in_c(tool, v1, patch, tmp_path / "w")
+    assert got is None
+    _assert_good_result(tool, out, v2)
+    bodies = _bodies(out.read_bytes())
+    assert [b[0] for b in bodies] == [b"META", b"TENS", b"TENS"]
+    assert bodies == _bodies(nnar_result(v1, patch, tmp_path))
+
+
+def _bodies(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, body_length, body_crc) of each record (FORMAT.md §4), up to the index."""
+    out, at = [], 16
+    while data[at:at + 4] != b"INDX":
+        length, desc, crc = struct.unpack_from("<QII", data, at + 8)
+        out.append((data[at:at + 4], length, crc))
+        at += 32 + desc + length
+    return out
 
 
 def _folder(root, config: bytes, weights: dict, extra: dict) -> bytes:
@@ -435,10 +488,20 @@ def test_every_allocation_failure_while_patching(builds, tmp_path):
                            str(NATIVE / "tests" / "alloc_failures.c"), str(builds["sanitized"].parent / "libnnar.a"),
                            "-lzstd", "-o", str(exe)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    for name in ("content-fine-tune-rename-add-remove", "content-folder", "content-structure", "group-ranges"):
-        v = PATCH_MANIFEST["valid"][name]
-        r = run(exe, PATCHES / v["base"], PATCHES / v["patch"])
-        assert r.returncode == 0 and r.stdout.startswith(b"ok "), (name, r.stdout, r.stderr)
+    pairs = [(PATCHES / PATCH_MANIFEST["valid"][name]["base"], PATCHES / PATCH_MANIFEST["valid"][name]["patch"])
+             for name in ("content-fine-tune-rename-add-remove", "content-folder", "content-structure", "group-ranges")]
+    # chunked streams rebuilt (nested zstd and Huffman, chunks of 4096)
+    rng = np.random.default_rng(23)
+    pipes = [P.Pipeline((), Raw(), ((Chunked(4096, Zstd(3)),),)), P.Pipeline((), Raw(), ((Chunked(4096, Huffman()),),))]
+    old = [("z", "uint8", (np.arange(9000) % 7).astype(np.uint8)), ("h", "uint8", rng.integers(0, 4, 5000).astype(np.uint8))]
+    new = [(n, d, (a + 1).astype(np.uint8)) for n, d, a in old]
+    v1 = _write(old, pipelines=pipes)
+    (tmp_path / "chunked.nnar").write_bytes(v1)
+    (tmp_path / "chunked.nnarpatch").write_bytes(_diff(v1, _write(new, pipelines=pipes), tmp_path))
+    pairs.append((tmp_path / "chunked.nnar", tmp_path / "chunked.nnarpatch"))
+    for base, patch in pairs:
+        r = run(exe, base, patch)
+        assert r.returncode == 0 and r.stdout.startswith(b"ok "), (patch, r.stdout, r.stderr)
 
 
 def test_patching_holds_a_few_records(builds, tmp_path):

@@ -1,9 +1,9 @@
-/* libFuzzer harness for the patcher: the first byte chooses one of four fixed bases (the small
+/* libFuzzer harness for the patcher: the first byte chooses one of five fixed bases (the small
  * bases of spec/vectors/patch, in patch_bases.h: content patches over groups, a folder and
- * k-means, a byte patch over groups), the rest is the patch, read in uneven chunks as from a
- * pipe, the result discarded. The contract: a status, never a crash, a hang, a leak or undefined
- * behaviour. Build: cmake -DNNAR_FUZZ=ON with CC=clang; run:
- * ./fuzz_patch -max_total_time=1800 corpus_patch/ */
+ * k-means, a byte patch over groups; and a small archive of chunked streams, format 1.5), the
+ * rest is the patch, read in uneven chunks as from a pipe, the result discarded. The contract:
+ * a status, never a crash, a hang, a leak or undefined behaviour. Build: cmake -DNNAR_FUZZ=ON
+ * with CC=clang; run: ./fuzz_patch -max_total_time=1800 corpus_patch/ */
 #include <stdlib.h>
 #include <string.h>
 

@@ -58,8 +58,7 @@ nnar_status nnar_zstd_frame(nnar_ctx *ctx, const uint8_t *in, size_t in_size, ui
     unsigned long long fcs;
     uint64_t window;
     size_t frame_size, r;
-    uint8_t fhd, *buf;
-    *out = NULL;
+    uint8_t fhd, *buf, *into = *out;
     *out_size = 0;
     if (in_size < 6 || le32(in) != 0xFD2FB528u)
         return nnar_fail(ctx, fail_code, "zstd: expected a frame starting 28 b5 2f fd, found other bytes");
@@ -89,11 +88,11 @@ nnar_status nnar_zstd_frame(nnar_ctx *ctx, const uint8_t *in, size_t in_size, ui
         ctx->zstd = ZSTD_createDCtx();
         if (!ctx->zstd) return nnar_fail(ctx, NNAR_OUT_OF_MEMORY, "zstd: cannot make a decoder");
     }
-    buf = (uint8_t *)nnar_alloc(ctx, (size_t)fcs);
+    buf = into ? into : (uint8_t *)nnar_alloc(ctx, (size_t)fcs);
     if (!buf) return NNAR_OUT_OF_MEMORY;
     r = ZSTD_decompressDCtx(ctx->zstd, buf, (size_t)fcs, in, in_size);
     if (ZSTD_isError(r) || r != fcs) {
-        nnar_free(ctx, buf);
+        if (!into) nnar_free(ctx, buf);
         if (ZSTD_isError(r)) return nnar_fail(ctx, fail_code, "zstd: corrupt frame (%s)", ZSTD_getErrorName(r));
         return nnar_fail(ctx, fail_code, "zstd: frame declares %llu bytes, decoded %zu", fcs, r);
     }

@@ -15,7 +15,8 @@
 #define NNAR_TRAILER_SIZE 32
 #define NNAR_DIGEST_SIZE 32
 #define NNAR_FORMAT_MAJOR 1
-#define NNAR_FORMAT_MINOR 4
+#define NNAR_FORMAT_MINOR 5          /* the format this reader implements: 1.5 (strict up to it, §10) */
+#define NNAR_CONTENT_PATCH_MINOR 4   /* a content patch's result: at least 1.4 (patch.md §6 step 3) */
 #define NNAR_ALIGN 64
 #define NNAR_MAX_NAME_BYTES 65535
 #define NNAR_MAX_U63 0x7FFFFFFFFFFFFFFFull
@@ -222,7 +223,8 @@ void nnar_head_free(nnar_ctx *ctx, nnar_head *head);
 void nnar_type_text(const uint8_t type[4], char out[17]);
 nnar_status nnar_parse_trailer(nnar_ctx *ctx, const uint8_t *t, uint64_t offset, uint64_t *index_offset);
 /* One zstd frame, exactly, declaring at most max_size bytes (spec/codecs/zstd.md). The caller
- * maps the codes: fail_code for a bad frame, limit_code for a declared size above max. */
+ * maps the codes: fail_code for a bad frame, limit_code for a declared size above max. *out:
+ * NULL on entry (the output is allocated here) or a buffer of max_size bytes to decode into. */
 nnar_status nnar_zstd_frame(nnar_ctx *ctx, const uint8_t *in, size_t in_size, uint64_t max_size,
                             nnar_status fail_code, nnar_status limit_code, uint8_t **out, size_t *out_size);
 

@@ -515,7 +515,9 @@ static nnar_status apply_content(patcher *p, const char *base_path, const void *
 {
     nnar_ctx *ctx = &p->ctx;
     uint8_t found[32], preamble[16], content[32], trailer[32], *stored = NULL;
-    uint16_t minor = p->h.result_minor > NNAR_FORMAT_MINOR ? p->h.result_minor : NNAR_FORMAT_MINOR;
+    /* the greater of result_minor and 4 (patch.md §6 step 3: the index carries a content digest),
+     * not this reader's minor */
+    uint16_t minor = p->h.result_minor > NNAR_CONTENT_PATCH_MINOR ? p->h.result_minor : NNAR_CONTENT_PATCH_MINOR;
     result_state r;
     uint32_t i, zflag = 0, crc;
     uint64_t index_offset, body_length;

@@ -41,7 +41,7 @@ static nnar_status build_stage(nnar_ctx *ctx, const mp_doc *doc, uint32_t node, 
     if (doc->nodes[st->config].type != MP_MAP)
         return nnar_fail(ctx, NNAR_CODEC_DATA, "%s: expected a config map, found another type", st->codec->id);
     NNAR_TRY(st->codec->config(ctx, st));
-    if (st->codec != &nnar_codec_sparse) st->inner = NULL;
+    if (st->codec != &nnar_codec_sparse && st->codec != &nnar_codec_chunked) st->inner = NULL;
     if (ctx->strict && nnar_unknown_params(st, params))
         return nnar_fail(ctx, NNAR_CODEC_DATA, "%s: params it does not define", st->codec->id);
     return NNAR_OK;
@@ -182,7 +182,7 @@ nnar_status nnar_decode_segments(nnar_ctx *ctx, const nnar_record *rec, const ui
                 }
             ss->bounds[0] = g->raw_length;
             for (i = 0; i + 1 < cn->len; i++) {
-                uint64_t b = ss->chain[i].codec->bound(ss->bounds[i]);
+                uint64_t b = ss->chain[i].codec->bound(&ss->chain[i], ss->bounds[i]);
                 ss->bounds[i + 1] = b < limit ? b : limit;
             }
         }
@@ -302,7 +302,7 @@ nnar_status nnar_decode_chain(nnar_ctx *ctx, const mp_doc *doc, uint32_t codecs,
     if (s == NNAR_OK) {
         bounds[0] = raw_length;
         for (i = 0; i + 1 < cn->len; i++) {
-            uint64_t b = chain[i].codec->bound(bounds[i]);
+            uint64_t b = chain[i].codec->bound(&chain[i], bounds[i]);
             bounds[i + 1] = b < ctx->limits.max_tensor_bytes ? b : ctx->limits.max_tensor_bytes;
         }
     }

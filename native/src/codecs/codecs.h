@@ -25,7 +25,8 @@ typedef struct nnar_stage {
     uint64_t group_size;      /* affine */
     nnar_dtype cast_dtype;    /* cast */
     int gaps, gap_bits;       /* sparse */
-    struct nnar_stage *inner; /* sparse: the nested array->bytes stage */
+    uint64_t chunk_bytes;     /* chunked */
+    struct nnar_stage *inner; /* sparse: the nested array->bytes stage; chunked: the nested bytes->bytes one */
 } nnar_stage;
 
 /* A stream an array->bytes stage reads: its name, and its exact length or a bound. */
@@ -55,8 +56,11 @@ typedef struct nnar_codec {
     /* streams are given in the order of names(); out holds spec.size elements */
     nnar_status (*ab_decode)(nnar_ctx *ctx, const nnar_stage *st, nnar_spec spec, const nnar_stream *streams,
                              uint8_t *out);
-    /* bytes->bytes */
-    uint64_t (*bound)(uint64_t n);
+    /* bytes->bytes: the encoded bound of n bytes (each codec page's "Encoded bound"; it may saturate at
+     * UINT64_MAX, the caller clamps it); decoding at most max_out bytes into *out, allocated
+     * here when *out is NULL on entry, else a caller's buffer of max_out bytes (a chunk's place
+     * in nnar.chunked's output; nothing allocated) */
+    uint64_t (*bound)(const struct nnar_stage *st, uint64_t n);
     nnar_status (*bb_decode)(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in, size_t in_size,
                              uint64_t max_out, uint8_t **out, size_t *out_size);
     /* bytes->bytes encoding with the stage's config (a patch's rebuilt streams); *out is
@@ -66,7 +70,7 @@ typedef struct nnar_codec {
 } nnar_codec;
 
 extern const nnar_codec nnar_codec_raw, nnar_codec_byteplanes, nnar_codec_zstd, nnar_codec_huffman,
-    nnar_codec_cast, nnar_codec_codebook, nnar_codec_affine, nnar_codec_sparse;
+    nnar_codec_chunked, nnar_codec_cast, nnar_codec_codebook, nnar_codec_affine, nnar_codec_sparse;
 
 const nnar_codec *nnar_codec_find(const mp_node *id);
 /* Config helpers: the config is a map holding exactly these keys (codec-data otherwise). */

@@ -7,7 +7,11 @@ static const char *const no_keys[] = {NULL};
 
 static nnar_status config(nnar_ctx *ctx, nnar_stage *st) { return nnar_config_keys(ctx, st, no_keys, no_keys); }
 
-static uint64_t bound(uint64_t n) { return 136 + (15 * n + 7) / 8; }
+static uint64_t bound(const nnar_stage *st, uint64_t n)
+{
+    (void)st;
+    return n > (UINT64_MAX - 7) / 15 ? UINT64_MAX : 136 + (15 * n + 7) / 8;
+}
 
 static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in, size_t in_size, uint64_t max_out,
                           uint8_t **out, size_t *out_size)
@@ -16,10 +20,9 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in
     unsigned len[256], bl_count[16] = {0}, next_code[16], lo = 16, hi = 0, nonzero = 0, s, n;
     uint32_t kraft = 0, code = 0;
     uint16_t *table;
-    uint8_t *buf;
+    uint8_t *buf, *into = *out;
     const uint8_t *bits;
     (void)st;
-    *out = NULL;
     *out_size = 0;
     if (in_size < 136) return nnar_fail(ctx, NNAR_CODEC_DATA, "nnar.huffman: expected at least 136 bytes, found %zu", in_size);
     for (i = 0; i < 8; i++) count |= (uint64_t)in[i] << (8 * i);
@@ -49,7 +52,7 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in
     if (count == 0) {
         if (bits_len) return nnar_fail(ctx, NNAR_CODEC_DATA, "nnar.huffman: count 0, expected no bits, found %llu bytes",
                                        (unsigned long long)bits_len);
-        *out = (uint8_t *)nnar_alloc(ctx, 1);
+        if (!into) *out = (uint8_t *)nnar_alloc(ctx, 1);
         return *out ? NNAR_OK : NNAR_OUT_OF_MEMORY;
     }
     if (bits_len < (count * lo + 7) / 8 || bits_len > (count * hi + 7) / 8)
@@ -66,7 +69,7 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in
             for (e = first; e < last; e++) table[e] = (uint16_t)(s | len[s] << 8);
         }
     }
-    buf = (uint8_t *)nnar_alloc(ctx, (size_t)count);
+    buf = into ? into : (uint8_t *)nnar_alloc(ctx, (size_t)count);
     if (!buf) { nnar_free(ctx, table); return NNAR_OUT_OF_MEMORY; }
     total_bits = bits_len * 8;
     {
@@ -85,7 +88,7 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in
             l = e >> 8;
             if (!l || pos + l > total_bits) {
                 nnar_free(ctx, table);
-                nnar_free(ctx, buf);
+                if (!into) nnar_free(ctx, buf);
                 return nnar_fail(ctx, NNAR_CODEC_DATA, "nnar.huffman: %s at bit %llu (symbol %llu of %llu)",
                                  l ? "a code runs past the end of the bits" : "an invalid code", (unsigned long long)pos,
                                  (unsigned long long)i, (unsigned long long)count);
@@ -97,7 +100,7 @@ static nnar_status decode(nnar_ctx *ctx, const nnar_stage *st, const uint8_t *in
     }
     nnar_free(ctx, table);
     if ((pos + 7) / 8 != bits_len || (pos % 8 && (bits[pos / 8] & (0xFFu >> (pos % 8))))) {
-        nnar_free(ctx, buf);
+        if (!into) nnar_free(ctx, buf);
         return nnar_fail(ctx, NNAR_CODEC_DATA, "nnar.huffman: codes end at bit %llu, expected %llu bytes of bits with zero "
                          "padding, found %llu bytes", (unsigned long long)pos, (unsigned long long)((pos + 7) / 8),
                          (unsigned long long)bits_len);

@@ -4,7 +4,7 @@
 #include "codecs.h"
 
 static const nnar_codec *const all[] = {
-    &nnar_codec_raw, &nnar_codec_byteplanes, &nnar_codec_zstd, &nnar_codec_huffman,
+    &nnar_codec_raw, &nnar_codec_byteplanes, &nnar_codec_zstd, &nnar_codec_huffman, &nnar_codec_chunked,
     &nnar_codec_cast, &nnar_codec_codebook, &nnar_codec_affine, &nnar_codec_sparse, NULL
 };
 

@@ -25,8 +25,10 @@ static nnar_status config(nnar_ctx *ctx, nnar_stage *st)
 }
 
 /* libzstd's ZSTD_COMPRESSBOUND */
-static uint64_t bound(uint64_t n)
+static uint64_t bound(const nnar_stage *st, uint64_t n)
 {
+    (void)st;
+    if (n > UINT64_MAX - (UINT64_MAX >> 8)) return UINT64_MAX;
     return n + (n >> 8) + (n < (128u << 10) ? ((128u << 10) - n) >> 11 : 0);
 }
 
